@@ -1,0 +1,197 @@
+"""Frozen configuration dataclasses with a strict JSON round-trip.
+
+Unknown keys are rejected (a typo in a config file is an error, not a silent default).
+The defaults are the method as DESIGN.md section 3 fixes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Tuple
+
+from dlsr_deploy.errors import ConfigError
+
+BACKBONES = ("efficientnet-lite0", "efficientnet-b4", "resnet50")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _from_dict(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - dataclass signature errors
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+class _JsonMixin:
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any):
+        return _from_dict(cls, data, cls.__name__)
+
+
+@dataclass(frozen=True)
+class FeatureConfig(_JsonMixin):
+    """Backbone and the image -> z0 path.
+
+    input_size: images are resized (bilinear) to input_size x input_size.
+    native_size: every image (ID or OOD) is first brought to this size, so all sets
+        reach the backbone through the same resize (the fair protocol). None keeps
+        the source size.
+    """
+
+    backbone: str = "efficientnet-lite0"
+    input_size: int = 224
+    native_size: Optional[int] = 32
+    weights: Optional[str] = None  # path; None = the packaged default (lite0 only)
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    zscore_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.backbone not in BACKBONES:
+            raise ConfigError(f"backbone: expected one of {list(BACKBONES)}, got {self.backbone!r}")
+        if not isinstance(self.input_size, int) or self.input_size < 32:
+            raise ConfigError(f"input_size: expected an integer >= 32, got {self.input_size!r}")
+        if self.native_size is not None and (not isinstance(self.native_size, int) or self.native_size < 8):
+            raise ConfigError(f"native_size: expected an integer >= 8 or null, got {self.native_size!r}")
+
+
+@dataclass(frozen=True)
+class DenoiserConfig(_JsonMixin):
+    """LFDN sizes. width None = 2 * D (the paper's rule); blocks 16 in the paper preset."""
+
+    dim: int = 512
+    width: Optional[int] = None
+    blocks: int = 16
+
+    def __post_init__(self):
+        if self.dim < 2 or self.blocks < 1 or (self.width is not None and self.width < 2):
+            raise ConfigError(f"denoiser: dim, width and blocks must be positive, got {self}")
+
+    @property
+    def hidden(self) -> int:
+        return self.width if self.width is not None else 2 * self.dim
+
+    @classmethod
+    def preset(cls, name: str, dim: int) -> "DenoiserConfig":
+        if name == "paper":
+            return cls(dim=dim, width=None, blocks=16)
+        if name == "small":
+            return cls(dim=dim, width=128, blocks=2)
+        raise ConfigError(f"denoiser preset: expected 'paper' or 'small', got {name!r}")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig(_JsonMixin):
+    timesteps: int = 100
+    beta_start: float = 0.0015
+    beta_end: float = 0.0195
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonMixin):
+    epochs: int = 150
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    ema_decay: float = 0.9999
+    seed: int = 0
+    checkpoint_every: int = 5
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(f"train: epochs, batch_size and lr must be positive, got {self}")
+
+
+@dataclass(frozen=True)
+class ScoreConfig(_JsonMixin):
+    """Test-time reconstruction.
+
+    mode "ddim": noise z0 to t_start with stored noise, K DDIM steps with correct
+    coefficients, reconstruction = final x0 prediction.
+    mode "paper": the official procedure (eta=1, 3 model calls from t=3, off-by-one
+    coefficients, returns the DDIM iterate) so numbers compare with the paper.
+    """
+
+    t_start: int = 3
+    steps: int = 2
+    eta: float = 0.0
+    noise_seed: int = 0
+    n_noise: int = 1
+    mode: str = "ddim"
+    mfsim_skip_first: bool = False
+
+    def __post_init__(self):
+        if self.mode not in ("ddim", "paper"):
+            raise ConfigError(f"score mode: expected 'ddim' or 'paper', got {self.mode!r}")
+        if self.t_start < 0 or self.steps < 1 or self.steps > self.t_start + 1:
+            raise ConfigError(
+                f"scoring: expected 1 <= steps <= t_start + 1 and t_start >= 0, got t_start={self.t_start}, steps={self.steps}"
+            )
+        if self.n_noise < 1:
+            raise ConfigError(f"n_noise: expected >= 1, got {self.n_noise}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ConfigError(f"eta: expected a value in [0, 1], got {self.eta}")
+
+
+@dataclass(frozen=True)
+class ModelConfig(_JsonMixin):
+    """Everything needed to rebuild a trained detector (stored as config.json)."""
+
+    feature: FeatureConfig = field(default_factory=FeatureConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    layer_sizes: Tuple[int, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"model config: expected a JSON object, got {type(data).__name__}")
+        parts = {
+            "feature": FeatureConfig,
+            "denoiser": DenoiserConfig,
+            "schedule": ScheduleConfig,
+            "train": TrainConfig,
+        }
+        unknown = sorted(set(data) - set(parts) - {"layer_sizes"})
+        if unknown:
+            raise ConfigError(f"model config: unknown key(s) {unknown}")
+        kwargs = {k: c.from_dict(data[k]) for k, c in parts.items() if k in data}
+        kwargs["layer_sizes"] = tuple(int(x) for x in data.get("layer_sizes", ()))
+        return cls(**kwargs)
+
+    def save(self, path: Path) -> None:
+        from dlsr_deploy.io import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "ModelConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(data)

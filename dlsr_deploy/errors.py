@@ -1,0 +1,40 @@
+"""Error hierarchy. Every message says what was expected, what came, and how to fix it."""
+
+
+class DLSRError(Exception):
+    """Base class; the CLI prints these as one line and exits with code 1."""
+
+
+class ConfigError(DLSRError, ValueError):
+    """A configuration value or file is invalid."""
+
+
+class DataError(DLSRError, ValueError):
+    """A dataset could not be read or has the wrong content."""
+
+
+class InputError(DLSRError, ValueError):
+    """An input array given to a model or detector has the wrong shape, dtype or values."""
+
+
+class WeightsError(DLSRError):
+    """Backbone or checkpoint weights are missing, corrupt or do not match."""
+
+
+class BundleError(DLSRError):
+    """An exported bundle is missing files, tampered with or inconsistent."""
+
+
+class BackendUnavailable(DLSRError):
+    """A requested backend (TensorRT, ORT-CUDA, ...) is not installed or has no device."""
+
+
+class ParityError(DLSRError):
+    """An exported graph disagrees with the PyTorch reference beyond tolerance."""
+
+
+def missing_extra(package: str, extra: str) -> DLSRError:
+    return BackendUnavailable(
+        f"the Python package '{package}' is not installed; install it with "
+        f"`pip install 'dlsr-deploy[{extra}]'`"
+    )

@@ -1,0 +1,136 @@
+"""dlsr-eval: DLSR scores and feature baselines on ID vs OOD sets -> table, JSON, Markdown, PNG.
+
+Convention in every report: higher score = more OOD; AUROC and AUPR-Out take OOD as the
+positive class; FPR@95TPR and AUPR-In take ID as the positive class.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from dlsr_deploy.metrics import ood_metrics, roc_curve
+
+DIRECTION = "higher score = more OOD"
+POSITIVE = "AUROC / AUPR-Out: OOD positive; FPR@95TPR / AUPR-In: ID positive (threshold = 95th percentile of ID scores)"
+METRIC_NAMES = ("auroc", "fpr95", "aupr_in", "aupr_out")
+
+
+def metrics_table(id_scores: Dict[str, np.ndarray], ood_scores: Dict[str, Dict[str, np.ndarray]]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{score: {ood_name | 'mean': {metric: value}}}"""
+    out = {}
+    for score, id_s in id_scores.items():
+        per = {name: ood_metrics(id_s, s[score]) for name, s in ood_scores.items()}
+        per["mean"] = {m: float(np.mean([v[m] for v in per.values()])) for m in METRIC_NAMES}
+        out[score] = per
+    return out
+
+
+def format_table(table: Dict[str, Dict[str, Dict[str, float]]], title: str = "") -> str:
+    """Markdown table: one row per score, AUROC / FPR95 / AUPR-In / AUPR-Out per OOD set (percent)."""
+    sets = [k for k in next(iter(table.values())).keys()]
+    head = "| score | " + " | ".join(f"{s} AUROC | {s} FPR95 | {s} AUPR-In | {s} AUPR-Out" for s in sets) + " |"
+    sep = "|---" * (1 + 4 * len(sets)) + "|"
+    rows = []
+    for score, per in table.items():
+        cells = []
+        for s in sets:
+            m = per[s]
+            cells += [f"{100 * m['auroc']:.2f}", f"{100 * m['fpr95']:.2f}", f"{100 * m['aupr_in']:.2f}", f"{100 * m['aupr_out']:.2f}"]
+        rows.append(f"| {score} | " + " | ".join(cells) + " |")
+    lines = ([f"**{title}**", ""] if title else []) + [head, sep] + rows
+    return "\n".join(lines)
+
+
+def short_table(table: Dict[str, Dict[str, Dict[str, float]]]) -> str:
+    """Compact text table for stdout: AUROC / FPR95 per OOD set."""
+    sets = list(next(iter(table.values())).keys())
+    w = max(12, *(len(k) for k in table))
+    lines = [f"{'score':<{w}} " + " ".join(f"{s[:18]:>20}" for s in sets), f"{'':<{w}} " + " ".join(f"{'AUROC / FPR95':>20}" for _ in sets)]
+    for score, per in table.items():
+        lines.append(f"{score:<{w}} " + " ".join(f"{100 * per[s]['auroc']:>10.2f} / {100 * per[s]['fpr95']:>6.2f}" for s in sets))
+    return "\n".join(lines)
+
+
+def write_report(result: dict, out_dir: Path, scores_for_plot: Optional[dict] = None, stem: str = "eval") -> List[Path]:
+    """JSON + Markdown (+ PNG of score histograms and ROC curves when scores are given)."""
+    from dlsr_deploy.io import atomic_write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
+    atomic_write_text(paths[0], json.dumps(result, indent=2) + "\n")
+    md = [f"# DLSR evaluation", "", f"- direction: {DIRECTION}", f"- positive class: {POSITIVE}"]
+    for k in ("command", "machine", "model", "id_set", "ood_sets", "created"):
+        if k in result:
+            md.append(f"- {k}: `{json.dumps(result[k])}`")
+    for block in result.get("runs", []):
+        md += ["", format_table(block["metrics"], title=f"score config {json.dumps(block['score_config'])}")]
+    if "baselines" in result:
+        md += ["", format_table(result["baselines"], title="feature baselines on the same z0")]
+    atomic_write_text(paths[1], "\n".join(md) + "\n")
+    if scores_for_plot:
+        png = out_dir / f"{stem}.png"
+        plot_scores(scores_for_plot, png)
+        paths.append(png)
+    return paths
+
+
+def plot_scores(scores: dict, path: Path) -> None:
+    """scores = {'id': {score: arr}, 'ood': {name: {score: arr}}} -> histograms + ROC curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dlsr_deploy.io import atomic_write
+
+    names = list(scores["id"].keys())
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7.5), squeeze=False)
+    for j, sc in enumerate(names):
+        ax = axes[0, j]
+        a = scores["id"][sc]
+        allv = np.concatenate([a] + [o[sc] for o in scores["ood"].values()])
+        lo, hi = np.percentile(allv, [0.5, 99.5])
+        bins = np.linspace(lo, hi, 60)
+        ax.hist(a, bins=bins, alpha=0.5, density=True, label="ID")
+        for name, o in scores["ood"].items():
+            ax.hist(o[sc], bins=bins, alpha=0.4, density=True, label=name)
+        ax.set_title(f"{sc} ({DIRECTION})", fontsize=9)
+        ax.legend(fontsize=7)
+        ax = axes[1, j]
+        for name, o in scores["ood"].items():
+            fpr, tpr = roc_curve(a, o[sc])
+            ax.plot(fpr, tpr, label=name)
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_xlabel("FPR (ID flagged as OOD)")
+        ax.set_ylabel("TPR (OOD detected)")
+        ax.set_title(f"ROC, {sc} (OOD positive)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+
+
+def machine_info() -> dict:
+    import os
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

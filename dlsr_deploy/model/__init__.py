@@ -1,0 +1,1 @@
+"""PyTorch side: backbones, feature extractor, LFDN, training and scoring (needs torch)."""

