@@ -148,17 +148,117 @@ def demo(out, epochs, quiet):
     run_demo(out, epochs=epochs, quiet=quiet)
 
 
-def _placeholder(name):
-    @click.command(name=name)
-    def cmd():
-        """Not available yet in this version."""
-        click.echo(f"error: {name} is not implemented yet", err=True)
+_tol_opts = [
+    click.option("--rank-corr", type=float, default=None, help="Minimum Spearman rank correlation of each score (default 0.9999 FP32, 0.999 FP16)."),
+    click.option("--auroc-change", type=float, default=None, help="Maximum AUROC change vs eager FP32 (default 0.002)."),
+    click.option("--flip-rate", type=float, default=None, help="Maximum share of ID/OOD decisions that flip at the threshold (default 0.005; one flip always allowed)."),
+    click.option("--z0-rel", type=float, default=None, help="Maximum per-image relative L2 error of z0 (default 1e-4 FP32, 0.02 FP16)."),
+]
+
+
+def _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
+    from dataclasses import replace
+
+    from dlsr_deploy.export.parity import Tolerances
+
+    t = Tolerances.for_precision(precision)
+    over = {k: v for k, v in dict(rank_corr=rank_corr, auroc_change=auroc_change, flip_rate=flip_rate, z0_rel=z0_rel).items() if v is not None}
+    return replace(t, **over)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run directory written by dlsr-train.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Bundle folder (default: export/<run name>-<precision>).")
+@click.option("--fp16", is_flag=True, help="FP16 weights and activations in the graph (FP32 I/O, norms, z-score, DDIM arithmetic and score reductions); for a strongly typed TensorRT build.")
+@click.option("--t-start", type=int, default=3, show_default=True, help="Noise level the reconstruction starts from.")
+@click.option("--steps", type=int, default=2, show_default=True, help="DDIM steps K unrolled into the graph.")
+@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM eta (the step noise is stored in the graph too).")
+@click.option("--n-noise", type=int, default=1, show_default=True, help="Stored noise draws averaged inside the graph.")
+@click.option("--noise-seed", type=int, default=0, show_default=True, help="Seed of the stored noise (a constant of the bundle).")
+@click.option("--mode", type=click.Choice(["ddim", "paper"]), default="ddim", show_default=True, help="ddim (corrected) or paper (official procedure).")
+@click.option("--mfsim-skip-first", is_flag=True, help="MFsim over layers 2.. (official code).")
+@click.option("--no-lr", is_flag=True, help="Do not include the first-epoch model (no score_lr; half the denoiser cost).")
+@click.option("--fused", is_flag=True, help="Also write pipeline.onnx: images -> scores in one graph.")
+@click.option("--calibrate-on", default=None, help="ID images for the threshold (default: the images the run held out of training).")
+@click.option("--target-tpr", type=float, default=0.95, show_default=True, help="Share of ID images that must fall below the threshold.")
+@click.option("--verify-ood", multiple=True, help="OOD images added to the parity set (AUROC change is checked only with these).")
+@click.option("--n-verify", type=int, default=256, show_default=True, help="Images per set used for parity.")
+@click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch eager.")
+@click.option("--max-batch", type=int, default=256, show_default=True, help="Largest batch of the TensorRT optimisation profile (min 1, opt 32).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
+@_apply(_tol_opts)
+@click.option("--quiet", is_flag=True)
+@_friendly
+def export(model_dir, out, fp16, t_start, steps, eta, n_noise, noise_seed, mode, mfsim_skip_first, no_lr, fused, calibrate_on, target_tpr, verify_ood, n_verify, no_verify, max_batch, force, rank_corr, auroc_change, flip_rate, z0_rel, quiet):
+    """Export a trained run to a deployable bundle: backbone.onnx (uint8 images -> z0),
+    denoiser.onnx (z0 -> scores, the DDIM loop and its stored noise inside),
+    optionally pipeline.onnx, and manifest.json with a threshold calibrated on ID images
+    only. Verified against PyTorch eager unless --no-verify (exit 1 on failure)."""
+    from dlsr_deploy.config import ScoreConfig
+    from dlsr_deploy.export.exporter import export_bundle
+
+    precision = "fp16" if fp16 else "fp32"
+    out = out or Path("export") / f"{model_dir.name}-{precision}"
+    sc = ScoreConfig(t_start=t_start, steps=steps, eta=eta, n_noise=n_noise, noise_seed=noise_seed, mode=mode, mfsim_skip_first=mfsim_skip_first)
+    export_bundle(model_dir, out, fp16, sc, fused, not no_lr, calibrate_on, target_tpr, not no_verify, verify_ood, n_verify,
+                  _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel), (1, 32, max_batch), force, quiet)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="The run the bundle came from (default: the path recorded in the manifest).")
+@click.option("--data", default=None, help="ID images for the check (default: the calibration images).")
+@click.option("--ood", multiple=True, help="OOD images added to the check.")
+@click.option("--n-verify", type=int, default=256, show_default=True)
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full report as JSON here.")
+@_apply(_tol_opts)
+@click.option("--quiet", is_flag=True)
+@_friendly
+def check(bundle, model_dir, data, ood, n_verify, report, rank_corr, auroc_change, flip_rate, z0_rel, quiet):
+    """Compare a bundle (ONNX Runtime CPU) with PyTorch eager FP32: z0, z0_hat and every
+    score (abs/rel error, Spearman rank correlation, AUROC change, decisions that flip at
+    the calibrated threshold). Exit code 1 when a tolerance is exceeded."""
+    from dlsr_deploy.export.check import check_bundle
+
+    rep = check_bundle(bundle, model_dir, data, ood, n_verify, lambda p: _tolerances(p, rank_corr, auroc_change, flip_rate, z0_rel), report, quiet)
+    if not rep["passed"]:
         sys.exit(1)
 
-    return cmd
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw manifest instead.")
+@_friendly
+def inspect(bundle, as_json):
+    """Print a bundle's manifest readably and verify every file's sha256 (a tampered or
+    truncated file is reported by name, exit code 1)."""
+    import json
+
+    from dlsr_deploy.manifest import describe, read_manifest, verify_files
+
+    m = read_manifest(bundle, verify=False)
+    if as_json:
+        click.echo(json.dumps(m.data, indent=2))
+    else:
+        click.echo(describe(m))
+    ok = verify_files(m)
+    click.echo(f"hashes   {len(ok)} file(s) verified: " + ", ".join(ok))
 
 
-export = _placeholder("dlsr-export")
-check = _placeholder("dlsr-check")
-inspect = _placeholder("dlsr-inspect")
-score = _placeholder("dlsr-score")
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--backend", type=click.Choice(["auto", "trt", "ort-cuda", "ort-cpu"]), default="auto", show_default=True, help="auto = TensorRT if importable with a GPU, else ORT-CUDA, else ORT-CPU.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write per-image results here (.csv or .json); default: CSV on stdout.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--strict-providers", is_flag=True, help="Fail instead of falling back to CPU when the requested ONNX Runtime provider is not used.")
+@click.option("--no-resize", is_flag=True, help="Refuse images whose size differs from the bundle's instead of resizing them.")
+@click.option("--quiet", is_flag=True)
+@_friendly
+def score(bundle, inputs, backend, out, batch_size, strict_providers, no_resize, quiet):
+    """Score images with an exported bundle, without torch. INPUTS are image files,
+    folders or .npz packs. Prints per-image scores, the normalised score (1.0 = threshold)
+    and the ID/OOD decision (higher score = more OOD)."""
+    from dlsr_deploy.runtime.score_cli import score_inputs
+
+    score_inputs(bundle, inputs, backend, out, batch_size, strict_providers, not no_resize, quiet)

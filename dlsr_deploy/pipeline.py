@@ -78,6 +78,8 @@ def run_train(
         "n_images": int(len(z)),
         "n_train": int(len(train_idx)),
         "n_holdout": int(n_hold),
+        "holdout_indices": [int(i) for i in hold_idx],
+        "limit": limit,
         "skipped_files": skipped,
         "epochs": tcfg.epochs,
         "final_loss": res.losses[-1] if res.losses else None,

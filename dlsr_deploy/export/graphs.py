@@ -1,0 +1,201 @@
+"""The modules that are traced into ONNX.
+
+They reuse the trained weights but are written for deployment:
+  * preprocessing (cast, resize, normalisation) is inside the backbone graph;
+  * the "resize each tap to the stride-16 grid (bilinear, align_corners=True), then
+    global-average-pool" step is a fixed weighted spatial sum (one MatMul per tap). A
+    bilinear resize is linear, so its mean over the output grid equals a weighted mean
+    of the input: this is exact, cheaper, and keeps Resize(align_corners) out of the graph;
+  * GroupNorm(1) is written as ReduceMean-based arithmetic in FP32, so no
+    GroupNormalization / InstanceNormalization op reaches TensorRT's parser (whose
+    GroupNormalization(num_groups=1) is wrong, NVIDIA/TensorRT#4756) and the statistics
+    stay in FP32 in FP16 graphs;
+  * the DDIM plan, the stored noise and the per-step time terms are constants;
+  * in FP16 graphs, weights and activations are FP16; inputs, outputs, the z-score,
+    GroupNorm statistics, the DDIM arithmetic and the score reductions are FP32.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dlsr_deploy.model.denoiser import LFDN
+from dlsr_deploy.model.detector import Reconstructor, torch_scores
+from dlsr_deploy.model.features import FeatureExtractor, zscore_layers
+
+
+def bilinear_mean_weights(n: int, m: int) -> np.ndarray:
+    """w [n] with mean_j(resize_align_corners(x, m))_j == sum_i w_i x_i for 1-D x of length n."""
+    if n == m:
+        return np.full(n, 1.0 / n)
+    w = np.zeros(n)
+    for j in range(m):
+        src = j * (n - 1) / (m - 1) if m > 1 else 0.0
+        lo = min(int(np.floor(src)), n - 1)
+        hi = min(lo + 1, n - 1)
+        frac = src - lo
+        w[lo] += 1 - frac
+        w[hi] += frac
+    return w / m
+
+
+class BackboneGraph(nn.Module):
+    """images uint8 [B, H, W, 3] -> z0 float32 [B, D]."""
+
+    def __init__(self, extractor: FeatureExtractor, native_size: int, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.cfg = extractor.cfg
+        self.dtype = dtype
+        self.backbone = copy.deepcopy(extractor.backbone).to(dtype).eval()
+        self.register_buffer("mean", extractor.mean.clone())
+        self.register_buffer("inv_std", extractor.inv_std.clone())
+        self.layer_sizes = list(extractor.layer_sizes)
+        s = self.cfg.input_size
+        with torch.no_grad():
+            taps = extractor.backbone.forward_taps(torch.zeros(1, 3, s, s))
+        grid = taps[extractor.fuse_index].shape[-2:]
+        for i, t in enumerate(taps):
+            h, w = t.shape[-2:]
+            wt = np.outer(bilinear_mean_weights(h, grid[0]), bilinear_mean_weights(w, grid[1])).reshape(-1, 1)
+            self.register_buffer(f"pool{i}", torch.from_numpy(wt).float())
+        self.n_taps = len(taps)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.permute(0, 3, 1, 2).to(torch.float32)
+        s = self.cfg.input_size
+        if x.shape[-2] != s or x.shape[-1] != s:
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+        x = ((x - self.mean) * self.inv_std).to(self.dtype)
+        taps = self.backbone.forward_taps(x)
+        pooled = []
+        for i, t in enumerate(taps):
+            t = t.to(torch.float32).flatten(2)  # [B, C, HW]
+            pooled.append(torch.matmul(t, getattr(self, f"pool{i}")).squeeze(-1))
+        return zscore_layers(torch.cat(pooled, dim=1), self.layer_sizes, self.cfg.zscore_eps)
+
+
+class _GN1(nn.Module):
+    """GroupNorm(num_groups=1) over the last dim, statistics in FP32."""
+
+    def __init__(self, gn: nn.GroupNorm, dtype: torch.dtype):
+        super().__init__()
+        self.eps = gn.eps
+        self.dtype = dtype
+        self.weight = nn.Parameter(gn.weight.detach().to(dtype), requires_grad=False)
+        self.bias = nn.Parameter(gn.bias.detach().to(dtype), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.to(torch.float32)
+        mu = x32.mean(dim=-1, keepdim=True)
+        d = x32 - mu
+        var = (d * d).mean(dim=-1, keepdim=True)
+        y = (d * torch.rsqrt(var + self.eps)).to(self.dtype)
+        return y * self.weight + self.bias
+
+
+class _DeployLFDN(nn.Module):
+    """LFDN with the time embedding's per-block terms folded into constants per step."""
+
+    def __init__(self, lfdn: LFDN, timesteps: Sequence[int], dtype: torch.dtype):
+        super().__init__()
+        self.dtype = dtype
+        src = lfdn.eval()
+        lin = lambda m: copy.deepcopy(m).to(dtype).eval()
+        self.input_proj = lin(src.input_proj)
+        self.fc1 = nn.ModuleList(lin(b.fc1) for b in src.blocks)
+        self.fc2 = nn.ModuleList(lin(b.fc2) for b in src.blocks)
+        self.n1 = nn.ModuleList(_GN1(b.norm1, dtype) for b in src.blocks)
+        self.n2 = nn.ModuleList(_GN1(b.norm2, dtype) for b in src.blocks)
+        self.out_norm = _GN1(src.out_norm, dtype)
+        self.out = lin(src.out)
+        with torch.no_grad():
+            for k, t in enumerate(timesteps):
+                emb = F.silu(src.time_embedding(torch.tensor([t])))
+                terms = torch.cat([b.emb(emb) for b in src.blocks], dim=0)  # [blocks, W]
+                self.register_buffer(f"temb{k}", terms.to(dtype))
+
+    def forward(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        temb = getattr(self, f"temb{k}")
+        x = self.input_proj(F.silu(z.to(self.dtype)))
+        for j in range(len(self.fc1)):
+            h = self.fc1[j](F.silu(self.n1[j](x))) + temb[j]
+            x = x + self.fc2[j](F.silu(self.n2[j](h)))
+        return self.out(F.silu(self.out_norm(x))).to(torch.float32)
+
+
+class _DeployReconstructor(nn.Module):
+    def __init__(self, rec: Reconstructor, dtype: torch.dtype):
+        super().__init__()
+        self.plan = rec.plan
+        self.net = _DeployLFDN(rec.lfdn, [s.t for s in rec.plan.steps], dtype)
+        self.register_buffer("n0", rec.n0.clone())
+        self.register_buffer("ns", rec.ns.clone())
+
+    def forward(self, z0: torch.Tensor) -> torch.Tensor:
+        """-> [R, B, D] reconstructions (FP32)."""
+        r = self.n0.shape[0]
+        b, d = z0.shape[0], z0.shape[1]
+        z = (self.plan.start_a * z0.unsqueeze(0) + self.plan.start_b * self.n0.unsqueeze(1)).reshape(-1, d)
+        for k, step in enumerate(self.plan.steps):
+            x0 = self.net(z, k)
+            if step.a == 0.0 and step.sigma == 0.0:
+                z = x0 if step.b == 1.0 else step.b * x0
+            else:
+                z = step.a * z + step.b * x0
+                if step.sigma != 0.0:
+                    z = (z.reshape(r, -1, d) + step.sigma * self.ns[:, k].unsqueeze(1)).reshape(-1, d)
+        return z.reshape(r, -1, d)
+
+
+class DenoiserGraph(nn.Module):
+    """z0 float32 [B, D] -> score_mfsim, score_mse[, score_lr], z0_hat (all FP32)."""
+
+    def __init__(self, rec: Reconstructor, first: Optional[Reconstructor], dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.sizes = list(rec.sizes)
+        self.skip_first = rec.skip_first
+        self.final = _DeployReconstructor(rec, dtype)
+        self.first = _DeployReconstructor(first, dtype) if first is not None else None
+
+    @property
+    def output_names(self) -> List[str]:
+        return ["score_mfsim", "score_mse"] + (["score_lr"] if self.first is not None else []) + ["z0_hat"]
+
+    def _scores(self, z0: torch.Tensor, zh: torch.Tensor) -> Dict[str, torch.Tensor]:
+        r, b, d = zh.shape
+        z0r = z0.unsqueeze(0).expand(r, b, d).reshape(-1, d)
+        s = torch_scores(z0r, zh.reshape(-1, d), self.sizes, self.skip_first)
+        return {k: v.reshape(r, b).mean(dim=0) for k, v in s.items()}
+
+    def forward(self, z0: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        zh = self.final(z0)
+        s = self._scores(z0, zh)
+        outs = [s["mfsim"], s["mse"]]
+        if self.first is not None:
+            f = self._scores(z0, self.first(z0))
+            outs.append(f["mse"] - s["mse"])
+        outs.append(zh.mean(dim=0))
+        return tuple(outs)
+
+
+class PipelineGraph(nn.Module):
+    """images uint8 -> scores and z0_hat, plus z0."""
+
+    def __init__(self, backbone: BackboneGraph, denoiser: DenoiserGraph):
+        super().__init__()
+        self.backbone = backbone
+        self.denoiser = denoiser
+
+    @property
+    def output_names(self) -> List[str]:
+        return self.denoiser.output_names + ["z0"]
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        z0 = self.backbone(images)
+        return tuple(self.denoiser(z0)) + (z0,)

@@ -1,0 +1,120 @@
+"""ONNX hygiene: export, simplify, check, count, FP16 share, TensorRT operator support."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+OPSET = 18
+
+# Operators TensorRT's ONNX parser supports (onnx-tensorrt docs/operators.md, TensorRT
+# 10.x; 11.x keeps them). Only the ones a DLSR graph can contain need to be exact here;
+# anything outside the list is reported so a GPU owner knows before building.
+TRT_SUPPORTED_OPS = frozenset(
+    """Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization
+    Cast Ceil Celu Clip Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum
+    DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf Exp Expand EyeLike Flatten
+    Floor Gather GatherElements GatherND Gelu Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool
+    Greater GreaterOrEqual GroupNormalization GRU HardSigmoid HardSwish Identity If
+    InstanceNormalization IsInf IsNaN LayerNormalization LeakyRelu Less LessOrEqual Log
+    LogSoftmax Loop LpNormalization LpPool LRN LSTM MatMul Max MaxPool Mean Min Mish Mod Mul Neg
+    NonMaxSuppression NonZero Not OneHot Or Pad ParametricSoftplus Pow PRelu QuantizeLinear
+    RandomNormal RandomNormalLike RandomUniform RandomUniformLike Range Reciprocal ReduceL1
+    ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum
+    ReduceSumSquare Relu Reshape Resize ReverseSequence RNN RoiAlign Round ScaledTanh Scan Scatter
+    ScatterElements ScatterND Selu Shape Shrink Sigmoid Sign Sin Sinh Size Slice Softmax Softplus
+    Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile TopK
+    Transpose Trilu Unsqueeze Upsample Where Xor""".split()
+)
+
+COMPUTE_OPS = frozenset({"Conv", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Clip", "Relu", "Sigmoid", "Sqrt", "Pow", "ReduceMean", "ReduceSum", "Neg", "Exp", "Tanh", "Max", "Min", "Reciprocal", "Resize"})
+
+
+def torch_to_onnx(module, args: Tuple, input_names: Sequence[str], output_names: Sequence[str], dynamic_batch: bool = True) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    axes = {n: {0: "batch"} for n in list(input_names) + list(output_names)} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, buf, dynamo=False, opset_version=OPSET, input_names=list(input_names),
+            output_names=list(output_names), dynamic_axes=axes, do_constant_folding=True,
+        )
+    return buf.getvalue()
+
+
+def simplify(model_bytes: bytes):
+    """onnxslim (constant folding, dead-code and shape simplification) -> onnx.ModelProto."""
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    try:
+        import onnxslim
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = onnxslim.slim(model)
+    except ImportError:  # pragma: no cover - onnxslim is in the [train] extra
+        warnings.warn("onnxslim not installed; the graph is exported unsimplified")
+    return model
+
+
+def check(model) -> None:
+    """Full onnx.checker pass including strict shape inference."""
+    import onnx
+
+    onnx.checker.check_model(model, full_check=True)
+
+
+def op_counts(model) -> Dict[str, int]:
+    return dict(sorted(Counter(n.op_type for n in model.graph.node).items(), key=lambda kv: -kv[1]))
+
+
+def unsupported_by_trt(model) -> List[str]:
+    return sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type not in TRT_SUPPORTED_OPS})
+
+
+HEAVY_OPS = frozenset({"Conv", "MatMul", "Gemm"})
+
+
+def fp16_share(model, ops=COMPUTE_OPS) -> float:
+    """Share of compute nodes (Conv, MatMul, elementwise, ...) whose first output is FP16;
+    with ops=HEAVY_OPS, the share among Conv / MatMul / Gemm (where the FLOPs are)."""
+    import onnx
+    from onnx import TensorProto
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        types[vi.name] = vi.type.tensor_type.elem_type
+    compute = [n for n in inferred.graph.node if n.op_type in ops]
+    if not compute:
+        return 0.0
+    half = sum(1 for n in compute if types.get(n.output[0]) == TensorProto.FLOAT16)
+    return half / len(compute)
+
+
+def io_spec(model) -> Tuple[List[dict], List[dict]]:
+    from onnx import TensorProto, helper
+
+    def spec(v):
+        t = v.type.tensor_type
+        shape = [d.dim_param or d.dim_value for d in t.shape.dim]
+        return {"name": v.name, "dtype": helper.tensor_dtype_to_np_dtype(t.elem_type).name, "shape": shape}
+
+    return [spec(v) for v in model.graph.input], [spec(v) for v in model.graph.output]
+
+
+def fix_dims(model, known: Dict[str, List]) -> None:
+    """Replace exporter-generated symbolic dims by the known static sizes (None keeps 'batch')."""
+    for v in list(model.graph.input) + list(model.graph.output):
+        if v.name not in known:
+            continue
+        for d, size in zip(v.type.tensor_type.shape.dim, known[v.name]):
+            if size is not None:
+                d.ClearField("dim_param")
+                d.dim_value = int(size)

@@ -1,0 +1,103 @@
+"""Parity between an exported graph (run in ONNX Runtime) and PyTorch eager FP32."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from dlsr_deploy.metrics import auroc
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    rank_corr: float  # minimum Spearman correlation of every score
+    auroc_change: float  # maximum |AUROC(exported) - AUROC(eager)|
+    flip_rate: float  # maximum share of ID/OOD decisions that differ at the threshold
+    z0_rel: float  # maximum relative error of z0 (||a-b|| / ||b||, per image, max over images)
+
+    @classmethod
+    def for_precision(cls, precision: str) -> "Tolerances":
+        if precision == "fp16":
+            return cls(rank_corr=0.999, auroc_change=0.002, flip_rate=0.005, z0_rel=0.02)
+        return cls(rank_corr=0.9999, auroc_change=0.002, flip_rate=0.005, z0_rel=1e-4)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from dlsr_deploy.metrics import _average_ranks
+
+    ra, rb = _average_ranks(np.asarray(a, np.float64)), _average_ranks(np.asarray(b, np.float64))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / den) if den > 0 else 1.0
+
+
+def _err(ref: np.ndarray, got: np.ndarray) -> dict:
+    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    d = np.abs(ref - got)
+    denom = np.abs(ref).mean() + 1e-12
+    out = {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "max_rel": float(d.max() / denom), "mean_rel": float(d.mean() / denom)}
+    if ref.ndim == 2:  # per-image relative L2 error for vectors
+        per = np.linalg.norm(ref - got, axis=1) / np.maximum(np.linalg.norm(ref, axis=1), 1e-12)
+        out["max_rel_l2"] = float(per.max())
+    return out
+
+
+def compare(
+    ref: Dict[str, np.ndarray],
+    got: Dict[str, np.ndarray],
+    is_ood: np.ndarray,
+    thresholds: Dict[str, float],
+    tol: Tolerances,
+) -> dict:
+    """ref / got: {'z0', 'z0_hat', 'score_<name>'...}; is_ood: bool [N] (verification labels)."""
+    report = {"n_images": int(len(is_ood)), "n_ood": int(np.sum(is_ood)), "tolerances": tol.to_dict(), "tensors": {}, "scores": {}, "failures": []}
+    for k in ("z0", "z0_hat"):
+        if k in ref and k in got:
+            report["tensors"][k] = _err(ref[k], got[k])
+    if "z0" in report["tensors"] and report["tensors"]["z0"]["max_rel_l2"] > tol.z0_rel:
+        report["failures"].append(f"z0 relative error {report['tensors']['z0']['max_rel_l2']:.2e} > {tol.z0_rel:.0e}")
+    for k in sorted(n for n in ref if n.startswith("score_")):
+        r, g = ref[k], got[k]
+        s = dict(_err(r, g))
+        s["spearman"] = spearman(r, g)
+        if s["spearman"] < tol.rank_corr:
+            report["failures"].append(f"{k}: rank correlation {s['spearman']:.6f} < {tol.rank_corr}")
+        if is_ood.any() and (~is_ood).any():
+            a_ref, a_got = auroc(r[~is_ood], r[is_ood]), auroc(g[~is_ood], g[is_ood])
+            s.update(auroc_eager=a_ref, auroc_export=a_got, auroc_change=abs(a_got - a_ref))
+            if abs(a_got - a_ref) > tol.auroc_change:
+                report["failures"].append(f"{k}: AUROC changed by {abs(a_got - a_ref):.4f} > {tol.auroc_change}")
+        name = k[6:]
+        if name in thresholds:
+            thr = thresholds[name]
+            flips = float(np.mean((r > thr) != (g > thr)))
+            s["flip_rate"] = flips
+            n_flips = int(np.sum((r > thr) != (g > thr)))
+            allowed = max(1, int(np.floor(tol.flip_rate * len(r))))  # one flip is allowed on small sets
+            s["flips"], s["flips_allowed"] = n_flips, allowed
+            if n_flips > allowed:
+                report["failures"].append(f"{k}: {n_flips} of {len(r)} decisions ({flips:.2%}) flip at the threshold, allowed {allowed} ({tol.flip_rate:.2%})")
+        report["scores"][k] = s
+    report["passed"] = not report["failures"]
+    return report
+
+
+def summary_line(report: dict) -> str:
+    parts = []
+    for k, s in report["scores"].items():
+        p = f"{k[6:]}: rank {s['spearman']:.6f}, max rel {s['max_rel']:.1e}"
+        if "auroc_change" in s:
+            p += f", dAUROC {s['auroc_change']:.4f}"
+        if "flip_rate" in s:
+            p += f", flips {s['flip_rate']:.2%}"
+        parts.append(p)
+    z = report["tensors"].get("z0")
+    head = f"{'PASS' if report['passed'] else 'FAIL'} on {report['n_images']} images ({report['n_ood']} OOD)"
+    if z:
+        head += f"; z0 max rel L2 {z['max_rel_l2']:.1e}"
+    return head + "; " + "; ".join(parts)

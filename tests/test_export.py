@@ -1,0 +1,120 @@
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from dlsr_deploy.config import ScoreConfig
+from dlsr_deploy.errors import BundleError, ConfigError, ParityError
+from dlsr_deploy.export.graphs import bilinear_mean_weights
+from dlsr_deploy.export.onnx_utils import OPSET, fp16_share, unsupported_by_trt
+from dlsr_deploy.manifest import read_manifest
+
+
+def test_bilinear_mean_weights_equal_resize_then_mean():
+    import torch
+    import torch.nn.functional as F
+
+    for n, m in [(112, 14), (56, 14), (7, 14), (14, 14), (5, 3), (4, 1)]:
+        x = torch.randn(1, 1, n, n, dtype=torch.float64)
+        ref = F.interpolate(x, size=(m, m), mode="bilinear", align_corners=True).mean()
+        w = torch.from_numpy(np.outer(bilinear_mean_weights(n, m), bilinear_mean_weights(n, m)))
+        assert float((x[0, 0] * w).sum()) == pytest.approx(float(ref), abs=1e-12)
+
+
+def test_bundle_files_and_manifest(bundles):
+    for prec, path in bundles.items():
+        m = read_manifest(path)
+        assert m.precision == prec
+        assert set(m.files) >= {"backbone", "denoiser"}
+        assert m.score_names == ["mfsim", "mse", "lr"]
+        assert m.data["scores"]["direction"] == "higher score = more OOD"
+        assert m.data["parity"]["passed"]
+        thr = m.threshold
+        assert thr["target_tpr"] == 0.95 and thr["n_images"] == 24 and "ID only" in thr["method"]
+        for f in m.files.values():
+            model = onnx.load(str(path / f["name"]))
+            assert model.opset_import[0].version >= OPSET >= 18
+            onnx.checker.check_model(model, full_check=True)
+            assert unsupported_by_trt(model) == []
+            ops = {n.op_type for n in model.graph.node}
+            assert not ops & {"GroupNormalization", "InstanceNormalization"}  # TensorRT#4756 avoided
+        ins = m.files["backbone"]["inputs"][0]
+        assert ins["name"] == "images" and ins["dtype"] == "uint8" and ins["shape"] == ["batch", 32, 32, 3]
+        assert m.files["denoiser"]["outputs"][-1]["shape"] == ["batch", 512]
+    assert "pipeline" in read_manifest(bundles["fp32"]).files
+
+
+def test_fp16_bundle_really_is_fp16(bundles):
+    m = read_manifest(bundles["fp16"])
+    for role in ("backbone", "denoiser"):
+        model = onnx.load(str(bundles["fp16"] / m.files[role]["name"]))
+        assert fp16_share(model) > 0.2
+        assert m.files[role]["fp16_share_conv_matmul"] > 0.85
+        inits = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+        assert inits, "no FP16 weights"
+        # inputs and outputs stay FP32 / uint8
+        assert all(o["dtype"] == "float32" for o in m.files[role]["outputs"])
+    f32 = read_manifest(bundles["fp32"])
+    assert m.files["denoiser"]["bytes"] < 0.6 * f32.files["denoiser"]["bytes"]
+    assert f32.files["denoiser"]["fp16_share"] == 0.0
+
+
+def test_manifest_roundtrip_and_tamper_detection(bundles, tmp_path):
+    b = tmp_path / "copy"
+    shutil.copytree(bundles["fp32"], b)
+    m = read_manifest(b)
+    data = json.loads((b / "manifest.json").read_text())
+    assert data == m.data
+    blob = bytearray((b / "denoiser.onnx").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (b / "denoiser.onnx").write_bytes(bytes(blob))
+    with pytest.raises(BundleError, match="denoiser.onnx sha256"):
+        read_manifest(b)
+    (b / "backbone.onnx").write_bytes((b / "backbone.onnx").read_bytes()[:1000])
+    with pytest.raises(BundleError, match="backbone.onnx has 1000 bytes"):
+        read_manifest(b)
+    (b / "manifest.json").write_text("{not json")
+    with pytest.raises(BundleError, match="corrupt manifest"):
+        read_manifest(b)
+
+
+def test_manifest_refuses_paths_outside_bundle(bundles, tmp_path):
+    b = tmp_path / "evil"
+    shutil.copytree(bundles["fp32"], b)
+    data = json.loads((b / "manifest.json").read_text())
+    data["files"]["backbone"]["name"] = "../../etc/passwd"
+    (b / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="outside the bundle"):
+        read_manifest(b)
+
+
+def test_export_refuses_existing_and_reports_parity_failure(tiny_run, bundles, tmp_path):
+    from dlsr_deploy.export.exporter import export_bundle
+    from dlsr_deploy.export.parity import Tolerances
+
+    run, _, ood = tiny_run
+    with pytest.raises(BundleError, match="already exists"):
+        export_bundle(run, bundles["fp32"], quiet=True)
+    impossible = Tolerances(rank_corr=1.0001, auroc_change=0.0, flip_rate=0.0, z0_rel=0.0)
+    with pytest.raises(ParityError, match="parity check failed"):
+        export_bundle(run, tmp_path / "strict", with_lr=False, n_verify=16, tolerances=impossible, quiet=True)
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_cli_check_and_inspect(bundles, tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from dlsr_deploy.cli import check, inspect
+
+    run, _, ood = tiny_run
+    r = CliRunner().invoke(check, [str(bundles["fp16"]), "--ood", str(ood), "--n-verify", "32", "--report", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert "PASS" in r.output and json.loads((tmp_path / "r.json").read_text())["passed"]
+    r = CliRunner().invoke(check, [str(bundles["fp32"]), "--n-verify", "16", "--rank-corr", "1.5"])
+    assert r.exit_code == 1 and "FAIL" in r.output
+    r = CliRunner().invoke(inspect, [str(bundles["fp16"])])
+    assert r.exit_code == 0 and "fp16" in r.output and "verified" in r.output
+    r = CliRunner().invoke(inspect, [str(tmp_path / "missing")])
+    assert r.exit_code == 1 and "bundle not found" in r.output

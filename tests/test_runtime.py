@@ -1,0 +1,159 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dlsr_deploy.errors import BackendUnavailable, InputError
+from dlsr_deploy.manifest import read_manifest
+from dlsr_deploy.runtime import Detector
+
+
+def _ref_scores(bundle, images):
+    """PyTorch eager FP32 scores of the same images (the export's reference)."""
+    from dlsr_deploy.config import ModelConfig, ScoreConfig
+    from dlsr_deploy.export.exporter import eager_outputs
+    from dlsr_deploy.model.detector import build_reconstructor
+    from dlsr_deploy.model.features import build_extractor
+    from dlsr_deploy.model.train import load_lfdn
+
+    m = read_manifest(bundle)
+    cfg = ModelConfig.from_dict(m.data["config"])
+    s = m.data["schedule"]
+    sc = ScoreConfig(**{k: s[k] for k in ("t_start", "steps", "eta", "noise_seed", "n_noise", "mode", "mfsim_skip_first")})
+    run = m.data["source"]["run"]
+    rec = build_reconstructor(load_lfdn(run), sc, cfg.schedule, cfg.layer_sizes)
+    first = build_reconstructor(load_lfdn(run, "first"), sc, cfg.schedule, cfg.layer_sizes)
+    return eager_outputs(build_extractor(cfg.feature), rec, first, images)
+
+
+def test_ort_cpu_scores_match_eager(bundles, tiny_run):
+    _, id_path, ood_path = tiny_run
+    images = np.concatenate([np.load(id_path)["images"][:20], np.load(ood_path)["images"][:12]])
+    for prec, rtol in (("fp32", 1e-5), ("fp16", None)):
+        with Detector.load(bundles[prec], backend="ort-cpu") as det:
+            got = det.score(images)
+        ref = _ref_scores(bundles[prec], images)
+        for name in ("mfsim", "mse", "lr"):
+            r, g = ref[f"score_{name}"], got[name]
+            if rtol:
+                # LR is a difference of two MSEs (~40x larger than LR here): its FP32 error is
+                # relative to the MSE it is computed from, not to the small difference
+                scale = np.abs(ref["score_mse"]).mean() if name == "lr" else np.abs(r).mean()
+                assert np.max(np.abs(g - r)) <= rtol * scale + 1e-6, name
+            else:
+                from dlsr_deploy.export.parity import spearman
+
+                assert spearman(r, g) >= 0.999, name
+
+
+def test_batch_splitting_is_invisible(bundles, tiny_run):
+    _, id_path, _ = tiny_run
+    images = np.load(id_path)["images"][:64]
+    with Detector.load(bundles["fp32"], backend="ort-cpu") as det:
+        one = np.concatenate([det.score(images[i : i + 1])["mfsim"] for i in range(len(images))])
+        for bs in (7, 64):
+            batched = np.concatenate([det.score(images[i : i + bs])["mfsim"] for i in range(0, len(images), bs)])
+            np.testing.assert_allclose(batched, one, rtol=1e-5, atol=1e-6)
+    with Detector.load(bundles["fp32"], backend="ort-cpu", max_batch=5) as det:  # split inside
+        np.testing.assert_allclose(det.score(images)["mfsim"], one, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_threshold_and_normalisation(bundles, tiny_run):
+    _, id_path, ood_path = tiny_run
+    with Detector.load(bundles["fp32"], backend="ort-cpu") as det:
+        out = det.predict(np.load(ood_path)["images"])
+        thr = det.threshold
+        np.testing.assert_array_equal(out["is_ood"], out["score"] > thr)
+        at = (thr - det.center) / det.scale
+        assert at == pytest.approx(1.0)
+        assert out["is_ood"].mean() > 0.5  # random noise images are OOD for a model of one scene
+        single = det.predict(np.load(ood_path)["images"][0])  # one HWC image
+        assert single["score"].shape == (1,)
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (np.zeros((2, 32, 32), np.uint8), "channels last"),
+    (np.zeros((2, 3, 32, 32), np.uint8), "channel-first"),
+    (np.zeros((2, 2, 32, 32, 3), np.uint8), "rank 4"),
+    (np.zeros((0, 32, 32, 3), np.uint8), "empty"),
+    (np.zeros((2, 32, 32, 3), np.int32), "dtype uint8"),
+    (np.full((1, 32, 32, 3), np.nan, np.float32), "NaN"),
+    (np.full((1, 32, 32, 3), 7.0, np.float32), r"\[0, 1\]"),
+    ("not an array", "numpy array"),
+    ([], "empty"),
+])
+def test_bad_inputs_raise_input_error(bundles, bad, msg):
+    with Detector.load(bundles["fp32"], backend="ort-cpu") as det:
+        with pytest.raises(InputError, match=msg):
+            det.score(bad)
+
+
+def test_other_sizes_float_and_files(bundles, tmp_path):
+    from PIL import Image
+
+    r = np.random.default_rng(3)
+    img64 = r.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(img64).save(tmp_path / "a.png")
+    with Detector.load(bundles["fp32"], backend="ort-cpu") as det:
+        a = det.score(img64[None])["mfsim"]
+        b = det.score([str(tmp_path / "a.png")])["mfsim"]
+        c = det.score([Image.fromarray(img64)])["mfsim"]
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+        np.testing.assert_allclose(a, c, rtol=1e-6)
+        small = r.integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+        np.testing.assert_allclose(det.score(small / 255.0)["mfsim"], det.score(small)["mfsim"], rtol=1e-6)
+    with Detector.load(bundles["fp32"], backend="ort-cpu", resize=False) as det:
+        with pytest.raises(InputError, match="native size"):
+            det.score(img64[None])
+    det.close()
+    with pytest.raises(InputError, match="closed"):
+        det.score(img64[None])
+
+
+def test_backend_selection_and_strict_providers(bundles):
+    with Detector.load(bundles["fp32"], backend="auto") as det:
+        assert det.backend_name == "ort-cpu"  # no GPU on CI
+    with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider"):
+        Detector.load(bundles["fp32"], backend="ort-cuda", strict_providers=True)
+    with pytest.raises(BackendUnavailable):
+        Detector.load(bundles["fp32"], backend="nope")
+
+
+def test_runtime_never_imports_torch(bundles, tiny_run):
+    """The runtime path (load + predict + dlsr-score module) runs with torch absent from sys.modules."""
+    _, _, ood = tiny_run
+    code = f"""
+import sys, numpy as np
+from dlsr_deploy.runtime import Detector
+from dlsr_deploy.runtime import score_cli, inputs, ort
+det = Detector.load({str(bundles['fp16'])!r}, backend="ort-cpu")
+out = det.predict(np.load({str(ood)!r})["images"][:4])
+assert out["score"].shape == (4,)
+bad = [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
+assert not bad, bad
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_dlsr_score_cli(bundles, tiny_run, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from dlsr_deploy.cli import score
+
+    _, _, ood = tiny_run
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, im in enumerate(np.load(ood)["images"][:5]):
+        Image.fromarray(im).save(folder / f"{i}.png")
+    (folder / "broken.jpg").write_bytes(b"junk")
+    r = CliRunner().invoke(score, [str(bundles["fp32"]), str(folder), "--backend", "ort-cpu", "--out", str(tmp_path / "s.json"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "s.json").read_text())["results"]
+    assert len(rows) == 5 and {"score_mfsim", "normalized", "is_ood"} <= set(rows[0])
+    r = CliRunner().invoke(score, [str(bundles["fp32"]), str(ood), "--backend", "ort-cpu", "--quiet"])
+    assert r.exit_code == 0 and r.output.count("\n") >= 41 and "images scored" in r.output
