@@ -262,3 +262,26 @@ def score(bundle, inputs, backend, out, batch_size, strict_providers, no_resize,
     from dlsr_deploy.runtime.score_cli import score_inputs
 
     score_inputs(bundle, inputs, backend, out, batch_size, strict_providers, not no_resize, quiet)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--engines", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"), show_default=True, help="Engine cache root (plans + build.json per TensorRT version and GPU).")
+@click.option("--max-batch", type=int, default=None, help="Largest batch of the optimisation profile (default: the bundle's).")
+@click.option("--workspace-mb", type=int, default=None, help="TensorRT workspace limit (default: TensorRT decides).")
+@click.option("--no-build", is_flag=True, help="Only check the cache; fail with the reason when a plan is missing or stale.")
+@click.option("--quiet", is_flag=True)
+@_friendly
+def build(bundle, engines, max_batch, workspace_mb, no_build, quiet):
+    """Build (or refresh) the TensorRT plans of a bundle on this GPU, without torch.
+    Plans are reused only when TensorRT version, GPU, compute capability, profile and
+    source ONNX all match; otherwise they are rebuilt."""
+    from dlsr_deploy.manifest import read_manifest
+    from dlsr_deploy.runtime.trt import TrtBackend
+
+    m = read_manifest(bundle)
+    mb = max_batch or int(m.data.get("batch_profile", {}).get("max", 256))
+    be = TrtBackend(m, engines_dir=engines, max_batch=mb, build=not no_build, workspace_bytes=workspace_mb * 2**20 if workspace_mb else None, quiet=quiet)
+    for graph, info in be.build_info.items():
+        click.echo(f"{graph}: {info['plan']} ({info['reason']}); layer outputs by precision {info['layer_precisions']}")
+    be.close()
