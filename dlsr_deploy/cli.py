@@ -170,6 +170,7 @@ def _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run directory written by dlsr-train.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Bundle folder (default: export/<run name>-<precision>).")
 @click.option("--fp16", is_flag=True, help="FP16 weights and activations in the graph (FP32 I/O, norms, z-score, DDIM arithmetic and score reductions); for a strongly typed TensorRT build.")
+@click.option("--int8", is_flag=True, help="INT8 denoiser weights with dynamic activation quantisation (ONNX Runtime on CPU; not for TensorRT). Backbone stays FP32.")
 @click.option("--t-start", type=int, default=3, show_default=True, help="Noise level the reconstruction starts from.")
 @click.option("--steps", type=int, default=2, show_default=True, help="DDIM steps K unrolled into the graph.")
 @click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM eta (the step noise is stored in the graph too).")
@@ -177,7 +178,7 @@ def _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
 @click.option("--noise-seed", type=int, default=0, show_default=True, help="Seed of the stored noise (a constant of the bundle).")
 @click.option("--mode", type=click.Choice(["ddim", "paper"]), default="ddim", show_default=True, help="ddim (corrected) or paper (official procedure).")
 @click.option("--mfsim-skip-first", is_flag=True, help="MFsim over layers 2.. (official code).")
-@click.option("--no-lr", is_flag=True, help="Do not include the first-epoch model (no score_lr; half the denoiser cost).")
+@click.option("--lr", "with_lr", is_flag=True, help="Also output score_lr (first-epoch minus final model): adds the first-epoch LFDN to the graph and doubles the denoiser cost.")
 @click.option("--fused", is_flag=True, help="Also write pipeline.onnx: images -> scores in one graph.")
 @click.option("--calibrate-on", default=None, help="ID images for the threshold (default: the images the run held out of training).")
 @click.option("--target-tpr", type=float, default=0.95, show_default=True, help="Share of ID images that must fall below the threshold.")
@@ -189,7 +190,7 @@ def _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
 @_apply(_tol_opts)
 @click.option("--quiet", is_flag=True)
 @_friendly
-def export(model_dir, out, fp16, t_start, steps, eta, n_noise, noise_seed, mode, mfsim_skip_first, no_lr, fused, calibrate_on, target_tpr, verify_ood, n_verify, no_verify, max_batch, force, rank_corr, auroc_change, flip_rate, z0_rel, quiet):
+def export(model_dir, out, fp16, int8, t_start, steps, eta, n_noise, noise_seed, mode, mfsim_skip_first, with_lr, fused, calibrate_on, target_tpr, verify_ood, n_verify, no_verify, max_batch, force, rank_corr, auroc_change, flip_rate, z0_rel, quiet):
     """Export a trained run to a deployable bundle: backbone.onnx (uint8 images -> z0),
     denoiser.onnx (z0 -> scores, the DDIM loop and its stored noise inside),
     optionally pipeline.onnx, and manifest.json with a threshold calibrated on ID images
@@ -197,10 +198,10 @@ def export(model_dir, out, fp16, t_start, steps, eta, n_noise, noise_seed, mode,
     from dlsr_deploy.config import ScoreConfig
     from dlsr_deploy.export.exporter import export_bundle
 
-    precision = "fp16" if fp16 else "fp32"
+    precision = "fp16" if fp16 else "int8" if int8 else "fp32"
     out = out or Path("export") / f"{model_dir.name}-{precision}"
     sc = ScoreConfig(t_start=t_start, steps=steps, eta=eta, n_noise=n_noise, noise_seed=noise_seed, mode=mode, mfsim_skip_first=mfsim_skip_first)
-    export_bundle(model_dir, out, fp16, sc, fused, not no_lr, calibrate_on, target_tpr, not no_verify, verify_ood, n_verify,
+    export_bundle(model_dir, out, fp16, int8, sc, fused, with_lr, calibrate_on, target_tpr, not no_verify, verify_ood, n_verify,
                   _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel), (1, 32, max_batch), force, quiet)
 
 
@@ -285,3 +286,38 @@ def build(bundle, engines, max_batch, workspace_mb, no_build, quiet):
     for graph, info in be.build_info.items():
         click.echo(f"{graph}: {info['plan']} ({info['reason']}); layer outputs by precision {info['layer_precisions']}")
     be.close()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--data", required=True, help="ID images (timing uses these; AUROC uses them as the ID side).")
+@click.option("--ood", multiple=True, help="OOD set for the AUROC column, as PATH or NAME=PATH (repeatable).")
+@click.option("--n-eval", type=int, default=500, show_default=True, help="Images per set for the accuracy columns.")
+@click.option("--batch", "batch_sizes", type=int, multiple=True, default=(1, 8, 32, 128), show_default=True, help="Batch sizes (repeatable).")
+@click.option("--backend", "backends", multiple=True, help="Runtime backends to time (default: every available one); eager FP32 always runs.")
+@click.option("--warmup", type=float, default=1.0, show_default=True, help="Warm-up seconds per configuration.")
+@click.option("--min-duration", type=float, default=3.0, show_default=True, help="Minimum measured seconds per configuration.")
+@click.option("--min-iters", type=int, default=5, show_default=True, help="Minimum measured calls per configuration.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads for torch and ONNX Runtime (default: library default).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"), show_default=True)
+@click.option("--stem", default="bench", show_default=True, help="Output names: STEM.json (raw timings), STEM.md, STEM.png.")
+@click.option("--quiet", is_flag=True, help="No progress bar or table.")
+@_friendly
+def bench(bundles, data, ood, n_eval, batch_sizes, backends, warmup, min_duration, min_iters, threads, out_dir, stem, quiet):
+    """Latency and throughput of PyTorch eager FP32 (baseline), ONNX Runtime and TensorRT
+    on the same images in one process, with AUROC and the score error vs eager in the
+    same row. Several BUNDLES (e.g. K=1,2,3 or FP32/FP16) give an accuracy-vs-latency sweep.
+    Unavailable backends are listed with the reason."""
+    from dlsr_deploy.bench import report
+    from dlsr_deploy.bench.harness import run_bench
+    from dlsr_deploy.data import load_images
+    from dlsr_deploy.manifest import read_manifest
+
+    size = read_manifest(bundles[0]).input_size
+    id_images = load_images(data, size=size, limit=n_eval).images
+    ood_sets = {name: load_images(src, size=size, limit=n_eval).images for name, src in _parse_ood(ood)}
+    res = run_bench(bundles, id_images, ood_sets, batch_sizes, backends or None, warmup, min_duration, min_iters, threads, quiet=quiet)
+    paths = report.write(res, out_dir, stem, _command_line())
+    if not quiet:
+        click.echo(report.markdown(res, _command_line()))
+        click.echo("wrote " + ", ".join(str(p) for p in paths))

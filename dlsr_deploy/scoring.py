@@ -16,6 +16,12 @@ from dlsr_deploy.errors import InputError
 
 SCORE_NAMES = ("mfsim", "mse")
 
+# LR = LR_SIGN * (score(first-epoch model) - score(final model)), shared stored noise.
+# The paper's reading (ID errors fall more during training) makes first - final *larger*
+# for ID, i.e. lower = more OOD; the sign is fixed here, once, from measurements (README,
+# "LR sign"), so that LR, like every score, is higher = more OOD.
+LR_SIGN = 1.0
+
 
 def layer_bounds(sizes: Sequence[int]):
     start = 0

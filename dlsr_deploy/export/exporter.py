@@ -11,6 +11,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from dlsr_deploy.scoring import LR_SIGN
+
 from dlsr_deploy.config import ModelConfig, ScoreConfig
 from dlsr_deploy.errors import BundleError, ConfigError, ParityError
 
@@ -50,9 +52,10 @@ def export_bundle(
     run_dir: Path,
     out: Path,
     fp16: bool = False,
+    int8: bool = False,
     score_cfg: ScoreConfig = ScoreConfig(),
     fused: bool = False,
-    with_lr: bool = True,
+    with_lr: bool = False,
     calibrate_on: Optional[str] = None,
     target_tpr: float = 0.95,
     verify: bool = True,
@@ -83,7 +86,9 @@ def export_bundle(
         raise BundleError(f"{out} already exists; pass --force to replace it")
     cfg = ModelConfig.load(run_dir / "config.json")
     native = cfg.feature.native_size or cfg.feature.input_size
-    precision = "fp16" if fp16 else "fp32"
+    if fp16 and int8:
+        raise ConfigError("choose one of --fp16 and --int8")
+    precision = "fp16" if fp16 else "int8" if int8 else "fp32"
     dtype = torch.float16 if fp16 else torch.float32
     tol = tolerances or Tolerances.for_precision(precision)
 
@@ -115,6 +120,8 @@ def export_bundle(
             with torch.no_grad():
                 raw = ou.torch_to_onnx(mod, args, ins, outs)
             model = ou.simplify(raw)
+            if int8 and role in ("denoiser", "pipeline"):
+                model = ou.quantize_matmuls_int8(model)
             model.producer_name, model.producer_version = "dlsr-deploy", dlsr_deploy.__version__
             d = cfg.denoiser.dim
             ou.fix_dims(model, {"images": [None, native, native, 3], "z0": [None, d], "z0_hat": [None, d]})
@@ -168,7 +175,12 @@ def export_bundle(
             "files": files,
             "precision": {
                 "mode": precision,
-                "how": "FP16 weights and activations written into the graph (strongly typed); FP32 inputs/outputs, preprocessing, pooling, z-score, GroupNorm statistics, DDIM arithmetic and score reductions" if fp16 else "FP32 throughout",
+                "how": {
+                    "fp16": "FP16 weights and activations written into the graph (strongly typed); FP32 inputs/outputs, preprocessing, pooling, z-score, GroupNorm statistics, DDIM arithmetic and score reductions",
+                    "int8": "denoiser MatMul weights INT8 (symmetric, per output channel), activations quantized dynamically per call (ONNX Runtime DynamicQuantizeMatMul); backbone, norms, DDIM arithmetic and scores FP32. For ONNX Runtime on CPUs with INT8 dot products; TensorRT does not run dynamic quantization",
+                    "fp32": "FP32 throughout",
+                }[precision],
+                "backends": ["ort-cpu", "ort-cuda"] if int8 else ["ort-cpu", "ort-cuda", "trt"],
                 "fp16_share": shares,
                 "tensorrt": "build strongly typed (NetworkDefinitionCreationFlag.STRONGLY_TYPED); no builder precision flag",
             },
@@ -209,7 +221,7 @@ def eager_outputs(ext, rec, rec_first, images: np.ndarray, batch: int = 64) -> D
             s = rec(z0)
             d = {"z0": z0.numpy(), "z0_hat": s["z0_hat"].numpy(), "score_mfsim": s["mfsim"].numpy(), "score_mse": s["mse"].numpy()}
             if rec_first is not None:
-                d["score_lr"] = (rec_first(z0)["mse"] - s["mse"]).numpy()
+                d["score_lr"] = (LR_SIGN * (rec_first(z0)["mse"] - s["mse"])).numpy()
             parts.append(d)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

@@ -28,6 +28,7 @@ from torch import nn
 from dlsr_deploy.model.denoiser import LFDN
 from dlsr_deploy.model.detector import Reconstructor, torch_scores
 from dlsr_deploy.model.features import FeatureExtractor, zscore_layers
+from dlsr_deploy.scoring import LR_SIGN
 
 
 def bilinear_mean_weights(n: int, m: int) -> np.ndarray:
@@ -91,12 +92,26 @@ class _GN1(nn.Module):
         self.bias = nn.Parameter(gn.bias.detach().to(dtype), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # written in the ReduceMean-Sub-Pow-ReduceMean-Add-Sqrt-Div form that ONNX Runtime
+        # (LayerNormFusion) and TensorRT recognise as a normalisation over the last axis
         x32 = x.to(torch.float32)
-        mu = x32.mean(dim=-1, keepdim=True)
-        d = x32 - mu
-        var = (d * d).mean(dim=-1, keepdim=True)
-        y = (d * torch.rsqrt(var + self.eps)).to(self.dtype)
+        d = x32 - x32.mean(dim=-1, keepdim=True)
+        var = d.pow(2).mean(dim=-1, keepdim=True)
+        y = (d / torch.sqrt(var + self.eps)).to(self.dtype)
         return y * self.weight + self.bias
+
+
+class _MatMulLinear(nn.Module):
+    """x @ W^T + b written as MatMul + Add (not Gemm), so weight-only quantisers and
+    TensorRT's MatMul fusions see a plain MatMul with a constant weight."""
+
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype):
+        super().__init__()
+        self.register_buffer("weight_t", linear.weight.detach().t().contiguous().to(dtype))
+        self.register_buffer("bias", linear.bias.detach().to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(x, self.weight_t) + self.bias
 
 
 class _DeployLFDN(nn.Module):
@@ -106,7 +121,7 @@ class _DeployLFDN(nn.Module):
         super().__init__()
         self.dtype = dtype
         src = lfdn.eval()
-        lin = lambda m: copy.deepcopy(m).to(dtype).eval()
+        lin = lambda m: _MatMulLinear(m, dtype)
         self.input_proj = lin(src.input_proj)
         self.fc1 = nn.ModuleList(lin(b.fc1) for b in src.blocks)
         self.fc2 = nn.ModuleList(lin(b.fc2) for b in src.blocks)
@@ -179,7 +194,7 @@ class DenoiserGraph(nn.Module):
         outs = [s["mfsim"], s["mse"]]
         if self.first is not None:
             f = self._scores(z0, self.first(z0))
-            outs.append(f["mse"] - s["mse"])
+            outs.append(LR_SIGN * (f["mse"] - s["mse"]))
         outs.append(zh.mean(dim=0))
         return tuple(outs)
 

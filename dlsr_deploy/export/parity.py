@@ -21,6 +21,8 @@ class Tolerances:
     def for_precision(cls, precision: str) -> "Tolerances":
         if precision == "fp16":
             return cls(rank_corr=0.999, auroc_change=0.002, flip_rate=0.005, z0_rel=0.02)
+        if precision == "int8":  # backbone FP32, denoiser INT8
+            return cls(rank_corr=0.999, auroc_change=0.002, flip_rate=0.005, z0_rel=1e-4)
         return cls(rank_corr=0.9999, auroc_change=0.002, flip_rate=0.005, z0_rel=1e-4)
 
     def to_dict(self) -> dict:

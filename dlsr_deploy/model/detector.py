@@ -11,6 +11,7 @@ from torch import nn
 from dlsr_deploy.config import ScheduleConfig, ScoreConfig
 from dlsr_deploy.model.denoiser import LFDN
 from dlsr_deploy.schedule import Plan, reconstruction_plan, stored_noise
+from dlsr_deploy.scoring import LR_SIGN
 
 
 def torch_scores(z0: torch.Tensor, zh: torch.Tensor, sizes: Sequence[int], skip_first: bool = False) -> Dict[str, torch.Tensor]:
@@ -107,8 +108,8 @@ def score_features(
         res = {"mfsim": s["mfsim"], "mse": s["mse"]}
         if rec_first is not None:
             f = rec_first(zb)
-            res["lr_mse"] = f["mse"] - s["mse"]
-            res["lr_mfsim"] = f["mfsim"] - s["mfsim"]
+            res["lr_mse"] = LR_SIGN * (f["mse"] - s["mse"])
+            res["lr_mfsim"] = LR_SIGN * (f["mfsim"] - s["mfsim"])
         for k, v in res.items():
             out.setdefault(k, []).append(v.numpy().astype(np.float64))
     return {k: np.concatenate(v) for k, v in out.items()}

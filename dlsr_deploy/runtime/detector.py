@@ -85,6 +85,8 @@ class Detector:
             raise BackendUnavailable(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
         m = read_manifest(Path(bundle), verify=verify)
         chosen = pick_backend() if backend == "auto" else backend
+        if backend == "auto" and chosen == "trt" and "trt" not in m.data.get("backends", ["trt"]):
+            chosen = "ort-cuda" if _gpu_present() else "ort-cpu"
         profile = m.data.get("batch_profile", {"min": 1, "opt": 32, "max": 256})
         mb = max_batch or int(profile["max"])
         if chosen == "trt":

@@ -201,6 +201,8 @@ class TrtBackend:
 
         self.name = "trt"
         self.manifest = manifest
+        if "trt" not in manifest.data.get("backends", ["trt"]):
+            raise BackendUnavailable(f"bundle {manifest.data['name']} is {manifest.precision} for {manifest.data['backends']} only (TensorRT does not run dynamic INT8); export it with --fp16 for TensorRT")
         version = trt_version()
         gpu, cc = cuda_mem.device_info()
         cache = EngineCache(Path(engines_dir or DEFAULT_ENGINES), manifest.data["name"])

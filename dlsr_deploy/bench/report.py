@@ -1,0 +1,101 @@
+"""Bench output: stdout table, JSON (raw timings), Markdown and a PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List
+
+import numpy as np
+
+from dlsr_deploy.bench.harness import BenchResult
+
+
+def _f(x, fmt="{:.1f}"):
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else fmt.format(x)
+
+
+def table(res: BenchResult) -> str:
+    lines = [
+        "| backend | precision | K | batch | p50 ms | p90 ms | p99 ms | images/s | x eager FP32 | input / backbone / denoiser ms | CV | AUROC (mfsim) | max score err vs eager | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res.rows:
+        aur = ", ".join(f"{k} {100 * v:.2f}" for k, v in r.auroc.items())
+        stages = " / ".join(_f(r.stages_ms.get(k), "{:.1f}") for k in ("input", "backbone", "denoiser"))
+        status = r.status + (f" ({r.reason})" if r.reason else "") + (" ⚠" if r.warning else "")
+        lines.append(f"| {r.backend} | {r.precision} | {r.steps} | {r.batch} | {_f(r.p50_ms)} | {_f(r.p90_ms)} | {_f(r.p99_ms)} | {_f(r.images_per_s)} | {_f(r.speedup_vs_eager, '{:.2f}')} | {stages} | {_f(r.cv, '{:.0%}')} | {aur} | {_f(r.max_score_err, '{:.1e}')} | {status} |")
+    return "\n".join(lines)
+
+
+def markdown(res: BenchResult, command: str = "") -> str:
+    h = res.header
+    cb = res.compute_bound
+    out = ["# dlsr-bench", ""]
+    if command:
+        out += [f"Command: `{command}`", ""]
+    out += [
+        f"Machine: {h.get('cpu', '?')}, {h.get('cpu_count')} cores, {h.get('platform')}; GPU: {h.get('gpu', 'none')}",
+        f"Versions: torch {h.get('torch')} ({h.get('torch_threads')} threads), onnxruntime {h.get('onnxruntime')}, TensorRT {h.get('tensorrt')}, numpy {h.get('numpy')}; load average at start {h.get('load_avg_at_start')}",
+        f"Created: {h.get('created')}. Absolute times compare only within this run; ratios are measured in the same run.",
+        "",
+        f"Compute bound: measured SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s ({cb['gemm']['library']}); pipeline {(_f((cb.get('flops_per_image') or float('nan')) / 1e9, '{:.2f}'))} GFLOP/image (conv + matmul) -> {_f(cb.get('bound_images_per_s'))} images/s at most.",
+        "",
+        table(res),
+        "",
+    ]
+    if res.unavailable:
+        out += ["Not run:", ""] + [f"- {u['backend']}: {u['reason']}" for u in res.unavailable] + [""]
+    warns = [f"- {r.backend} batch {r.batch}: {r.warning}" for r in res.rows if r.warning]
+    if warns:
+        out += ["Warnings:", ""] + warns + [""]
+    return "\n".join(out)
+
+
+def plot(res: BenchResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dlsr_deploy.io import atomic_write
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    groups = {}
+    for r in res.rows:
+        if r.status == "failed":
+            continue
+        groups.setdefault((r.backend, r.precision, r.steps), []).append(r)
+    for (be, prec, k), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r.batch)
+        axes[0].plot([r.batch for r in rs], [r.p50_ms / r.batch for r in rs], "o-", label=f"{be} {prec} K={k}")
+        r32 = min(rs, key=lambda r: abs(r.batch - 32))
+        if r32.auroc:
+            axes[1].scatter([r32.p50_ms / r32.batch], [100 * np.mean(list(r32.auroc.values()))], label=f"{be} {prec} K={k}")
+    axes[0].set_xscale("log", base=2)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("batch")
+    axes[0].set_ylabel("p50 latency per image (ms)")
+    axes[0].set_title("latency per image vs batch")
+    axes[0].legend(fontsize=7)
+    axes[1].set_xlabel("p50 ms per image at batch 32")
+    axes[1].set_ylabel("mean AUROC (mfsim, %)")
+    axes[1].set_title("accuracy vs latency")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write(res: BenchResult, out_dir: Path, stem: str, command: str = "") -> List[Path]:
+    from dlsr_deploy.io import atomic_write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md", out_dir / f"{stem}.png"]
+    d = res.to_dict()
+    d["command"] = command
+    atomic_write_text(paths[0], json.dumps(d, indent=2) + "\n")
+    atomic_write_text(paths[1], markdown(res, command) + "\n")
+    plot(res, paths[2])
+    return paths

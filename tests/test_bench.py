@@ -1,0 +1,33 @@
+import json
+
+import numpy as np
+
+from dlsr_deploy.bench.harness import run_bench
+
+
+def test_harness_result_fields(bundles, tiny_run, tmp_path):
+    _, id_path, ood_path = tiny_run
+    ids = np.load(id_path)["images"][:12]
+    ood = {"noise": np.load(ood_path)["images"][:12]}
+    res = run_bench([bundles["fp32"], bundles["fp16"]], ids, ood, batch_sizes=(1, 4), warmup_s=0.01, min_duration=0.05, min_iters=2, quiet=True)
+    backends = {(r.backend, r.precision) for r in res.rows}
+    assert ("torch-eager", "fp32") in backends and ("ort-cpu", "fp32") in backends and ("ort-cpu", "fp16") in backends
+    for r in res.rows:
+        assert r.status == "ok", r
+        assert r.iters >= 2 and len(r.raw_ms) == r.iters
+        assert r.p50_ms > 0 and r.p99_ms >= r.p50_ms and r.images_per_s > 0
+        assert set(r.stages_ms) == {"input", "backbone", "denoiser"}
+        assert 0 <= r.auroc["noise"] <= 1
+        assert np.isfinite(r.speedup_vs_eager)
+    e = res.row("torch-eager", 4)
+    assert e.speedup_vs_eager == 1.0 and e.max_score_err == 0.0
+    assert res.row("ort-cpu", 4, "fp32").max_score_err < 1e-4
+    assert {u["backend"] for u in res.unavailable} >= {"trt", "ort-cuda"}  # listed with a reason, not dropped
+    assert res.compute_bound["gemm"]["gflops"] > 0 and res.compute_bound["flops_per_image"] > 0
+    for k in ("cpu_count", "torch", "onnxruntime", "torch_threads"):
+        assert k in res.header
+    from dlsr_deploy.bench import report
+
+    paths = report.write(res, tmp_path, "b", "dlsr-bench test")
+    d = json.loads(paths[0].read_text())
+    assert d["rows"][0]["raw_ms"] and "| backend |" in paths[1].read_text() and paths[2].stat().st_size > 1000

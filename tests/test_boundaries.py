@@ -1,0 +1,79 @@
+"""Module boundaries: the runtime and the contract layer never need torch."""
+
+import ast
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "dlsr_deploy"
+TORCH_FREE = ["__init__.py", "errors.py", "config.py", "io.py", "manifest.py", "schedule.py", "scoring.py", "metrics.py", "baselines.py", "runtime", "data"]
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+
+
+@pytest.mark.parametrize("entry", TORCH_FREE)
+def test_no_torch_import_in_source(entry):
+    files = [PKG / entry] if entry.endswith(".py") else sorted((PKG / entry).rglob("*.py"))
+    for f in files:
+        bad = [m for m in _imports(f) if m.split(".")[0] == "torch" or m.startswith(("dlsr_deploy.model", "dlsr_deploy.export"))]
+        assert not bad, f"{f.relative_to(ROOT)} imports {bad}"
+
+
+def test_package_import_and_help_do_not_load_torch():
+    code = "import sys, dlsr_deploy, dlsr_deploy.cli, dlsr_deploy.runtime, dlsr_deploy.metrics; assert 'torch' not in sys.modules, 'torch'; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_runtime_extras_do_not_depend_on_torch():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for group in [meta["dependencies"]] + [meta["optional-dependencies"][k] for k in ("cpu", "gpu", "trt")]:
+        assert not any(d.lower().startswith("torch") for d in group), group
+
+
+@pytest.mark.parametrize("cmd", ["dlsr-train", "dlsr-eval", "dlsr-export", "dlsr-check", "dlsr-inspect", "dlsr-score", "dlsr-build", "dlsr-bench", "dlsr-demo"])
+def test_every_command_has_help(cmd):
+    exe = Path(sys.executable).parent / cmd
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "Usage:" in r.stdout and "--" in r.stdout
+
+
+def test_cli_errors_are_one_line_exit_1(tmp_path):
+    exe = Path(sys.executable).parent / "dlsr-train"
+    r = subprocess.run([str(exe), "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("error: data source not found") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_runtime_in_a_venv_with_only_the_cpu_extra(bundles, tmp_path):
+    """pip install '.[cpu]' into a fresh venv (no torch at all) and score a bundle there."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"), f"{ROOT}[cpu]"], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    code = f"""
+import importlib.util, sys, numpy as np
+assert importlib.util.find_spec("torch") is None, "torch is installed in the runtime-only venv"
+from dlsr_deploy.runtime import Detector
+with Detector.load({str(bundles['fp16'])!r}) as det:
+    out = det.predict(np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8))
+print(det.backend_name, out["score"].shape, sorted(sys.modules).count("torch"))
+"""
+    r = subprocess.run([str(py), "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "ort-cpu" and r.stdout.strip().endswith("0")
