@@ -118,3 +118,23 @@ def test_cli_check_and_inspect(bundles, tiny_run, tmp_path):
     assert r.exit_code == 0 and "fp16" in r.output and "verified" in r.output
     r = CliRunner().invoke(inspect, [str(tmp_path / "missing")])
     assert r.exit_code == 1 and "bundle not found" in r.output
+
+
+def test_int8_bundle_for_onnx_runtime(tiny_run, tmp_path):
+    from dlsr_deploy.errors import BackendUnavailable
+    from dlsr_deploy.export.exporter import export_bundle
+    from dlsr_deploy.runtime import Detector
+
+    run, _, ood = tiny_run
+    m = export_bundle(run, tmp_path / "int8", int8=True, verify_ood=[str(ood)], n_verify=48, quiet=True)
+    assert m["precision"]["mode"] == "int8" and m["parity"]["passed"] and m["backends"] == ["ort-cpu", "ort-cuda"]
+    ops = m["files"]["denoiser"]["ops"]
+    assert any(op in ops for op in ("MatMulInteger", "DynamicQuantizeMatMul")), ops
+    model = onnx.load(str(tmp_path / "int8" / "denoiser.onnx"))
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in model.graph.initializer)
+    with Detector.load(tmp_path / "int8", backend="auto") as det:
+        assert det.backend_name == "ort-cpu"
+    with pytest.raises(BackendUnavailable):
+        Detector.load(tmp_path / "int8", backend="trt")
+    with pytest.raises(ConfigError, match="one of"):
+        export_bundle(run, tmp_path / "both", fp16=True, int8=True, quiet=True)
