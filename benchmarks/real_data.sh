@@ -20,6 +20,9 @@ $BIN/dlsr-eval --model "$RUN" --id "$DATA/cifar10_test.npz" "${OOD[@]}" \
 # noise averaging (8 stored draws) at t_start 3 and 10
 $BIN/dlsr-eval --model "$RUN" --id "$DATA/cifar10_test.npz" "${OOD[@]}" \
   --t-start 3 --t-start 10 --n-noise 8 --out benchmarks/results --stem real_noise8
+# one DDIM step (a single model call returning x0_hat) at t_start 3 and 10
+$BIN/dlsr-eval --model "$RUN" --id "$DATA/cifar10_test.npz" "${OOD[@]}" \
+  --t-start 3 --t-start 10 --steps 1 --out benchmarks/results --stem real_k1
 # the official procedure (paper mode) and the official MFsim layer set, for comparison
 $BIN/dlsr-eval --model "$RUN" --id "$DATA/cifar10_test.npz" "${OOD[@]}" \
   --mode paper --out benchmarks/results --stem real_paper_mode
