@@ -11,6 +11,7 @@ Absolute times only compare within one run; ratios are what reports quote.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -32,6 +33,7 @@ class Row:
     batch: int
     steps: int
     status: str = "ok"  # ok | exported-but-failed-parity | failed
+    bundle: str = ""
     reason: str = ""
     p50_ms: float = float("nan")
     p90_ms: float = float("nan")
@@ -313,9 +315,15 @@ def run_bench(
             start += len(v)
         return aur, sc
 
-    jobs = []
+    def eager_key(m) -> str:
+        """Bundles that differ only in precision share one eager baseline."""
+        sched = {k: m.data["schedule"][k] for k in ("t_start", "steps", "eta", "n_noise", "noise_seed", "mode", "mfsim_skip_first")}
+        return json.dumps([m.data["source"]["checkpoint_sha256"], sched, m.score_names, m.data["config"]["feature"]], sort_keys=True)
+
+    jobs, seen = [], set()
     for m, b in zip(manifests, bundles):
-        if eager:
+        if eager and eager_key(m) not in seen:
+            seen.add(eager_key(m))
             jobs.append(("torch-eager", m, b))
         for be in wanted:
             if be in avail:
@@ -356,7 +364,7 @@ def run_bench(
             runner.close()
             bar.update(len(batch_sizes))
             continue
-        key = str(b)
+        key = eager_key(m)
         if be == "torch-eager":
             eager_ref[key] = sc
         ref = eager_ref.get(key)
@@ -364,6 +372,8 @@ def run_bench(
         for bs in batch_sizes:
             imgs = np.ascontiguousarray(np.resize(timing_pool, (bs,) + timing_pool.shape[1:]))
             row = Row(be, runner.precision if be.startswith("torch") else m.precision, bs, steps, status, auroc=aur, max_score_err=err)
+            row.bundle = m.data["name"]
+            row._key = key  # not serialised: matches rows to their eager baseline
             try:
                 lat, st = time_runner(runner, imgs, warmup_s, min_duration, min_iters)
             except Exception as exc:
@@ -381,7 +391,7 @@ def run_bench(
             row.raw_ms = [round(float(x), 4) for x in ms]
             if row.cv > cv_warn:
                 row.warning = f"high variation (CV {row.cv:.0%}): the machine is noisy or throttling; repeat the run"
-            base = next((r for r in rows if r.backend == "torch-eager" and r.batch == bs and r.precision == "fp32" and r.status != "failed" and r.steps == steps), None)
+            base = next((r for r in rows if r.backend == "torch-eager" and r.batch == bs and r.precision == "fp32" and r.status != "failed" and getattr(r, "_key", None) == key), None)
             if be == "torch-eager" and row.precision == "fp32":
                 row.speedup_vs_eager = 1.0
             elif base is not None:
