@@ -74,10 +74,11 @@ def _apply(opts):
 @click.option("--ema-decay", type=float, default=0.9999, show_default=True, help="EMA decay (with warm-up (1+n)/(10+n)); the EMA weights are what is saved and scored.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for initialisation, batches, timesteps and noise.")
 @click.option("--checkpoint-every", type=int, default=5, show_default=True, help="Write a resumable checkpoint every N epochs (atomically).")
+@click.option("--patience", type=int, default=10, show_default=True, help="Early stopping: stop after N epochs without a lower held-out ID loss; the saved model is the EMA of the best epoch (0 = train all epochs, still keeping the best).")
 @click.option("--holdout", type=float, default=0.1, show_default=True, help="Fraction of the ID images kept out of training for threshold calibration (holdout_z0.npy).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
 @_friendly
-def train(data, out, backbone, weights, input_size, native_size, cache_dir, limit, quiet, preset, width, blocks, epochs, batch_size, lr, weight_decay, ema_decay, seed, checkpoint_every, holdout, resume):
+def train(data, out, backbone, weights, input_size, native_size, cache_dir, limit, quiet, preset, width, blocks, epochs, batch_size, lr, weight_decay, ema_decay, seed, checkpoint_every, patience, holdout, resume):
     """Train the DLSR denoiser (LFDN) on unlabeled in-distribution images.
 
     Backbone features are computed once and cached; training then runs on the cached
@@ -87,7 +88,7 @@ def train(data, out, backbone, weights, input_size, native_size, cache_dir, limi
     from dlsr_deploy.pipeline import run_train
 
     fcfg = FeatureConfig(backbone=backbone, input_size=input_size, native_size=native_size or None, weights=weights)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every)
+    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every, patience=(patience or None) if holdout > 0 else None)
     run_train(data, out, fcfg, preset, width, blocks, tcfg, holdout, resume, limit, cache_dir, quiet)
 
 

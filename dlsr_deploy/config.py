@@ -117,8 +117,13 @@ class TrainConfig(_JsonMixin):
     ema_decay: float = 0.9999
     seed: int = 0
     checkpoint_every: int = 5
+    # early stopping on the held-out ID images: stop after `patience` epochs without a
+    # lower held-out denoising loss; model.safetensors is then the best epoch's EMA
+    patience: Optional[int] = None
 
     def __post_init__(self):
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"patience: expected >= 1 or null, got {self.patience}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"train: epochs, batch_size and lr must be positive, got {self}")
 

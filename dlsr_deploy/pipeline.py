@@ -72,7 +72,7 @@ def run_train(
     np.save(out / "holdout_z0.npy", z[hold_idx])
     n_params = dcfg.hidden * dcfg.hidden * 2 * dcfg.blocks + dcfg.hidden * dim * (dcfg.blocks + 2)
     log(f"training LFDN ({preset}: width {dcfg.hidden}, {dcfg.blocks} blocks, ~{n_params / 1e6:.1f} M params) on {len(train_idx)} z0 vectors of {name} (D={dim}; {n_hold} held out for calibration)")
-    res = train_denoiser(z[train_idx], cfg, out, resume=resume, progress=not quiet, log=log)
+    res = train_denoiser(z[train_idx], cfg, out, resume=resume, progress=not quiet, log=log, val_z=z[hold_idx] if n_hold else None)
     info = {
         "data": str(data),
         "n_images": int(len(z)),
@@ -83,11 +83,15 @@ def run_train(
         "skipped_files": skipped,
         "epochs": tcfg.epochs,
         "final_loss": res.losses[-1] if res.losses else None,
+        "epochs_run": res.epochs,
+        "best_epoch": res.best_epoch,
+        "heldout_losses": res.val_losses,
+        "model": "EMA at the epoch with the lowest held-out ID loss" if n_hold else "EMA after the last epoch",
         "train_seconds": round(res.seconds, 1),
         "total_seconds": round(time.time() - t0, 1),
     }
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
-    log(f"done: {out} (final loss {info['final_loss']:.4f}, {info['train_seconds']:.0f} s training)")
+    log(f"done: {out} (final loss {info['final_loss']:.4f}, model = EMA of epoch {res.best_epoch}, {info['train_seconds']:.0f} s training)")
     return info
 
 

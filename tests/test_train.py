@@ -132,3 +132,23 @@ def test_reconstruction_follows_the_plan(tmp_path):
             x = s.a * x + s.b * x0 + s.sigma * rec.ns[0, k]
         out = rec(zt)["z0_hat"]
     torch.testing.assert_close(out, x, rtol=1e-5, atol=1e-5)
+
+
+def test_early_stopping_keeps_the_best_heldout_epoch(tmp_path):
+    r = np.random.default_rng(0)
+    z = r.standard_normal((200, 24)).astype(np.float32)
+    val = (3 * r.standard_normal((60, 24))).astype(np.float32)
+    cfg = ModelConfig(feature=FeatureConfig(), denoiser=DenoiserConfig.preset("small", 24),
+                      train=TrainConfig(epochs=12, batch_size=32, checkpoint_every=50, seed=3, patience=2), layer_sizes=(8, 16))
+    res = train_denoiser(z, cfg, tmp_path / "run", progress=False, val_z=val)
+    assert len(res.val_losses) == res.epochs and res.best_epoch == int(np.argmin(res.val_losses)) + 1
+    if res.epochs < 12:  # stopped early: exactly `patience` epochs after the best one
+        assert res.epochs - res.best_epoch == 2
+    log = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    assert log[0] == "epoch,loss,heldout_loss" and len(log) == res.epochs + 1
+    # model.safetensors is the EMA of the best epoch, recomputable from the held-out set
+    from dlsr_deploy.model.train import _ValSet
+
+    assert _ValSet(val, cfg).loss(load_lfdn(tmp_path / "run")) == pytest.approx(min(res.val_losses), rel=1e-6)
+    with pytest.raises(ConfigError, match="held-out"):
+        train_denoiser(z, cfg, tmp_path / "run2", progress=False)

@@ -70,6 +70,8 @@ class TrainResult:
     epochs: int
     losses: List[float]
     seconds: float
+    val_losses: List[float] = None
+    best_epoch: int = 0
 
 
 class _Checkpointer:
@@ -129,9 +131,14 @@ def train_denoiser(
     resume: bool = False,
     progress: bool = True,
     log=print,
+    val_z: Optional[np.ndarray] = None,
 ) -> TrainResult:
     """Train LFDN on z0 vectors [N, D]; writes config.json, model.safetensors (EMA),
-    model_first_epoch.safetensors (EMA after epoch 1, for LR), train_log.csv."""
+    model_first_epoch.safetensors (EMA after epoch 1, for LR), train_log.csv.
+
+    With held-out ID vectors `val_z`, the EMA's denoising loss on them (fixed t and noise)
+    is logged every epoch; with `cfg.train.patience` the run stops after that many epochs
+    without improvement and model.safetensors holds the EMA of the best epoch."""
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
@@ -163,6 +170,11 @@ def train_denoiser(
     ckpt = _Checkpointer(run_dir)
     start_epoch, step, losses = 0, 0, []
     first_state = None
+    val_losses: List[float] = []
+    best_val, best_epoch = float("inf"), 0
+    val = _ValSet(val_z, cfg) if val_z is not None and len(val_z) else None
+    if tc.patience is not None and val is None:
+        raise ConfigError("early stopping (patience) needs held-out ID images: train with --holdout > 0")
 
     latest = ckpt.latest() if resume else None
     if resume and latest is None and (run_dir / FINAL).exists():
@@ -176,7 +188,11 @@ def train_denoiser(
         first_state = first or None
         _load_opt(opt, tensors, meta["param_groups"])
         start_epoch, step, losses = meta["epoch"], meta["step"], meta["losses"]
+        val_losses, best_val, best_epoch = meta.get("val_losses", []), meta.get("best_val", float("inf")), meta.get("best_epoch", 0)
         log(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
+        if meta.get("stopped"):
+            log(f"{run_dir}: the run had stopped early at epoch {start_epoch}; nothing to resume")
+            start_epoch = tc.epochs
 
     kill_at = int(os.environ.get("DLSR_TEST_KILL_AT_STEP", "-1"))  # test hook: SIGKILL mid-epoch
     n = len(z)
@@ -214,27 +230,63 @@ def train_denoiser(
         if epoch == 0:
             first_state = {k: v.clone() for k, v in ema.state_dict().items()}
             _save_tensors(run_dir / FIRST, first_state)
-        _write_log(run_dir / "train_log.csv", losses)
         done = epoch + 1
-        if done % tc.checkpoint_every == 0 or done == tc.epochs:
+        stop = False
+        if val is not None:
+            v = val.loss(ema)
+            val_losses.append(v)
+            bar.set_postfix(epoch=done, loss=f"{losses[-1]:.4f}", val=f"{v:.4f}", best=best_epoch)
+            if v < best_val:
+                best_val, best_epoch = v, done
+                _save_tensors(run_dir / FINAL, ema.state_dict())
+            elif tc.patience is not None and done - best_epoch >= tc.patience:
+                stop = True
+        _write_log(run_dir / "train_log.csv", losses, val_losses)
+        if done % tc.checkpoint_every == 0 or done == tc.epochs or stop:
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
             tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
             if first_state is not None:
                 tensors.update({f"first.{k}": v for k, v in first_state.items()})
             tensors.update(_opt_tensors(opt))
             groups = opt.state_dict()["param_groups"]
-            ckpt.save(done, tensors, {"epoch": done, "step": step, "losses": losses, "param_groups": groups})
+            ckpt.save(done, tensors, {"epoch": done, "step": step, "losses": losses, "param_groups": groups,
+                                      "val_losses": val_losses, "best_val": best_val, "best_epoch": best_epoch, "stopped": stop})
+        if stop:
+            log(f"early stop after epoch {done}: held-out loss has not improved for {tc.patience} epochs (best {best_val:.4f} at epoch {best_epoch})")
+            break
     bar.close()
-    _save_tensors(run_dir / FINAL, ema.state_dict())
+    if val is None:
+        _save_tensors(run_dir / FINAL, ema.state_dict())
     if first_state is not None and not (run_dir / FIRST).exists():
         _save_tensors(run_dir / FIRST, first_state)
-    return TrainResult(run_dir, tc.epochs, losses, time.time() - t0)
+    return TrainResult(run_dir, len(losses), losses, time.time() - t0, val_losses, best_epoch if val is not None else len(losses))
 
 
-def _write_log(path: Path, losses: List[float]) -> None:
+class _ValSet:
+    """Held-out ID vectors with fixed timesteps and noise: the EMA's denoising loss on them."""
+
+    def __init__(self, z: np.ndarray, cfg: ModelConfig):
+        g = torch.Generator().manual_seed(cfg.train.seed + 7919)
+        self.z = torch.from_numpy(np.ascontiguousarray(z, dtype=np.float32))
+        self.t = torch.randint(0, cfg.schedule.timesteps, (len(z),), generator=g)
+        ab = torch.from_numpy(alphas_cumprod(cfg.schedule)).float()
+        eps = torch.randn(self.z.shape, generator=g)
+        self.zt = ab.sqrt()[self.t, None] * self.z + (1 - ab).sqrt()[self.t, None] * eps
+
+    @torch.no_grad()
+    def loss(self, model: LFDN) -> float:
+        model.eval()
+        total = 0.0
+        for i in range(0, len(self.z), 512):
+            total += ((model(self.zt[i : i + 512], self.t[i : i + 512]) - self.z[i : i + 512]) ** 2).mean(1).sum().item()
+        return total / len(self.z)
+
+
+def _write_log(path: Path, losses: List[float], val_losses: Optional[List[float]] = None) -> None:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["epoch", "loss"])
+    w.writerow(["epoch", "loss", "heldout_loss"])
     for i, l in enumerate(losses, 1):
-        w.writerow([i, f"{l:.6f}"])
+        v = val_losses[i - 1] if val_losses and i <= len(val_losses) else ""
+        w.writerow([i, f"{l:.6f}", f"{v:.6f}" if v != "" else ""])
     atomic_write_text(path, buf.getvalue())

@@ -1,0 +1,64 @@
+"""Print the README's result tables from the committed files in benchmarks/results/.
+
+    python benchmarks/summarize.py            (every number in the README's results
+                                               section comes from this output)
+"""
+
+import json
+import sys
+from pathlib import Path
+
+R = Path(__file__).resolve().parent / "results"
+
+
+def pct(x):
+    return f"{100 * x:.2f}"
+
+
+def eval_tables():
+    rows = []
+    for stem in ("real_tsweep", "real_k1", "real_noise4", "real_paper_mode", "real_skip_first"):
+        p = R / f"{stem}.json"
+        if not p.exists():
+            continue
+        d = json.loads(p.read_text())
+        for run in d["runs"]:
+            sc = run["score_config"]
+            cfg = f"{sc['mode']}, t={sc['t_start']}, K={sc['steps']}, noise x{sc['n_noise']}" + (", MFsim layers 2.." if sc["mfsim_skip_first"] else "")
+            for score, per in run["metrics"].items():
+                rows.append((stem, cfg, score, per))
+        base = d.get("baselines")
+    print("| file | scoring | score | TinyImageNet AUROC / FPR95 | DTD AUROC / FPR95 | mean AUROC |")
+    print("|---|---|---|---|---|---|")
+    for stem, cfg, score, per in rows:
+        print(f"| {stem} | {cfg} | {score} | {pct(per['tinyimagenet']['auroc'])} / {pct(per['tinyimagenet']['fpr95'])} | {pct(per['dtd']['auroc'])} / {pct(per['dtd']['fpr95'])} | {pct(per['mean']['auroc'])} |")
+    if base:
+        for score, per in base.items():
+            print(f"| baseline | fitted on the training z0 | {score} | {pct(per['tinyimagenet']['auroc'])} / {pct(per['tinyimagenet']['fpr95'])} | {pct(per['dtd']['auroc'])} / {pct(per['dtd']['fpr95'])} | {pct(per['mean']['auroc'])} |")
+
+
+def bench_tables():
+    for stem in ("bench_cpu", "bench_cpu_steps"):
+        p = R / f"{stem}.json"
+        if not p.exists():
+            continue
+        d = json.loads(p.read_text())
+        cb = d["compute_bound"]
+        h = d["header"]
+        print(f"\n{stem}: {h.get('cpu')} x{h.get('cpu_count')}, torch {h.get('torch')}, onnxruntime {h.get('onnxruntime')}; SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s, {cb['flops_per_image'] / 1e9:.2f} GFLOP/image -> bound {cb['bound_images_per_s']:.0f} images/s")
+        print("| bundle | backend | precision | K | batch | p50 ms | images/s | x eager FP32 | % of compute bound | backbone / denoiser ms | AUROC TIN / DTD | max score err |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in d["rows"]:
+            if r["status"] == "failed":
+                print(f"| {r['bundle']} | {r['backend']} | {r['precision']} | {r['steps']} | {r['batch']} | failed: {r['reason']} |")
+                continue
+            a = r["auroc"]
+            print(f"| {r['bundle']} | {r['backend']} | {r['precision']} | {r['steps']} | {r['batch']} | {r['p50_ms']:.1f} | {r['images_per_s']:.1f} | {r['speedup_vs_eager']:.2f} | {100 * r['images_per_s'] / cb['bound_images_per_s']:.0f} % | {r['stages_ms']['backbone']:.1f} / {r['stages_ms']['denoiser']:.1f} | {pct(a.get('tinyimagenet', float('nan')))} / {pct(a.get('dtd', float('nan')))} | {r['max_score_err']:.1e} |")
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if what in ("all", "eval"):
+        eval_tables()
+    if what in ("all", "bench"):
+        bench_tables()
