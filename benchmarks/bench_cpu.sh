@@ -13,10 +13,10 @@ $BIN/dlsr-export --model "$RUN" --out export/c10-fp32 "${V[@]}"
 $BIN/dlsr-export --model "$RUN" --out export/c10-fp16 --fp16 "${V[@]}"
 $BIN/dlsr-export --model "$RUN" --out export/c10-int8 --int8 "${V[@]}"
 for K in 1 3; do
-  $BIN/dlsr-export --model "$RUN" --out export/c10-fp32-k$K --steps $K "${V[@]}"
+  $BIN/dlsr-export --model "$RUN" --out export/c10-fp32-k$K --steps $K --n-verify 128 "${V[@]}"
 done
 OOD=(--ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz")
 $BIN/dlsr-bench export/c10-fp32 export/c10-fp16 export/c10-int8 --data "$DATA/cifar10_test.npz" "${OOD[@]}" \
-  --n-eval 500 --stem bench_cpu --quiet
+  --n-eval 300 --stem bench_cpu --quiet
 $BIN/dlsr-bench export/c10-fp32-k1 export/c10-fp32 export/c10-fp32-k3 --data "$DATA/cifar10_test.npz" "${OOD[@]}" \
-  --n-eval 500 --batch 1 --batch 32 --stem bench_cpu_steps --quiet
+  --n-eval 300 --batch 1 --batch 32 --stem bench_cpu_steps --quiet

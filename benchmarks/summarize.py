@@ -17,7 +17,7 @@ def pct(x):
 
 def eval_tables():
     rows = []
-    for stem in ("real_tsweep", "real_k1", "real_noise4", "real_paper_mode", "real_skip_first"):
+    for stem in ("real_tsweep", "real_k1", "real_noise4", "real_paper_mode", "real_skip_first", "real_e100_tsweep"):
         p = R / f"{stem}.json"
         if not p.exists():
             continue

@@ -26,6 +26,9 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp_path, 0o666 & ~mask)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

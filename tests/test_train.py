@@ -152,3 +152,15 @@ def test_early_stopping_keeps_the_best_heldout_epoch(tmp_path):
     assert _ValSet(val, cfg).loss(load_lfdn(tmp_path / "run")) == pytest.approx(min(res.val_losses), rel=1e-6)
     with pytest.raises(ConfigError, match="held-out"):
         train_denoiser(z, cfg, tmp_path / "run2", progress=False)
+
+
+def test_resume_can_end_a_run_at_its_last_checkpoint(tmp_path):
+    z = np.random.default_rng(0).standard_normal((64, 24)).astype(np.float32)
+    train_denoiser(z, _cfg(epochs=2, every=1), tmp_path / "run", progress=False)
+    before = load_tensors(tmp_path / "run" / "model.safetensors")
+    res = train_denoiser(z, _cfg(epochs=1, every=1), tmp_path / "run", resume=True, progress=False)
+    after = load_tensors(tmp_path / "run" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before) and res.epochs == 2
+    other = ModelConfig(feature=FeatureConfig(), denoiser=DenoiserConfig.preset("small", 24), train=TrainConfig(epochs=2, lr=1e-3), layer_sizes=(8, 16))
+    with pytest.raises(ConfigError, match="different configuration"):
+        train_denoiser(z, other, tmp_path / "run", resume=True, progress=False)

@@ -153,8 +153,16 @@ def train_denoiser(
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
     if resume and cfg_path.exists():
+        # epochs, patience and checkpoint interval may change on resume (they do not alter the
+        # epochs already run): a run can be extended, or ended at its last checkpoint
+        def core(c):
+            d = c.to_dict()
+            for k in ("epochs", "patience", "checkpoint_every"):
+                d["train"].pop(k)
+            return d
+
         old = ModelConfig.load(cfg_path)
-        if old.to_dict() != cfg.to_dict():
+        if core(old) != core(cfg):
             raise ConfigError(f"--resume: {cfg_path} was written with a different configuration; use a new --out")
     cfg.save(cfg_path)
 
@@ -171,7 +179,7 @@ def train_denoiser(
     start_epoch, step, losses = 0, 0, []
     first_state = None
     val_losses: List[float] = []
-    best_val, best_epoch = float("inf"), 0
+    best_val, best_epoch, best_state = float("inf"), 0, None
     val = _ValSet(val_z, cfg) if val_z is not None and len(val_z) else None
     if tc.patience is not None and val is None:
         raise ConfigError("early stopping (patience) needs held-out ID images: train with --holdout > 0")
@@ -189,6 +197,7 @@ def train_denoiser(
         _load_opt(opt, tensors, meta["param_groups"])
         start_epoch, step, losses = meta["epoch"], meta["step"], meta["losses"]
         val_losses, best_val, best_epoch = meta.get("val_losses", []), meta.get("best_val", float("inf")), meta.get("best_epoch", 0)
+        best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
         log(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
         if meta.get("stopped"):
             log(f"{run_dir}: the run had stopped early at epoch {start_epoch}; nothing to resume")
@@ -238,7 +247,8 @@ def train_denoiser(
             bar.set_postfix(epoch=done, loss=f"{losses[-1]:.4f}", val=f"{v:.4f}", best=best_epoch)
             if v < best_val:
                 best_val, best_epoch = v, done
-                _save_tensors(run_dir / FINAL, ema.state_dict())
+                best_state = {k: t.clone() for k, t in ema.state_dict().items()}
+                _save_tensors(run_dir / FINAL, best_state)
             elif tc.patience is not None and done - best_epoch >= tc.patience:
                 stop = True
         _write_log(run_dir / "train_log.csv", losses, val_losses)
@@ -247,6 +257,8 @@ def train_denoiser(
             tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
             if first_state is not None:
                 tensors.update({f"first.{k}": v for k, v in first_state.items()})
+            if best_state is not None:
+                tensors.update({f"best.{k}": v for k, v in best_state.items()})
             tensors.update(_opt_tensors(opt))
             groups = opt.state_dict()["param_groups"]
             ckpt.save(done, tensors, {"epoch": done, "step": step, "losses": losses, "param_groups": groups,
@@ -255,8 +267,8 @@ def train_denoiser(
             log(f"early stop after epoch {done}: held-out loss has not improved for {tc.patience} epochs (best {best_val:.4f} at epoch {best_epoch})")
             break
     bar.close()
-    if val is None:
-        _save_tensors(run_dir / FINAL, ema.state_dict())
+    # the best held-out epoch's EMA (restored from the checkpoint after a resume), else the last EMA
+    _save_tensors(run_dir / FINAL, best_state if val is not None and best_state is not None else ema.state_dict())
     if first_state is not None and not (run_dir / FIRST).exists():
         _save_tensors(run_dir / FIRST, first_state)
     return TrainResult(run_dir, len(losses), losses, time.time() - t0, val_losses, best_epoch if val is not None else len(losses))
