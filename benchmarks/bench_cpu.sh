@@ -16,6 +16,7 @@ for K in 1 3; do
   $BIN/dlsr-export --model "$RUN" --out export/c10-fp32-k$K --steps $K --n-verify 128 "${V[@]}"
 done
 OOD=(--ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz")
+$BIN/python benchmarks/collect_parity.py export/c10-fp32 export/c10-fp16 export/c10-int8 > benchmarks/results/parity.md
 $BIN/dlsr-bench export/c10-fp32 export/c10-fp16 export/c10-int8 --data "$DATA/cifar10_test.npz" "${OOD[@]}" \
   --n-eval 300 --stem bench_cpu --quiet
 $BIN/dlsr-bench export/c10-fp32-k1 export/c10-fp32 export/c10-fp32-k3 --data "$DATA/cifar10_test.npz" "${OOD[@]}" \

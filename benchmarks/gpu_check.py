@@ -50,6 +50,16 @@ def main(argv):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
+    # the GPU benchmark suite: same harness and files as on the CPU (eager FP32 / FP16
+    # autocast / torch.compile on the GPU, ORT-CUDA when onnxruntime-gpu is installed, TensorRT)
+    from dlsr_deploy.bench import report as bench_report
+    from dlsr_deploy.bench.harness import run_bench
+
+    half = len(images) // 2
+    res = run_bench(list(bundles.values()), images[:half], {"ood": images[half:]}, batch_sizes=(1, 8, 32, 128))
+    paths = bench_report.write(res, Path("benchmarks/results"), "bench_gpu", "python benchmarks/gpu_check.py " + " ".join(argv))
+    print(bench_report.markdown(res))
+    print("wrote " + ", ".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":

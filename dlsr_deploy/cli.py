@@ -293,7 +293,7 @@ def build(bundle, engines, max_batch, workspace_mb, no_build, quiet):
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--data", required=True, help="ID images (timing uses these; AUROC uses them as the ID side).")
 @click.option("--ood", multiple=True, help="OOD set for the AUROC column, as PATH or NAME=PATH (repeatable).")
-@click.option("--n-eval", type=int, default=500, show_default=True, help="Images per set for the accuracy columns.")
+@click.option("--n-eval", type=int, default=500, show_default=True, help="Images per set for the accuracy columns (evenly spaced over each set).")
 @click.option("--batch", "batch_sizes", type=int, multiple=True, default=(1, 8, 32, 128), show_default=True, help="Batch sizes (repeatable).")
 @click.option("--backend", "backends", multiple=True, help="Runtime backends to time (default: every available one); eager FP32 always runs.")
 @click.option("--warmup", type=float, default=1.0, show_default=True, help="Warm-up seconds per configuration.")
@@ -314,9 +314,15 @@ def bench(bundles, data, ood, n_eval, batch_sizes, backends, warmup, min_duratio
     from dlsr_deploy.data import load_images
     from dlsr_deploy.manifest import read_manifest
 
+    import numpy as np
+
+    def subset(images):
+        # evenly spaced over the set, not its first N: packs are often ordered by class
+        return images[np.unique(np.linspace(0, len(images) - 1, min(n_eval, len(images))).astype(int))]
+
     size = read_manifest(bundles[0]).input_size
-    id_images = load_images(data, size=size, limit=n_eval).images
-    ood_sets = {name: load_images(src, size=size, limit=n_eval).images for name, src in _parse_ood(ood)}
+    id_images = subset(load_images(data, size=size).images)
+    ood_sets = {name: subset(load_images(src, size=size).images) for name, src in _parse_ood(ood)}
     res = run_bench(bundles, id_images, ood_sets, batch_sizes, backends or None, warmup, min_duration, min_iters, threads, quiet=quiet)
     paths = report.write(res, out_dir, stem, _command_line())
     if not quiet:
