@@ -38,7 +38,7 @@ def eval_tables():
 
 
 def bench_tables():
-    for stem in ("bench_cpu", "bench_cpu_steps"):
+    for stem in ("bench_cpu", "bench_cpu_steps", "bench_cpu_input_size"):
         p = R / f"{stem}.json"
         if not p.exists():
             continue
