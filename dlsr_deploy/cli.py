@@ -60,6 +60,16 @@ def _apply(opts):
     return deco
 
 
+# scoring options shared by dlsr-eval and dlsr-export (--t-start / --steps differ: eval sweeps t_start)
+_score_opts = [
+    click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM eta (0 = deterministic given the stored noise, which is a constant of the bundle)."),
+    click.option("--n-noise", type=int, default=1, show_default=True, help="Stored noise draws whose scores are averaged."),
+    click.option("--noise-seed", type=int, default=0, show_default=True, help="Seed of the stored noise."),
+    click.option("--mode", type=click.Choice(["ddim", "paper"]), default="ddim", show_default=True, help="ddim: corrected few-step DDIM returning x0_hat; paper: the official procedure (eta=1, 3 calls from t=3, off-by-one coefficients)."),
+    click.option("--mfsim-skip-first", is_flag=True, help="MFsim over layers 2.. as the official code (default: all layers, as the paper)."),
+]
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--data", required=True, help="In-distribution training images: a .npz (images uint8 NxHxWx3), an image folder, a CIFAR-10/100 pickle folder, an SVHN .mat, or demo:id.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory: config.json, model.safetensors (EMA), model_first_epoch.safetensors, checkpoints/, train_log.csv.")
@@ -109,11 +119,7 @@ def _parse_ood(values):
 @click.option("--ood", multiple=True, required=True, help="OOD set, as PATH or NAME=PATH; repeat for several sets.")
 @click.option("--t-start", type=int, multiple=True, default=(3,), show_default=True, help="Noise level to reconstruct from (0..T-1); repeat for a sweep.")
 @click.option("--steps", type=int, default=2, show_default=True, help="DDIM steps K (model calls); capped at t_start+1.")
-@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM eta (0 = deterministic given the stored noise).")
-@click.option("--n-noise", type=int, default=1, show_default=True, help="Stored noise draws to average the scores over.")
-@click.option("--noise-seed", type=int, default=0, show_default=True, help="Seed of the stored noise.")
-@click.option("--mode", type=click.Choice(["ddim", "paper"]), default="ddim", show_default=True, help="ddim: corrected few-step DDIM returning x0_hat; paper: the official procedure (eta=1, 3 calls from t=3, off-by-one coefficients).")
-@click.option("--mfsim-skip-first", is_flag=True, help="MFsim over layers 2.. as the official code (default: all layers, as the paper).")
+@_apply(_score_opts)
 @click.option("--knn-k", type=int, default=10, show_default=True, help="k of the cosine-KNN baseline.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Report directory (default: MODEL/eval).")
 @click.option("--stem", default="eval", show_default=True, help="File name stem of the report (STEM.json, STEM.md, STEM.png, STEM_scores.npz).")
@@ -174,11 +180,7 @@ def _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
 @click.option("--int8", is_flag=True, help="INT8 denoiser weights with dynamic activation quantisation (ONNX Runtime on CPU; not for TensorRT). Backbone stays FP32.")
 @click.option("--t-start", type=int, default=3, show_default=True, help="Noise level the reconstruction starts from.")
 @click.option("--steps", type=int, default=2, show_default=True, help="DDIM steps K unrolled into the graph.")
-@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM eta (the step noise is stored in the graph too).")
-@click.option("--n-noise", type=int, default=1, show_default=True, help="Stored noise draws averaged inside the graph.")
-@click.option("--noise-seed", type=int, default=0, show_default=True, help="Seed of the stored noise (a constant of the bundle).")
-@click.option("--mode", type=click.Choice(["ddim", "paper"]), default="ddim", show_default=True, help="ddim (corrected) or paper (official procedure).")
-@click.option("--mfsim-skip-first", is_flag=True, help="MFsim over layers 2.. (official code).")
+@_apply(_score_opts)
 @click.option("--lr", "with_lr", is_flag=True, help="Also output score_lr (first-epoch minus final model): adds the first-epoch LFDN to the graph and doubles the denoiser cost.")
 @click.option("--fused", is_flag=True, help="Also write pipeline.onnx: images -> scores in one graph.")
 @click.option("--calibrate-on", default=None, help="ID images for the threshold (default: the images the run held out of training).")
