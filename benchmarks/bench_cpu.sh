@@ -2,14 +2,16 @@
 # CPU benchmark of the real-data model (issue 5): exports the bundles and runs dlsr-bench.
 #   bash benchmarks/bench_cpu.sh          (needs runs/cifar10-lite0 from benchmarks/real_data.sh)
 # Writes benchmarks/results/bench_cpu.{json,md,png} (main table: K=2 FP32/FP16/INT8)
-# and benchmarks/results/bench_cpu_steps.{json,md,png} (K = 1, 2, 3 sweep, FP32).
+# and benchmarks/results/bench_cpu_steps.{json,md,png} (K = 1, 2, 3 sweep, FP32),
+# benchmarks/results/ort_threads.{json,md} (ORT thread-pool variants, the profile behind
+# the runtime's spin-wait setting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 RUN=${RUN:-runs/cifar10-lite0}
 BIN=${BIN:-.venv/bin}
 V=(--verify-ood "$DATA/tinyimagenet_val_32.npz" --verify-ood "$DATA/dtd_subset10.npz" --force --quiet)
-$BIN/dlsr-export --model "$RUN" --out export/c10-fp32 "${V[@]}"
+$BIN/dlsr-export --model "$RUN" --out export/c10-fp32 --fused "${V[@]}"
 $BIN/dlsr-export --model "$RUN" --out export/c10-fp16 --fp16 "${V[@]}"
 $BIN/dlsr-export --model "$RUN" --out export/c10-int8 --int8 "${V[@]}"
 for K in 1 3; do
@@ -21,3 +23,4 @@ $BIN/dlsr-bench export/c10-fp32 export/c10-fp16 export/c10-int8 --data "$DATA/ci
   --n-eval 300 --stem bench_cpu --quiet
 $BIN/dlsr-bench export/c10-fp32-k1 export/c10-fp32 export/c10-fp32-k3 --data "$DATA/cifar10_test.npz" "${OOD[@]}" \
   --n-eval 300 --batch 1 --batch 32 --stem bench_cpu_steps --quiet
+$BIN/python benchmarks/ort_threads.py export/c10-fp32 --data "$DATA/cifar10_test.npz"

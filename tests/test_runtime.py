@@ -121,6 +121,14 @@ def test_backend_selection_and_strict_providers(bundles):
         Detector.load(bundles["fp32"], backend="nope")
 
 
+def test_cpu_sessions_do_not_spin_against_each_other(bundles):
+    """backbone and denoiser sessions run back to back; a spinning idle pool would take
+    the cores from the working one (measured in benchmarks/results/ort_threads.*)."""
+    with Detector.load(bundles["fp32"], backend="ort-cpu") as det:
+        for s in (det.backend.backbone, det.backend.denoiser):
+            assert s.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_runtime_never_imports_torch(bundles, tiny_run):
     """The runtime path (load + predict + dlsr-score module) runs with torch absent from sys.modules."""
     _, _, ood = tiny_run

@@ -1,0 +1,101 @@
+"""How ONNX Runtime's thread pools interact when backbone.onnx and denoiser.onnx run back
+to back on the CPU (the profile behind OrtSession's spin-wait setting).
+
+    .venv/bin/python benchmarks/ort_threads.py export/c10-fp32 [--data ../shared/data/cifar10_test.npz]
+
+Variants, timed in one process, interleaved round by round so that machine drift hits
+them alike (p50 of end-to-end calls: uint8 images in, scores out):
+  default-spin   two sessions, each with ORT's default pool (idle threads spin-wait)
+  shipped        dlsr_deploy.runtime's OrtBackend: two sessions, spin-wait off
+  fused          one session on pipeline.onnx (bundle exported with --fused), default pool
+Writes benchmarks/results/ort_threads.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dlsr_deploy.bench.harness import machine_header  # noqa: E402
+from dlsr_deploy.io import atomic_write_text  # noqa: E402
+from dlsr_deploy.manifest import read_manifest  # noqa: E402
+from dlsr_deploy.runtime.ort import OrtBackend, OrtSession  # noqa: E402
+
+
+def variants(bundle: Path):
+    m = read_manifest(bundle)
+    bb = OrtSession(m.file("backbone"), "cpu")
+    dn = OrtSession(m.file("denoiser"), "cpu")
+    out = {"default-spin": lambda x: dn.run({"z0": bb.run({"images": x})["z0"]})}
+    shipped = OrtBackend(m, "cpu")
+    out["shipped"] = shipped.run
+    if "pipeline" in m.files:
+        fused = OrtSession(m.file("pipeline"), "cpu")
+        out["fused"] = lambda x: fused.run({"images": x})
+    return out
+
+
+def p50_ms(f, x, seconds: float) -> float:
+    for _ in range(2):
+        f(x)
+    ts, t0 = [], time.perf_counter()
+    while time.perf_counter() - t0 < seconds or len(ts) < 5:
+        t = time.perf_counter()
+        f(x)
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts) * 1e3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("bundle", type=Path)
+    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/cifar10_test.npz"))
+    ap.add_argument("--batch", type=int, action="append", help="default: 1, 8, 32")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per variant, batch and round")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    a = ap.parse_args()
+    batches = a.batch or [1, 8, 32]
+    pool = np.load(a.data)["images"]
+    header = machine_header(None)
+    vs = variants(a.bundle)
+    res = {v: {b: [] for b in batches} for v in vs}
+    for r in range(a.rounds):
+        for b in batches:
+            x = np.ascontiguousarray(pool[np.linspace(0, len(pool) - 1, b).astype(int)])
+            for v, f in vs.items():
+                res[v][b].append(p50_ms(f, x, a.seconds))
+                print(f"round {r + 1}/{a.rounds} batch {b:3d} {v:13s} {res[v][b][-1]:8.1f} ms", file=sys.stderr)
+    rows = []
+    for v in vs:
+        for b in batches:
+            med = float(np.median(res[v][b]))
+            base = float(np.median(res["default-spin"][b]))
+            rows.append({"variant": v, "batch": b, "p50_ms": med, "images_per_s": b / med * 1e3, "x_default_spin": base / med, "rounds_ms": res[v][b]})
+    doc = {"header": header, "bundle": str(a.bundle), "command": " ".join(["python"] + sys.argv), "rows": rows,
+           "note": "median over rounds of each round's p50; all variants in one process, interleaved"}
+    a.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(a.out / "ort_threads.json", json.dumps(doc, indent=1))
+    lines = ["# ONNX Runtime CPU thread pools: two sessions back to back", "",
+             f"Command: `{doc['command']}`", "",
+             f"Machine: {header['cpu']}, {header['cpu_count']} cores; onnxruntime {header['onnxruntime']}; created {header['created']}", "",
+             "p50 end-to-end latency (uint8 images in, scores out), median over "
+             f"{a.rounds} interleaved rounds of {a.seconds:g} s each.", "",
+             "| variant | batch | p50 ms | images/s | x default-spin | rounds (ms) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['batch']} | {r['p50_ms']:.1f} | {r['images_per_s']:.1f} | {r['x_default_spin']:.2f} | "
+                     + ", ".join(f"{x:.1f}" for x in r["rounds_ms"]) + " |")
+    atomic_write_text(a.out / "ort_threads.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
