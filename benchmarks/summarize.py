@@ -38,7 +38,7 @@ def eval_tables():
 
 
 def bench_tables():
-    for stem in ("bench_cpu", "bench_cpu_steps", "bench_cpu_input_size"):
+    for stem in ("bench_cpu", "bench_cpu_steps", "bench_cpu_input_size", "bench_gpu"):
         p = R / f"{stem}.json"
         if not p.exists():
             continue
@@ -53,7 +53,7 @@ def bench_tables():
                 print(f"| {r['bundle']} | {r['backend']} | {r['precision']} | {r['steps']} | {r['batch']} | failed: {r['reason']} |")
                 continue
             a = r["auroc"]
-            print(f"| {r['bundle']} | {r['backend']} | {r['precision']} | {r['steps']} | {r['batch']} | {r['p50_ms']:.1f} | {r['images_per_s']:.1f} | {r['speedup_vs_eager']:.2f} | {100 * r['images_per_s'] / cb['bound_images_per_s']:.0f} % | {r['stages_ms']['backbone']:.1f} / {r['stages_ms']['denoiser']:.1f} | {pct(a.get('tinyimagenet', float('nan')))} / {pct(a.get('dtd', float('nan')))} | {r['max_score_err']:.1e} |")
+            print(f"| {r['bundle']} | {r['backend']} | {r['precision']} | {r['steps']} | {r['batch']} | {r['p50_ms']:.1f} | {r['images_per_s']:.1f} | {r['speedup_vs_eager']:.2f} | {100 * r.get('bound_share', r['images_per_s'] / cb['bound_images_per_s']):.0f} % | {r['stages_ms']['backbone']:.1f} / {r['stages_ms']['denoiser']:.1f} | {pct(a.get('tinyimagenet', float('nan')))} / {pct(a.get('dtd', float('nan')))} | {r['max_score_err']:.1e} |")
 
 
 if __name__ == "__main__":

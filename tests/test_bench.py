@@ -19,11 +19,13 @@ def test_harness_result_fields(bundles, tiny_run, tmp_path):
         assert set(r.stages_ms) == {"input", "backbone", "denoiser"}
         assert 0 <= r.auroc["noise"] <= 1
         assert np.isfinite(r.speedup_vs_eager)
+        assert 0 < r.bound_share < 10  # images/s over this bundle's compute bound
     e = res.row("torch-eager", 4)
     assert e.speedup_vs_eager == 1.0 and e.max_score_err == 0.0
     assert res.row("ort-cpu", 4, "fp32").max_score_err < 1e-4
     assert {u["backend"] for u in res.unavailable} >= {"trt", "ort-cuda"}  # listed with a reason, not dropped
     assert res.compute_bound["gemm"]["gflops"] > 0 and res.compute_bound["flops_per_image"] > 0
+    assert set(res.compute_bound["per_bundle"]) == {r.bundle for r in res.rows}
     for k in ("cpu_count", "torch", "onnxruntime", "torch_threads"):
         assert k in res.header
     from dlsr_deploy.bench import report

@@ -17,14 +17,14 @@ def _f(x, fmt="{:.1f}"):
 
 def table(res: BenchResult) -> str:
     lines = [
-        "| bundle | backend | precision | K | batch | p50 ms | p90 ms | p99 ms | images/s | x eager FP32 | input / backbone / denoiser ms | CV | AUROC (mfsim) | max score err vs eager | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bundle | backend | precision | K | batch | p50 ms | p90 ms | p99 ms | images/s | x eager FP32 | % of compute bound | input / backbone / denoiser ms | CV | AUROC (mfsim) | max score err vs eager | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res.rows:
         aur = ", ".join(f"{k} {100 * v:.2f}" for k, v in r.auroc.items())
         stages = " / ".join(_f(r.stages_ms.get(k), "{:.1f}") for k in ("input", "backbone", "denoiser"))
         status = r.status + (f" ({r.reason})" if r.reason else "") + (" ⚠" if r.warning else "")
-        lines.append(f"| {r.bundle} | {r.backend} | {r.precision} | {r.steps} | {r.batch} | {_f(r.p50_ms)} | {_f(r.p90_ms)} | {_f(r.p99_ms)} | {_f(r.images_per_s)} | {_f(r.speedup_vs_eager, '{:.2f}')} | {stages} | {_f(r.cv, '{:.0%}')} | {aur} | {_f(r.max_score_err, '{:.1e}')} | {status} |")
+        lines.append(f"| {r.bundle} | {r.backend} | {r.precision} | {r.steps} | {r.batch} | {_f(r.p50_ms)} | {_f(r.p90_ms)} | {_f(r.p99_ms)} | {_f(r.images_per_s)} | {_f(r.speedup_vs_eager, '{:.2f}')} | {_f(r.bound_share, '{:.0%}')} | {stages} | {_f(r.cv, '{:.0%}')} | {aur} | {_f(r.max_score_err, '{:.1e}')} | {status} |")
     return "\n".join(lines)
 
 
@@ -39,7 +39,9 @@ def markdown(res: BenchResult, command: str = "") -> str:
         f"Versions: torch {h.get('torch')} ({h.get('torch_threads')} threads), onnxruntime {h.get('onnxruntime')}, TensorRT {h.get('tensorrt')}, numpy {h.get('numpy')}; load average at start {h.get('load_avg_at_start')}",
         f"Created: {h.get('created')}. Absolute times compare only within this run; ratios are measured in the same run.",
         "",
-        f"Compute bound: measured SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s ({cb['gemm']['library']}); pipeline {(_f((cb.get('flops_per_image') or float('nan')) / 1e9, '{:.2f}'))} GFLOP/image (conv + matmul) -> {_f(cb.get('bound_images_per_s'))} images/s at most.",
+        f"Compute bound: measured SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s ({cb['gemm']['library']}); "
+        + "; ".join(f"{name} {_f((b.get('flops_per_image') or float('nan')) / 1e9, '{:.2f}')} GFLOP/image (conv + matmul) -> {_f(b.get('bound_images_per_s'))} images/s at most"
+                    for name, b in cb.get("per_bundle", {"pipeline": cb}).items()) + ".",
         "",
         table(res),
         "",
