@@ -299,6 +299,7 @@ def build(bundle, engines, max_batch, workspace_mb, no_build, quiet):
 @click.option("--batch", "batch_sizes", type=int, multiple=True, default=(1, 8, 32, 128), show_default=True, help="Batch sizes (repeatable).")
 @click.option("--backend", "backends", multiple=True, help="Runtime backends to time (default: every available one); eager FP32 always runs.")
 @click.option("--warmup", type=float, default=1.0, show_default=True, help="Warm-up seconds per configuration.")
+@click.option("--rounds", type=int, default=3, show_default=True, help="Interleaved timing rounds: each round times every backend in turn for 1/ROUNDS of the warm-up and duration.")
 @click.option("--min-duration", type=float, default=3.0, show_default=True, help="Minimum measured seconds per configuration.")
 @click.option("--min-iters", type=int, default=5, show_default=True, help="Minimum measured calls per configuration.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads for torch and ONNX Runtime (default: library default).")
@@ -306,7 +307,7 @@ def build(bundle, engines, max_batch, workspace_mb, no_build, quiet):
 @click.option("--stem", default="bench", show_default=True, help="Output names: STEM.json (raw timings), STEM.md, STEM.png.")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
 @_friendly
-def bench(bundles, data, ood, n_eval, batch_sizes, backends, warmup, min_duration, min_iters, threads, out_dir, stem, quiet):
+def bench(bundles, data, ood, n_eval, batch_sizes, backends, warmup, rounds, min_duration, min_iters, threads, out_dir, stem, quiet):
     """Latency and throughput of PyTorch eager FP32 (baseline), ONNX Runtime and TensorRT
     on the same images in one process, with AUROC and the score error vs eager in the
     same row. Several BUNDLES (e.g. K=1,2,3 or FP32/FP16) give an accuracy-vs-latency sweep.
@@ -325,7 +326,7 @@ def bench(bundles, data, ood, n_eval, batch_sizes, backends, warmup, min_duratio
     size = read_manifest(bundles[0]).input_size
     id_images = subset(load_images(data, size=size).images)
     ood_sets = {name: subset(load_images(src, size=size).images) for name, src in _parse_ood(ood)}
-    res = run_bench(bundles, id_images, ood_sets, batch_sizes, backends or None, warmup, min_duration, min_iters, threads, quiet=quiet)
+    res = run_bench(bundles, id_images, ood_sets, batch_sizes, backends or None, warmup, min_duration, min_iters, threads, quiet=quiet, rounds=rounds)
     paths = report.write(res, out_dir, stem, _command_line())
     if not quiet:
         click.echo(report.markdown(res, _command_line()))

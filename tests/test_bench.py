@@ -9,7 +9,7 @@ def test_harness_result_fields(bundles, tiny_run, tmp_path):
     _, id_path, ood_path = tiny_run
     ids = np.load(id_path)["images"][:12]
     ood = {"noise": np.load(ood_path)["images"][:12]}
-    res = run_bench([bundles["fp32"], bundles["fp16"]], ids, ood, batch_sizes=(1, 4), warmup_s=0.01, min_duration=0.05, min_iters=2, quiet=True)
+    res = run_bench([bundles["fp32"], bundles["fp16"]], ids, ood, batch_sizes=(1, 4), warmup_s=0.01, min_duration=0.05, min_iters=2, quiet=True, rounds=2)
     backends = {(r.backend, r.precision) for r in res.rows}
     assert ("torch-eager", "fp32") in backends and ("ort-cpu", "fp32") in backends and ("ort-cpu", "fp16") in backends
     for r in res.rows:
@@ -20,6 +20,7 @@ def test_harness_result_fields(bundles, tiny_run, tmp_path):
         assert 0 <= r.auroc["noise"] <= 1
         assert np.isfinite(r.speedup_vs_eager)
         assert 0 < r.bound_share < 10  # images/s over this bundle's compute bound
+        assert len(r.round_p50_ms) == 2 and len(r.speedup_rounds) == 2  # interleaved rounds
     e = res.row("torch-eager", 4)
     assert e.speedup_vs_eager == 1.0 and e.max_score_err == 0.0
     assert res.row("ort-cpu", 4, "fp32").max_score_err < 1e-4

@@ -1,7 +1,9 @@
 """Timing harness.
 
 Per (backend, precision, batch): warm-up by time, then at least `min_duration` seconds
-and `min_iters` calls; every call is timed end to end (numpy uint8 images in, scores
+and `min_iters` calls, split over `rounds` rounds in which every runner takes its turn
+(so a drifting machine slows the baseline and the backends alike, and the per-round
+ratios show how stable a ratio is); every call is timed end to end (numpy uint8 images in, scores
 out: for GPU backends that includes the copies and an explicit synchronisation) and
 per stage (input / backbone / denoiser). Reported: p50/p90/p95/p99, images/s, the ratio
 to eager FP32 *measured in the same run*, the coefficient of variation (warning above
@@ -42,6 +44,8 @@ class Row:
     mean_ms: float = float("nan")
     images_per_s: float = float("nan")
     speedup_vs_eager: float = float("nan")
+    speedup_rounds: List[float] = field(default_factory=list)  # the ratio within each timing round
+    round_p50_ms: List[float] = field(default_factory=list)
     bound_share: float = float("nan")  # images/s / the compute bound of this bundle's FLOPs
     stages_ms: Dict[str, float] = field(default_factory=dict)
     cv: float = float("nan")
@@ -277,9 +281,11 @@ def run_bench(
     threads: Optional[int] = None,
     cv_warn: float = 0.15,
     eager: bool = True,
+    rounds: int = 3,
     quiet: bool = False,
 ) -> BenchResult:
-    """Time eager FP32 and every available backend on each bundle (same images, one process)."""
+    """Time eager FP32 and every available backend on each bundle (same images, one
+    process, all runners alive at once and timed in `rounds` interleaved rounds)."""
     from tqdm.auto import tqdm
 
     from dlsr_deploy.manifest import read_manifest
@@ -345,9 +351,10 @@ def run_bench(
         for n in ("torch-eager-cuda", "torch-eager-cuda-fp16", "torch-compile-cuda"):
             if not any(j[0] == n for j in jobs):
                 unavailable.append({"backend": n, "reason": "no CUDA device for PyTorch"})
-    bar = tqdm(total=len(jobs) * len(batch_sizes), desc="bench", disable=quiet)
+    # 1. every runner is made and scored once (accuracy columns, error vs eager)
     eager_ref: Dict[str, Dict[str, np.ndarray]] = {}
-    for be, m, b in jobs:
+    live = []  # (backend, manifest, runner, status, auroc, err, key)
+    for be, m, b in tqdm(jobs, desc="load + accuracy", disable=quiet):
         steps = int(m.data["schedule"]["steps"])
         try:
             if be == "torch-eager":
@@ -358,7 +365,6 @@ def run_bench(
                 runner = RuntimeRunner(b, be, threads)
         except BackendUnavailable as exc:
             unavailable.append({"backend": be, "reason": str(exc)})
-            bar.update(len(batch_sizes))
             continue
         status = "ok"
         if not (m.data.get("parity") or {}).get("passed", True):
@@ -366,47 +372,69 @@ def run_bench(
         try:
             aur, sc = accuracy(runner)
         except Exception as exc:  # a backend that cannot even score is reported, not hidden
-            rows.append(Row(be, runner.precision, 0, steps, "failed", f"{type(exc).__name__}: {exc}"))
+            rows.append(Row(be, runner.precision, 0, steps, "failed", m.data["name"], f"{type(exc).__name__}: {exc}"))
             runner.close()
-            bar.update(len(batch_sizes))
             continue
         key = eager_key(m)
         if be == "torch-eager":
             eager_ref[key] = sc
         ref = eager_ref.get(key)
         err = float(max(np.max(np.abs(sc[k] - ref[k])) / (np.abs(ref[k]).mean() + 1e-12) for k in ref)) if ref else float("nan")
-        for bs in batch_sizes:
-            imgs = np.ascontiguousarray(np.resize(timing_pool, (bs,) + timing_pool.shape[1:]))
-            row = Row(be, runner.precision if be.startswith("torch") else m.precision, bs, steps, status, auroc=aur, max_score_err=err)
-            row.bundle = m.data["name"]
-            row._key = key  # not serialised: matches rows to their eager baseline
-            try:
-                lat, st = time_runner(runner, imgs, warmup_s, min_duration, min_iters)
-            except Exception as exc:
-                row.status, row.reason = "failed", f"{type(exc).__name__}: {exc}"
-                rows.append(row)
+        live.append((be, m, runner, status, aur, err, key))
+
+    # 2. timing, interleaved: per batch size, `rounds` rounds that each give every runner
+    # a slice of the warm-up and measuring time, so that drift of a shared or throttling
+    # machine hits the baseline and the backends alike
+    rounds = max(1, int(rounds))
+    bar = tqdm(total=len(batch_sizes) * rounds * len(live), desc="timing", disable=quiet)
+    for bs in batch_sizes:
+        imgs = np.ascontiguousarray(np.resize(timing_pool, (bs,) + timing_pool.shape[1:]))
+        lats: Dict[int, List[np.ndarray]] = {i: [] for i in range(len(live))}
+        stages: Dict[int, List[dict]] = {i: [] for i in range(len(live))}
+        failed: Dict[int, str] = {}
+        for _ in range(rounds):
+            for i, (be, m, runner, *_rest) in enumerate(live):
+                if i in failed:
+                    bar.update(1)
+                    continue
+                try:
+                    lat, st = time_runner(runner, imgs, warmup_s / rounds, min_duration / rounds, max(1, -(-min_iters // rounds)))
+                    lats[i].append(lat)
+                    stages[i].append(st)
+                except Exception as exc:
+                    failed[i] = f"{type(exc).__name__}: {exc}"
                 bar.update(1)
+        new_rows = []
+        for i, (be, m, runner, status, aur, err, key) in enumerate(live):
+            steps = int(m.data["schedule"]["steps"])
+            row = Row(be, runner.precision if be.startswith("torch") else m.precision, bs, steps, status, m.data["name"], auroc=aur, max_score_err=err)
+            row._key = key  # not serialised: matches rows to their eager baseline
+            if i in failed:
+                row.status, row.reason = "failed", failed[i]
+                new_rows.append(row)
                 continue
-            ms = lat * 1e3
+            ms = np.concatenate(lats[i]) * 1e3
             row.p50_ms, row.p90_ms, row.p95_ms, row.p99_ms = (float(np.percentile(ms, q)) for q in (50, 90, 95, 99))
             row.mean_ms = float(ms.mean())
-            row.images_per_s = bs / float(np.median(lat))
+            row.images_per_s = bs / (row.p50_ms / 1e3)
+            row.round_p50_ms = [float(np.median(x) * 1e3) for x in lats[i]]
             bound = per_bundle[row.bundle]["bound_images_per_s"]
             if bound:
                 row.bound_share = row.images_per_s / bound
-            row.stages_ms = {k: v * 1e3 for k, v in st.items()}
+            row.stages_ms = {k: float(np.median([s[k] for s in stages[i]])) * 1e3 for k in stages[i][0]}
             row.cv = float(ms.std() / ms.mean())
             row.iters = len(ms)
             row.raw_ms = [round(float(x), 4) for x in ms]
             if row.cv > cv_warn:
                 row.warning = f"high variation (CV {row.cv:.0%}): the machine is noisy or throttling; repeat the run"
-            base = next((r for r in rows if r.backend == "torch-eager" and r.batch == bs and r.precision == "fp32" and r.status != "failed" and getattr(r, "_key", None) == key), None)
-            if be == "torch-eager" and row.precision == "fp32":
-                row.speedup_vs_eager = 1.0
-            elif base is not None:
+            new_rows.append(row)
+        for row in new_rows:
+            base = next((r for r in new_rows if r.backend == "torch-eager" and r.precision == "fp32" and r.status != "failed" and r._key == row._key), None)
+            if base is not None and row.status != "failed":
                 row.speedup_vs_eager = base.p50_ms / row.p50_ms
-            rows.append(row)
-            bar.update(1)
-        runner.close()
+                row.speedup_rounds = [b / x for b, x in zip(base.round_p50_ms, row.round_p50_ms)]
+        rows += new_rows
     bar.close()
+    for _, _, runner, *_rest in live:
+        runner.close()
     return BenchResult(header, rows, unavailable, compute)

@@ -15,16 +15,20 @@ def _f(x, fmt="{:.1f}"):
     return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else fmt.format(x)
 
 
+def _span(xs) -> str:
+    return f" ({min(xs):.2f}-{max(xs):.2f})" if len(xs) > 1 else ""
+
+
 def table(res: BenchResult) -> str:
     lines = [
-        "| bundle | backend | precision | K | batch | p50 ms | p90 ms | p99 ms | images/s | x eager FP32 | % of compute bound | input / backbone / denoiser ms | CV | AUROC (mfsim) | max score err vs eager | status |",
+        "| bundle | backend | precision | K | batch | p50 ms | p90 ms | p99 ms | images/s | x eager FP32 (per round) | % of compute bound | input / backbone / denoiser ms | CV | AUROC (mfsim) | max score err vs eager | status |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res.rows:
         aur = ", ".join(f"{k} {100 * v:.2f}" for k, v in r.auroc.items())
         stages = " / ".join(_f(r.stages_ms.get(k), "{:.1f}") for k in ("input", "backbone", "denoiser"))
         status = r.status + (f" ({r.reason})" if r.reason else "") + (" ⚠" if r.warning else "")
-        lines.append(f"| {r.bundle} | {r.backend} | {r.precision} | {r.steps} | {r.batch} | {_f(r.p50_ms)} | {_f(r.p90_ms)} | {_f(r.p99_ms)} | {_f(r.images_per_s)} | {_f(r.speedup_vs_eager, '{:.2f}')} | {_f(r.bound_share, '{:.0%}')} | {stages} | {_f(r.cv, '{:.0%}')} | {aur} | {_f(r.max_score_err, '{:.1e}')} | {status} |")
+        lines.append(f"| {r.bundle} | {r.backend} | {r.precision} | {r.steps} | {r.batch} | {_f(r.p50_ms)} | {_f(r.p90_ms)} | {_f(r.p99_ms)} | {_f(r.images_per_s)} | {_f(r.speedup_vs_eager, '{:.2f}')}{_span(r.speedup_rounds)} | {_f(r.bound_share, '{:.0%}')} | {stages} | {_f(r.cv, '{:.0%}')} | {aur} | {_f(r.max_score_err, '{:.1e}')} | {status} |")
     return "\n".join(lines)
 
 
