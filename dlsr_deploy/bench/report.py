@@ -41,7 +41,11 @@ def markdown(res: BenchResult, command: str = "") -> str:
     out += [
         f"Machine: {h.get('cpu', '?')}, {h.get('cpu_count')} cores, {h.get('platform')}; GPU: {h.get('gpu', 'none')}",
         f"Versions: torch {h.get('torch')} ({h.get('torch_threads')} threads), onnxruntime {h.get('onnxruntime')}, TensorRT {h.get('tensorrt')}, numpy {h.get('numpy')}; load average at start {h.get('load_avg_at_start')}",
-        f"Created: {h.get('created')}. Absolute times compare only within this run; ratios are measured in the same run.",
+        f"Created: {h.get('created')}. Absolute times compare only within this run; ratios are measured in the same run, "
+        "backends timed in interleaved rounds (per-round ratios in brackets).",
+        "Stages: input = input checks in numpy (runtime backends; their cast, resize and normalisation run inside backbone.onnx) "
+        "or cast + resize + normalisation (eager); backbone = backbone + pooling + z-score; denoiser = the K DDIM steps + "
+        "scoring (the score reductions are inside the denoiser graph).",
         "",
         f"Compute bound: measured SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s ({cb['gemm']['library']}); "
         + "; ".join(f"{name} {_f((b.get('flops_per_image') or float('nan')) / 1e9, '{:.2f}')} GFLOP/image (conv + matmul) -> {_f(b.get('bound_images_per_s'))} images/s at most"
