@@ -47,7 +47,7 @@ def markdown(res: BenchResult, command: str = "") -> str:
         "or cast + resize + normalisation (eager); backbone = backbone + pooling + z-score; denoiser = the K DDIM steps + "
         "scoring (the score reductions are inside the denoiser graph).",
         "",
-        f"Compute bound: measured SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s ({cb['gemm']['library']}); "
+        f"Compute bound: measured SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s (best of {len(cb['gemm'].get('windows_gflops', [0]))} windows, {cb['gemm']['library']}); "
         + "; ".join(f"{name} {_f((b.get('flops_per_image') or float('nan')) / 1e9, '{:.2f}')} GFLOP/image (conv + matmul) -> {_f(b.get('bound_images_per_s'))} images/s at most"
                     for name, b in cb.get("per_bundle", {"pipeline": cb}).items()) + ".",
         "",
@@ -56,7 +56,7 @@ def markdown(res: BenchResult, command: str = "") -> str:
     ]
     if res.unavailable:
         out += ["Not run:", ""] + [f"- {u['backend']}: {u['reason']}" for u in res.unavailable] + [""]
-    warns = [f"- {r.backend} batch {r.batch}: {r.warning}" for r in res.rows if r.warning]
+    warns = [f"- {r.bundle} {r.backend} batch {r.batch}: {r.warning}" for r in res.rows if r.warning]
     if warns:
         out += ["Warnings:", ""] + warns + [""]
     return "\n".join(out)
