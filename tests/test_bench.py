@@ -34,3 +34,6 @@ def test_harness_result_fields(bundles, tiny_run, tmp_path):
     paths = report.write(res, tmp_path, "b", "dlsr-bench test")
     d = json.loads(paths[0].read_text())
     assert d["rows"][0]["raw_ms"] and "| backend |" in paths[1].read_text() and paths[2].stat().st_size > 1000
+    back = report.load(paths[0])  # what `python -m dlsr_deploy.bench.report` re-renders from
+    assert [(r.bundle, r.backend, r.batch, r.p50_ms) for r in back.rows] == [(r.bundle, r.backend, r.batch, r.p50_ms) for r in res.rows]
+    assert report.table(back) == report.table(res)

@@ -75,13 +75,14 @@ def plot(res: BenchResult, path: Path) -> None:
     for r in res.rows:
         if r.status == "failed":
             continue
-        groups.setdefault((r.backend, r.precision, r.steps), []).append(r)
-    for (be, prec, k), rs in groups.items():
+        groups.setdefault((r.bundle, r.backend, r.precision, r.steps), []).append(r)
+    for (bundle, be, prec, k), rs in groups.items():
         rs = sorted(rs, key=lambda r: r.batch)
-        axes[0].plot([r.batch for r in rs], [r.p50_ms / r.batch for r in rs], "o-", label=f"{be} {prec} K={k}")
+        label = f"{bundle}: {be} {prec} K={k}"
+        axes[0].plot([r.batch for r in rs], [r.p50_ms / r.batch for r in rs], "o-", label=label)
         r32 = min(rs, key=lambda r: abs(r.batch - 32))
         if r32.auroc:
-            axes[1].scatter([r32.p50_ms / r32.batch], [100 * np.mean(list(r32.auroc.values()))], label=f"{be} {prec} K={k}")
+            axes[1].scatter([r32.p50_ms / r32.batch], [100 * np.mean(list(r32.auroc.values()))], label=label)
     axes[0].set_xscale("log", base=2)
     axes[0].set_yscale("log")
     axes[0].set_xlabel("batch")
@@ -109,3 +110,31 @@ def write(res: BenchResult, out_dir: Path, stem: str, command: str = "") -> List
     atomic_write_text(paths[1], markdown(res, command) + "\n")
     plot(res, paths[2])
     return paths
+
+
+def load(path: Path) -> BenchResult:
+    """A BenchResult back from its JSON file."""
+    from dataclasses import fields
+
+    from dlsr_deploy.bench.harness import Row
+
+    d = json.loads(Path(path).read_text())
+    names = {f.name for f in fields(Row)}
+    rows = [Row(**{k: v for k, v in r.items() if k in names}) for r in d["rows"]]
+    return BenchResult(d["header"], rows, d["unavailable"], d["compute_bound"])
+
+
+def main(argv=None) -> None:
+    """python -m dlsr_deploy.bench.report STEM.json ...: rewrite STEM.md and STEM.png from the JSON."""
+    import sys
+
+    paths = argv if argv is not None else sys.argv[1:]
+    if not paths:
+        raise SystemExit("usage: python -m dlsr_deploy.bench.report RESULT.json [...]")
+    for p in map(Path, paths):
+        d = json.loads(p.read_text())
+        print(", ".join(str(x) for x in write(load(p), p.parent, p.stem, d.get("command", ""))))
+
+
+if __name__ == "__main__":
+    main()
