@@ -46,7 +46,8 @@ def bench_tables():
         d = json.loads(p.read_text())
         cb = d["compute_bound"]
         h = d["header"]
-        print(f"\n{stem}: {h.get('cpu')} x{h.get('cpu_count')}, torch {h.get('torch')}, onnxruntime {h.get('onnxruntime')}; SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s, {cb['flops_per_image'] / 1e9:.2f} GFLOP/image -> bound {cb['bound_images_per_s']:.0f} images/s")
+        print(f"\n{stem}: {h.get('cpu')} x{h.get('cpu_count')}, torch {h.get('torch')}, onnxruntime {h.get('onnxruntime')}; SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s; "
+              + "; ".join(f"{n} {b['flops_per_image'] / 1e9:.2f} GFLOP/image -> bound {b['bound_images_per_s']:.0f} images/s" for n, b in cb.get("per_bundle", {"pipeline": cb}).items()))
         print("| bundle | backend | precision | K | batch | p50 ms | images/s | x eager FP32 | % of compute bound | backbone / denoiser ms | AUROC TIN / DTD | max score err |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in d["rows"]:

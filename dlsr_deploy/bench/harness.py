@@ -272,6 +272,12 @@ def _available_runtime_backends() -> Tuple[List[str], List[dict]]:
     return ok, missing
 
 
+def eager_key(m) -> str:
+    """Bundles that differ only in precision share one eager baseline (and its FLOPs)."""
+    sched = {k: m.data["schedule"][k] for k in ("t_start", "steps", "eta", "n_noise", "noise_seed", "mode", "mfsim_skip_first")}
+    return json.dumps([m.data["source"]["checkpoint_sha256"], sched, m.score_names, m.data["config"]["feature"]], sort_keys=True)
+
+
 def run_bench(
     bundles: Sequence[Path],
     id_images: np.ndarray,
@@ -304,9 +310,11 @@ def run_bench(
     header = machine_header(threads)
     header["bundles"] = [str(b) for b in bundles]
     gemm = gemm_gflops()
-    per_bundle = {}
+    per_bundle, fpi_by_key = {}, {}
     for m in manifests:
-        fpi = flops_per_image(m)
+        if eager_key(m) not in fpi_by_key:  # FP32/FP16/INT8 of one model: counted once
+            fpi_by_key[eager_key(m)] = flops_per_image(m)
+        fpi = fpi_by_key[eager_key(m)]
         per_bundle[m.data["name"]] = {"flops_per_image": fpi, "bound_images_per_s": gemm["gflops"] * 1e9 / fpi if fpi else None}
     first = per_bundle[manifests[0].data["name"]]
     compute = {"gemm": gemm, **first, "per_bundle": per_bundle,
@@ -314,8 +322,6 @@ def run_bench(
                        "(eager pipeline, torch FlopCounterMode); top-level values: the first bundle"}
     timing_pool = id_images
     eval_images = np.concatenate([id_images] + list(ood_sets.values()))
-    labels = np.concatenate([np.zeros(len(id_images), bool)] + [np.ones(len(v), bool) for v in ood_sets.values()])
-    names = list(ood_sets)
 
     def accuracy(runner) -> Tuple[Dict[str, float], Dict[str, np.ndarray]]:
         parts = []
@@ -329,11 +335,6 @@ def run_bench(
             aur[n] = auroc(head[: len(id_images)], head[start : start + len(v)])
             start += len(v)
         return aur, sc
-
-    def eager_key(m) -> str:
-        """Bundles that differ only in precision share one eager baseline."""
-        sched = {k: m.data["schedule"][k] for k in ("t_start", "steps", "eta", "n_noise", "noise_seed", "mode", "mfsim_skip_first")}
-        return json.dumps([m.data["source"]["checkpoint_sha256"], sched, m.score_names, m.data["config"]["feature"]], sort_keys=True)
 
     jobs, seen = [], set()
     for m, b in zip(manifests, bundles):

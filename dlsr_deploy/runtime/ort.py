@@ -39,8 +39,8 @@ class OrtSession:
             # backbone.onnx and denoiser.onnx run back to back, each session with its own
             # pool. With ORT's default spin-waiting the idle pool's threads keep spinning
             # while the other session works and take the cores from it: on the 2-core
-            # dev box that cost 25 % at batch 32 and 50 % at batch 1 (pipeline timings
-            # in the README). ORT's global pool would avoid it too, but once made it
+            # dev box turning it off made the pipeline 1.32x faster at batch 32 and 1.53x
+            # at batch 1 (benchmarks/results/ort_threads.md). ORT's global pool would avoid it too, but once made it
             # forces every other session in the process onto it, so a library cannot.
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
