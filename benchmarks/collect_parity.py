@@ -9,13 +9,26 @@ import sys
 from pathlib import Path
 
 out_dir = Path(__file__).resolve().parent / "results"
-print("| bundle | precision | images (OOD) | z0 max rel L2 | score | rank corr | max rel err | AUROC eager -> export (ID vs pooled OOD) | decisions flipped |")
+print(
+    "| bundle | precision | images (OOD) | z0 max rel L2 | score | rank corr | max rel err | AUROC eager -> "
+    "export (ID vs pooled OOD) | decisions flipped |"
+)
 print("|---|---|---|---|---|---|---|---|---|")
 for b in sys.argv[1:]:
     m = json.loads((Path(b) / "manifest.json").read_text())
     p = m["parity"]
-    rep = {"bundle": m["name"], "precision": m["precision"]["mode"], "threshold": m["threshold"], "fp16_share": m["precision"].get("fp16_share"), "parity": p}
+    rep = {
+        "bundle": m["name"],
+        "precision": m["precision"]["mode"],
+        "threshold": m["threshold"],
+        "fp16_share": m["precision"].get("fp16_share"),
+        "parity": p,
+    }
     (out_dir / f"parity_{m['name']}.json").write_text(json.dumps(rep, indent=2) + "\n")
     z = p["tensors"]["z0"]["max_rel_l2"]
     for k, s in p["scores"].items():
-        print(f"| {m['name']} | {m['precision']['mode']} | {p['n_images']} ({p['n_ood']}) | {z:.1e} | {k[6:]} | {s['spearman']:.6f} | {s['max_rel']:.1e} | {100 * s['auroc_eager']:.2f} -> {100 * s['auroc_export']:.2f} | {s['flips']} ({100 * s['flip_rate']:.2f} %) |")
+        print(
+            f"| {m['name']} | {m['precision']['mode']} | {p['n_images']} ({p['n_ood']}) | {z:.1e} | {k[6:]} | "
+            f"{s['spearman']:.6f} | {s['max_rel']:.1e} | {100 * s['auroc_eager']:.2f} -> "
+            f"{100 * s['auroc_export']:.2f} | {s['flips']} ({100 * s['flip_rate']:.2f} %) |"
+        )

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def main(argv):
-    from dlsr_deploy.export.parity import spearman
     from dlsr_deploy.manifest import read_manifest
+    from dlsr_deploy.parity import spearman
     from dlsr_deploy.runtime import Detector
 
     tmp = Path(tempfile.mkdtemp())
@@ -24,6 +24,7 @@ def main(argv):
         images = np.random.default_rng(0).integers(0, 255, (64, size, size, 3), dtype=np.uint8)
     else:
         from bundles import make_run
+
         from dlsr_deploy.export.exporter import export_bundle
 
         run, id_path, ood_path = make_run(tmp)
@@ -43,9 +44,19 @@ def main(argv):
             prov = det.backend.provider
         res = {"provider": prov, "build_seconds": round(build_s, 1), "engines": info}
         for name in r:
-            res[name] = {"spearman": spearman(r[name], g[name]), "max_rel": float(np.max(np.abs(r[name] - g[name])) / (np.abs(r[name]).mean() + 1e-12))}
+            res[name] = {
+                "spearman": spearman(r[name], g[name]),
+                "max_rel": float(np.max(np.abs(r[name] - g[name])) / (np.abs(r[name]).mean() + 1e-12)),
+            }
         report["results"][prec] = res
-        print(f"{prec}: {prov}; " + "; ".join(f"{k} rank {v['spearman']:.6f} max rel {v['max_rel']:.1e}" for k, v in res.items() if isinstance(v, dict) and "spearman" in v))
+        print(
+            f"{prec}: {prov}; "
+            + "; ".join(
+                f"{k} rank {v['spearman']:.6f} max rel {v['max_rel']:.1e}"
+                for k, v in res.items()
+                if isinstance(v, dict) and "spearman" in v
+            )
+        )
     out = Path("benchmarks/results/gpu_check.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
@@ -57,7 +68,9 @@ def main(argv):
 
     half = len(images) // 2
     res = run_bench(list(bundles.values()), images[:half], {"ood": images[half:]}, batch_sizes=(1, 8, 32, 128))
-    paths = bench_report.write(res, Path("benchmarks/results"), "bench_gpu", "python benchmarks/gpu_check.py " + " ".join(argv))
+    paths = bench_report.write(
+        res, Path("benchmarks/results"), "bench_gpu", "python benchmarks/gpu_check.py " + " ".join(argv)
+    )
     print(bench_report.markdown(res))
     print("wrote " + ", ".join(str(p) for p in paths))
 

@@ -79,20 +79,44 @@ def main() -> None:
         for b in batches:
             med = float(np.median(res[v][b]))
             base = float(np.median(res["default-spin"][b]))
-            rows.append({"variant": v, "batch": b, "p50_ms": med, "images_per_s": b / med * 1e3, "x_default_spin": base / med, "rounds_ms": res[v][b]})
-    doc = {"header": header, "bundle": str(a.bundle), "command": " ".join(["python"] + sys.argv), "rows": rows,
-           "note": "median over rounds of each round's p50; all variants in one process, interleaved"}
+            rows.append(
+                {
+                    "variant": v,
+                    "batch": b,
+                    "p50_ms": med,
+                    "images_per_s": b / med * 1e3,
+                    "x_default_spin": base / med,
+                    "rounds_ms": res[v][b],
+                }
+            )
+    doc = {
+        "header": header,
+        "bundle": str(a.bundle),
+        "command": " ".join(["python"] + sys.argv),
+        "rows": rows,
+        "note": "median over rounds of each round's p50; all variants in one process, interleaved",
+    }
     a.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out / "ort_threads.json", json.dumps(doc, indent=1))
-    lines = ["# ONNX Runtime CPU thread pools: two sessions back to back", "",
-             f"Command: `{doc['command']}`", "",
-             f"Machine: {header['cpu']}, {header['cpu_count']} cores; onnxruntime {header['onnxruntime']}; created {header['created']}", "",
-             "p50 end-to-end latency (uint8 images in, scores out), median over "
-             f"{a.rounds} interleaved rounds of {a.seconds:g} s each.", "",
-             "| variant | batch | p50 ms | images/s | x default-spin | rounds (ms) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# ONNX Runtime CPU thread pools: two sessions back to back",
+        "",
+        f"Command: `{doc['command']}`",
+        "",
+        f"Machine: {header['cpu']}, {header['cpu_count']} cores; onnxruntime {header['onnxruntime']}; created "
+        f"{header['created']}",
+        "",
+        "p50 end-to-end latency (uint8 images in, scores out), median over "
+        f"{a.rounds} interleaved rounds of {a.seconds:g} s each.",
+        "",
+        "| variant | batch | p50 ms | images/s | x default-spin | rounds (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['batch']} | {r['p50_ms']:.1f} | {r['images_per_s']:.1f} | {r['x_default_spin']:.2f} | "
-                     + ", ".join(f"{x:.1f}" for x in r["rounds_ms"]) + " |")
+        lines.append(
+            f"| {r['variant']} | {r['batch']} | {r['p50_ms']:.1f} | {r['images_per_s']:.1f} | "
+            f"{r['x_default_spin']:.2f} | " + ", ".join(f"{x:.1f}" for x in r["rounds_ms"]) + " |"
+        )
     atomic_write_text(a.out / "ort_threads.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

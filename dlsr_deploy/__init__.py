@@ -16,6 +16,3 @@ from dlsr_deploy.errors import (  # noqa: F401
     ParityError,
     WeightsError,
 )
-
-SCORE_DIRECTION = "higher score = more OOD"
-POSITIVE_CLASS = "ID is the positive class for FPR@95TPR and AUPR-In; OOD for AUROC and AUPR-Out"

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import click
 
+from dlsr_deploy.config import BACKBONES
 from dlsr_deploy.errors import DLSRError
+from dlsr_deploy.runtime.backend import BACKENDS as ENGINE_BACKENDS
 
 
 def _friendly(fn):
@@ -24,10 +26,22 @@ def _friendly(fn):
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except ModuleNotFoundError as exc:
-            extra = {"torch": "train", "onnx": "train", "onnxruntime": "cpu", "tensorrt": "trt", "sklearn": "demo", "skimage": "demo", "safetensors": "train", "matplotlib": "train"}.get((exc.name or "").split(".")[0])
+            extra = {
+                "torch": "train",
+                "onnx": "train",
+                "onnxruntime": "cpu",
+                "tensorrt": "trt",
+                "sklearn": "demo",
+                "skimage": "demo",
+                "safetensors": "train",
+                "matplotlib": "train",
+            }.get((exc.name or "").split(".")[0])
             if extra is None:
                 raise
-            click.echo(f"error: the package '{exc.name}' is missing; install it with `pip install 'dlsr-deploy[{extra}]'`", err=True)
+            click.echo(
+                f"error: the package '{exc.name}' is missing; install it with `pip install 'dlsr-deploy[{extra}]'`",
+                err=True,
+            )
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -41,7 +55,7 @@ def _command_line() -> str:
 
 
 _feature_opts = [
-    click.option("--backbone", type=click.Choice(["efficientnet-lite0", "efficientnet-b4", "resnet50"]), default="efficientnet-lite0", show_default=True, help="Frozen ImageNet backbone. lite0 weights ship with the package; B4 / ResNet-50 need --weights or a network."),
+    click.option("--backbone", type=click.Choice(list(BACKBONES)), default="efficientnet-lite0", show_default=True, help="Frozen ImageNet backbone. lite0 weights ship with the package; B4 / ResNet-50 need --weights or a network."),
     click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Backbone weights file (lukemelas format for EfficientNet, torchvision format for ResNet-50). Published file names are sha256-checked."),
     click.option("--input-size", type=int, default=224, show_default=True, help="Images are resized (bilinear) to this square size before the backbone."),
     click.option("--native-size", type=int, default=32, show_default=True, help="Every image (ID and OOD) is first brought to this size (centre crop + bilinear), so all sets reach the backbone alike; 0 keeps the source size."),
@@ -49,6 +63,14 @@ _feature_opts = [
     click.option("--limit", type=int, default=None, help="Use only the first N images of each set (quick runs)."),
     click.option("--quiet", is_flag=True, help="No progress bars or tables (for CI)."),
 ]
+
+
+def _fields(cls, options: dict) -> dict:
+    """The options that are fields of the dataclass `cls` (click names them alike)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in options.items() if k in names}
 
 
 def _apply(opts):
@@ -71,14 +93,14 @@ _score_opts = [
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--data", required=True, help="In-distribution training images: a .npz (images uint8 NxHxWx3), an image folder, a CIFAR-10/100 pickle folder, an SVHN .mat, or demo:id.")
+@click.option("--data", required=True, multiple=True, help="In-distribution training images: a .npz (images uint8 NxHxWx3), a folder of .npz packs, an image folder, a CIFAR-10/100 pickle folder, an SVHN .mat, or demo:id. Repeat to train on several sources.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory: config.json, model.safetensors (EMA), model_first_epoch.safetensors, checkpoints/, train_log.csv.")
 @_apply(_feature_opts)
 @click.option("--preset", type=click.Choice(["paper", "small"]), default="paper", show_default=True, help="LFDN size: paper = width 2D, 16 blocks; small = width 128, 2 blocks (tests).")
 @click.option("--width", type=int, default=None, help="Override the LFDN residual width.")
 @click.option("--blocks", type=int, default=None, help="Override the number of LFDN ResBlocks.")
 @click.option("--epochs", type=int, default=150, show_default=True, help="Training epochs over the cached features.")
-@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Training batch size.")
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="AdamW learning rate (constant).")
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True, help="AdamW weight decay.")
 @click.option("--ema-decay", type=float, default=0.9999, show_default=True, help="EMA decay (with warm-up (1+n)/(10+n)); the EMA weights are what is saved and scored.")
@@ -87,19 +109,23 @@ _score_opts = [
 @click.option("--patience", type=int, default=10, show_default=True, help="Early stopping: stop after N epochs without a lower held-out ID loss; the saved model is the EMA of the best epoch (0 = train all epochs, still keeping the best).")
 @click.option("--holdout", type=float, default=0.1, show_default=True, help="Fraction of the ID images kept out of training for threshold calibration (holdout_z0.npy).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last checkpoint.")
+@click.option("--flip", is_flag=True, help="Add each training image's horizontal flip as an extra training vector (held-out images and their flips stay out of training).")
+@click.option("--feature-engine", type=click.Choice(["eager", "ort"]), default="eager", show_default=True, help="What computes backbone features for the cache: PyTorch eager, or the exported FP32 backbone graph on ONNX Runtime (about 4x faster on CPU; used only after its z0 match eager to 1e-4 on the first 32 images, else eager runs).")
 @_friendly
-def train(data, out, backbone, weights, input_size, native_size, cache_dir, limit, quiet, preset, width, blocks, epochs, batch_size, lr, weight_decay, ema_decay, seed, checkpoint_every, patience, holdout, resume):
+def train(**o):
     """Train the DLSR denoiser (LFDN) on unlabeled in-distribution images.
 
     Backbone features are computed once and cached; training then runs on the cached
-    z0 vectors. Higher scores later mean more OOD.
+    z0 vectors. After training, the density heads (Gaussians on the same z0) are fitted on
+    the training z0 and stored beside the model. Higher scores later mean more OOD.
     """
     from dlsr_deploy.config import FeatureConfig, TrainConfig
     from dlsr_deploy.pipeline import run_train
 
-    fcfg = FeatureConfig(backbone=backbone, input_size=input_size, native_size=native_size or None, weights=weights)
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, ema_decay=ema_decay, seed=seed, checkpoint_every=checkpoint_every, patience=(patience or None) if holdout > 0 else None)
-    run_train(data, out, fcfg, preset, width, blocks, tcfg, holdout, resume, limit, cache_dir, quiet)
+    fcfg = FeatureConfig(**{**_fields(FeatureConfig, o), "native_size": o["native_size"] or None})
+    tcfg = TrainConfig(**{**_fields(TrainConfig, o), "patience": (o["patience"] or None) if o["holdout"] > 0 else None})
+    keys = ("preset", "width", "blocks", "holdout", "resume", "limit", "cache_dir", "quiet", "flip", "feature_engine")
+    run_train(list(o["data"]), o["out"], fcfg, tcfg=tcfg, **{k: o[k] for k in keys})
 
 
 def _parse_ood(values):
@@ -126,20 +152,33 @@ def _parse_ood(values):
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Feature cache directory.")
 @click.option("--limit", type=int, default=None, help="Use only the first N images of each set.")
 @click.option("--no-plot", is_flag=True, help="Skip the PNG.")
+@click.option("--feature-engine", type=click.Choice(["eager", "ort"]), default="eager", show_default=True, help="What computes backbone features for the cache (see dlsr-train --help).")
 @click.option("--quiet", is_flag=True, help="No progress bars or tables.")
 @_friendly
-def evaluate(model_dir, id_source, ood, t_start, steps, eta, n_noise, noise_seed, mode, mfsim_skip_first, knn_k, out_dir, stem, cache_dir, limit, no_plot, quiet):
+def evaluate(**o):
     """Evaluate a trained model: AUROC, FPR@95TPR, AUPR-In, AUPR-Out per OOD set and mean.
 
-    Scores MFsim, MSE and LR (first-epoch minus final model) and, on the same z0,
-    the Mahalanobis and cosine-KNN baselines. Higher score = more OOD; AUROC takes OOD
+    Scores MFsim, MSE and LR (first-epoch minus final model); the density heads on the
+    same z0 (Mahalanobis with Ledoit-Wolf or ridge covariance, per-layer Gaussian,
+    l2-normalised Mahalanobis; fitted on the training z0); DLSR + density combinations
+    standardised on held-out ID scores; and the cosine-KNN baseline. Higher score = more OOD; AUROC takes OOD
     as positive, FPR@95TPR takes ID as positive. Writes STEM.json, STEM.md, STEM.png.
     """
     from dlsr_deploy.config import ScoreConfig
     from dlsr_deploy.pipeline import run_eval
 
-    cfgs = [ScoreConfig(t_start=t, steps=min(steps, t + 1), eta=eta, n_noise=n_noise, noise_seed=noise_seed, mode=mode, mfsim_skip_first=mfsim_skip_first) for t in t_start]
-    run_eval(model_dir, id_source, _parse_ood(ood), cfgs, out_dir, knn_k, limit, cache_dir, stem, _command_line(), quiet, plot=not no_plot)
+    sc = _fields(ScoreConfig, o)
+    cfgs = [ScoreConfig(**{**sc, "t_start": t, "steps": min(o["steps"], t + 1)}) for t in o["t_start"]]
+    keys = ("out_dir", "knn_k", "limit", "cache_dir", "stem", "quiet", "feature_engine")
+    run_eval(
+        o["model_dir"],
+        o["id_source"],
+        _parse_ood(o["ood"]),
+        cfgs,
+        command=_command_line(),
+        plot=not o["no_plot"],
+        **{k: o[k] for k in keys},
+    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -163,13 +202,38 @@ _tol_opts = [
 ]
 
 
+def _check_on_target(bundle, backend, report, quiet) -> dict:
+    import json
+
+    from dlsr_deploy.errors import BundleError
+    from dlsr_deploy.io import atomic_write_text
+    from dlsr_deploy.parity import format_report
+    from dlsr_deploy.runtime import Detector
+    from dlsr_deploy.runtime.selfcheck import run_self_check
+
+    with Detector.load(bundle, backend=backend, self_check="never") as det:
+        if "golden" not in det.manifest.files:
+            raise BundleError(f"{bundle} has no golden set (exported before self-checks); re-export it")
+        rep = run_self_check(det.manifest, det.backend)
+    rep.update(bundle=str(bundle), precision=det.manifest.precision)
+    if not quiet:
+        click.echo(format_report(rep))
+    if report:
+        atomic_write_text(Path(report), json.dumps(rep, indent=2, default=float) + "\n")
+    return rep
+
+
 def _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
     from dataclasses import replace
 
-    from dlsr_deploy.export.parity import Tolerances
+    from dlsr_deploy.parity import Tolerances
 
     t = Tolerances.for_precision(precision)
-    over = {k: v for k, v in dict(rank_corr=rank_corr, auroc_change=auroc_change, flip_rate=flip_rate, z0_rel=z0_rel).items() if v is not None}
+    over = {
+        k: v
+        for k, v in dict(rank_corr=rank_corr, auroc_change=auroc_change, flip_rate=flip_rate, z0_rel=z0_rel).items()
+        if v is not None
+    }
     return replace(t, **over)
 
 
@@ -189,23 +253,49 @@ def _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
 @click.option("--n-verify", type=int, default=256, show_default=True, help="Images per set used for parity.")
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch eager.")
 @click.option("--max-batch", type=int, default=256, show_default=True, help="Largest batch of the TensorRT optimisation profile (min 1, opt 32).")
-@click.option("--force", is_flag=True, help="Replace an existing bundle folder.")
+@click.option("--headline", default=None, help="The score the threshold is for: a score name (mfsim, mse, maha_lw, gauss_layer, sum_mfsim_gauss_layer, ...), or 'auto' = the best mean AUROC on the --verify-ood sets. Default: sum_mfsim_gauss_layer (DLSR MFsim + per-layer Gaussian, chosen by the README's measurements). The manifest records how it was chosen.")
+@click.option("--no-density", is_flag=True, help="Leave the density heads and combined scores out of the bundle (DLSR scores only).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle folder (only a folder that holds a bundle, never the model folder).")
+@click.option("--sign", type=click.Path(dir_okay=False, exists=True), default=None, help="Ed25519 private key (PEM, from dlsr-keygen) that signs the manifest; runtimes given the public key refuse unsigned or foreign bundles.")
 @_apply(_tol_opts)
 @click.option("--quiet", is_flag=True)
 @_friendly
-def export(model_dir, out, fp16, int8, t_start, steps, eta, n_noise, noise_seed, mode, mfsim_skip_first, with_lr, fused, calibrate_on, target_tpr, verify_ood, n_verify, no_verify, max_batch, force, rank_corr, auroc_change, flip_rate, z0_rel, quiet):
+def export(**o):
     """Export a trained run to a deployable bundle: backbone.onnx (uint8 images -> z0),
-    denoiser.onnx (z0 -> scores, the DDIM loop and its stored noise inside),
+    denoiser.onnx (z0 -> DLSR scores, density heads and combined scores; the DDIM loop and
+    its stored noise inside),
     optionally pipeline.onnx, and manifest.json with a threshold calibrated on ID images
     only. Verified against PyTorch eager unless --no-verify (exit 1 on failure)."""
     from dlsr_deploy.config import ScoreConfig
     from dlsr_deploy.export.exporter import export_bundle
+    from dlsr_deploy.scoring import BUNDLE_HEADS
 
-    precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-    out = out or Path("export") / f"{model_dir.name}-{precision}"
-    sc = ScoreConfig(t_start=t_start, steps=steps, eta=eta, n_noise=n_noise, noise_seed=noise_seed, mode=mode, mfsim_skip_first=mfsim_skip_first)
-    export_bundle(model_dir, out, fp16, int8, sc, fused, with_lr, calibrate_on, target_tpr, not no_verify, verify_ood, n_verify,
-                  _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel), (1, 32, max_batch), force, quiet)
+    precision = "fp16" if o["fp16"] else "int8" if o["int8"] else "fp32"
+    out = o["out"] or Path("export") / f"{o['model_dir'].name}-{precision}"
+    tol = _tolerances(precision, o["rank_corr"], o["auroc_change"], o["flip_rate"], o["z0_rel"])
+    keys = (
+        "fp16",
+        "int8",
+        "fused",
+        "with_lr",
+        "calibrate_on",
+        "target_tpr",
+        "verify_ood",
+        "n_verify",
+        "headline",
+        "force",
+        "quiet",
+    )
+    export_bundle(
+        o["model_dir"],
+        out,
+        score_cfg=ScoreConfig(**_fields(ScoreConfig, o)),
+        verify=not o["no_verify"],
+        tolerances=tol,
+        batch_profile=(1, 32, o["max_batch"]),
+        density=() if o["no_density"] else BUNDLE_HEADS,
+        **{k: o[k] for k in keys},
+    )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -215,18 +305,38 @@ def export(model_dir, out, fp16, int8, t_start, steps, eta, n_noise, noise_seed,
 @click.option("--ood", multiple=True, help="OOD images added to the check.")
 @click.option("--n-verify", type=int, default=256, show_default=True)
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full report as JSON here.")
+@click.option("--on-target", is_flag=True, help="Replay the bundle's golden set on this machine and backend instead (no torch, no source run needed): the load-time self-check, always run and printed.")
+@click.option("--backend", type=click.Choice(["auto", *ENGINE_BACKENDS]), default="auto", show_default=True, help="With --on-target: the backend to check.")
 @_apply(_tol_opts)
 @click.option("--quiet", is_flag=True)
 @_friendly
-def check(bundle, model_dir, data, ood, n_verify, report, rank_corr, auroc_change, flip_rate, z0_rel, quiet):
+def check(bundle, model_dir, data, ood, n_verify, report, on_target, backend, rank_corr, auroc_change, flip_rate, z0_rel, quiet):
     """Compare a bundle (ONNX Runtime CPU) with PyTorch eager FP32: z0, z0_hat and every
     score (abs/rel error, Spearman rank correlation, AUROC change, decisions that flip at
-    the calibrated threshold). Exit code 1 when a tolerance is exceeded."""
-    from dlsr_deploy.export.check import check_bundle
+    the calibrated threshold). With --on-target, compare this machine's backend with the
+    golden outputs stored in the bundle. Exit code 1 when a tolerance is exceeded."""
+    if on_target:
+        rep = _check_on_target(bundle, backend, report, quiet)
+    else:
+        from dlsr_deploy.export.check import check_bundle
 
-    rep = check_bundle(bundle, model_dir, data, ood, n_verify, lambda p: _tolerances(p, rank_corr, auroc_change, flip_rate, z0_rel), report, quiet)
+        tol = lambda p: _tolerances(p, rank_corr, auroc_change, flip_rate, z0_rel)  # noqa: E731
+        rep = check_bundle(bundle, model_dir, data, ood, n_verify, tol, report, quiet)
     if not rep["passed"]:
         sys.exit(1)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("stem", type=click.Path(dir_okay=False, path_type=Path))
+@_friendly
+def keygen(stem):
+    """Make an Ed25519 key pair for signed bundles: STEM.key (private, mode 0600; give it to
+    dlsr-export --sign) and STEM.pub (give it to Detector.load(trusted_keys=...) or dlsr-score
+    --trusted-key). Existing files are never overwritten."""
+    from dlsr_deploy.signing import generate_keypair, public_key_id
+
+    key, pub = generate_keypair(stem)
+    click.echo(f"wrote {key} (private: keep it secret) and {pub} (key id {public_key_id(pub.read_bytes())})")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -234,38 +344,40 @@ def check(bundle, model_dir, data, ood, n_verify, report, rank_corr, auroc_chang
 @click.option("--json", "as_json", is_flag=True, help="Print the raw manifest instead.")
 @_friendly
 def inspect(bundle, as_json):
-    """Print a bundle's manifest readably and verify every file's sha256 (a tampered or
-    truncated file is reported by name, exit code 1)."""
+    """Print a bundle's manifest readably, then verify the manifest's digest and every file's
+    sha256 (an edited manifest or a tampered / truncated file is reported by name, exit code 1)."""
     import json
 
-    from dlsr_deploy.manifest import describe, read_manifest, verify_files
+    from dlsr_deploy.manifest import describe, read_manifest, verify_digest, verify_files
 
     m = read_manifest(bundle, verify=False)
     if as_json:
         click.echo(json.dumps(m.data, indent=2))
     else:
         click.echo(describe(m))
+    verify_digest(m.data, m.path / "manifest.json")
     ok = verify_files(m)
-    click.echo(f"hashes   {len(ok)} file(s) verified: " + ", ".join(ok))
+    click.echo(f"hashes   manifest digest and {len(ok)} file(s) verified: " + ", ".join(ok))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--backend", type=click.Choice(["auto", "trt", "ort-cuda", "ort-cpu"]), default="auto", show_default=True, help="auto = TensorRT if importable with a GPU, else ORT-CUDA, else ORT-CPU.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write per-image results here (.csv or .json); default: CSV on stdout.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--backend", type=click.Choice(["auto", *ENGINE_BACKENDS]), default="auto", show_default=True, help="auto = TensorRT if importable with a GPU, else ORT-CUDA, else ORT-CPU.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write per-image results here: JSON when the name ends in .json (any case), else CSV; '-' or none = CSV on stdout. A regular file is replaced atomically, a symlink is written through, a device or pipe is written to; an input is never overwritten, and an unwritable destination fails before any scoring.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per backend call.")
 @click.option("--strict-providers", is_flag=True, help="Fail instead of falling back to CPU when the requested ONNX Runtime provider is not used.")
 @click.option("--no-resize", is_flag=True, help="Refuse images whose size differs from the bundle's instead of resizing them.")
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Ed25519 public key (PEM); the bundle must be signed by one of them (repeatable).")
 @click.option("--quiet", is_flag=True)
 @_friendly
-def score(bundle, inputs, backend, out, batch_size, strict_providers, no_resize, quiet):
+def score(bundle, inputs, backend, out, batch_size, strict_providers, no_resize, trusted_keys, quiet):
     """Score images with an exported bundle, without torch. INPUTS are image files,
     folders or .npz packs. Prints per-image scores, the normalised score (1.0 = threshold)
     and the ID/OOD decision (higher score = more OOD)."""
     from dlsr_deploy.runtime.score_cli import score_inputs
 
-    score_inputs(bundle, inputs, backend, out, batch_size, strict_providers, not no_resize, quiet)
+    score_inputs(bundle, inputs, backend, out, batch_size, strict_providers, not no_resize, quiet, trusted_keys=list(trusted_keys) or None)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -284,8 +396,15 @@ def build(bundle, engines, max_batch, workspace_mb, no_build, quiet):
     from dlsr_deploy.runtime.trt import TrtBackend
 
     m = read_manifest(bundle)
-    mb = max_batch or int(m.data.get("batch_profile", {}).get("max", 256))
-    be = TrtBackend(m, engines_dir=engines, max_batch=mb, build=not no_build, workspace_bytes=workspace_mb * 2**20 if workspace_mb else None, quiet=quiet)
+    mb = max_batch or m.batch_profile["max"]
+    be = TrtBackend(
+        m,
+        engines_dir=engines,
+        max_batch=mb,
+        build=not no_build,
+        workspace_bytes=workspace_mb * 2**20 if workspace_mb else None,
+        quiet=quiet,
+    )
     for graph, info in be.build_info.items():
         click.echo(f"{graph}: {info['plan']} ({info['reason']}); layer outputs by precision {info['layer_precisions']}")
     be.close()
@@ -305,19 +424,20 @@ def build(bundle, engines, max_batch, workspace_mb, no_build, quiet):
 @click.option("--threads", type=int, default=None, help="Intra-op threads for torch and ONNX Runtime (default: library default).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"), show_default=True)
 @click.option("--stem", default="bench", show_default=True, help="Output names: STEM.json (raw timings), STEM.md, STEM.png.")
+@click.option("--peers", is_flag=True, help="Also time what a user gets without this toolkit: torch.compile of the eager pipeline (compile time reported apart) and a plain torch.onnx.export of the eager modules on ONNX Runtime / OpenVINO with their default settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
 @_friendly
-def bench(bundles, data, ood, n_eval, batch_sizes, backends, warmup, rounds, min_duration, min_iters, threads, out_dir, stem, quiet):
-    """Latency and throughput of PyTorch eager FP32 (baseline), ONNX Runtime and TensorRT
-    on the same images in one process, with AUROC and the score error vs eager in the
-    same row. Several BUNDLES (e.g. K=1,2,3 or FP32/FP16) give an accuracy-vs-latency sweep.
-    Unavailable backends are listed with the reason."""
+def bench(bundles, data, ood, n_eval, batch_sizes, backends, warmup, rounds, min_duration, min_iters, threads, out_dir, stem, peers, quiet):
+    """Latency and throughput of PyTorch eager FP32 (baseline), ONNX Runtime, OpenVINO and
+    TensorRT on the same images in one process, with AUROC (of each bundle's headline score)
+    and the score error vs eager in the same row. Several BUNDLES (e.g. K=1,2,3 or
+    FP32/FP16) give an accuracy-vs-latency sweep. Unavailable backends are listed with the reason."""
+    import numpy as np
+
     from dlsr_deploy.bench import report
-    from dlsr_deploy.bench.harness import run_bench
+    from dlsr_deploy.bench.harness import TimingSettings, run_bench
     from dlsr_deploy.data import load_images
     from dlsr_deploy.manifest import read_manifest
-
-    import numpy as np
 
     def subset(images):
         # evenly spaced over the set, not its first N: packs are often ordered by class
@@ -326,7 +446,11 @@ def bench(bundles, data, ood, n_eval, batch_sizes, backends, warmup, rounds, min
     size = read_manifest(bundles[0]).input_size
     id_images = subset(load_images(data, size=size).images)
     ood_sets = {name: subset(load_images(src, size=size).images) for name, src in _parse_ood(ood)}
-    res = run_bench(bundles, id_images, ood_sets, batch_sizes, backends or None, warmup, min_duration, min_iters, threads, quiet=quiet, rounds=rounds)
+    timing = TimingSettings(warmup_s=warmup, min_duration=min_duration, min_iters=min_iters, rounds=rounds)
+    res = run_bench(
+        bundles, id_images, ood_sets, batch_sizes=batch_sizes, backends=backends or None, timing=timing, threads=threads,
+        peers=peers, quiet=quiet,
+    )
     paths = report.write(res, out_dir, stem, _command_line())
     if not quiet:
         click.echo(report.markdown(res, _command_line()))

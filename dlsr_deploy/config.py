@@ -90,10 +90,12 @@ class DenoiserConfig(_JsonMixin):
 
     @property
     def hidden(self) -> int:
+        """Residual width: `width`, or 2 * dim when width is None."""
         return self.width if self.width is not None else 2 * self.dim
 
     @classmethod
     def preset(cls, name: str, dim: int) -> "DenoiserConfig":
+        """The 'paper' (width 2D, 16 blocks) or 'small' (width 128, 2 blocks) LFDN size."""
         if name == "paper":
             return cls(dim=dim, width=None, blocks=16)
         if name == "small":
@@ -103,6 +105,8 @@ class DenoiserConfig(_JsonMixin):
 
 @dataclass(frozen=True)
 class ScheduleConfig(_JsonMixin):
+    """The diffusion schedule: T steps, betas linear in sqrt space between beta_start and beta_end."""
+
     timesteps: int = 100
     beta_start: float = 0.0015
     beta_end: float = 0.0195
@@ -110,6 +114,8 @@ class ScheduleConfig(_JsonMixin):
 
 @dataclass(frozen=True)
 class TrainConfig(_JsonMixin):
+    """LFDN training on cached z0: optimiser, EMA, seed, checkpoints, early stopping."""
+
     epochs: int = 150
     batch_size: int = 128
     lr: float = 1e-4
@@ -151,7 +157,8 @@ class ScoreConfig(_JsonMixin):
             raise ConfigError(f"score mode: expected 'ddim' or 'paper', got {self.mode!r}")
         if self.t_start < 0 or self.steps < 1 or self.steps > self.t_start + 1:
             raise ConfigError(
-                f"scoring: expected 1 <= steps <= t_start + 1 and t_start >= 0, got t_start={self.t_start}, steps={self.steps}"
+                f"scoring: expected 1 <= steps <= t_start + 1 and t_start >= 0, got t_start={self.t_start}, "
+                f"steps={self.steps}"
             )
         if self.n_noise < 1:
             raise ConfigError(f"n_noise: expected >= 1, got {self.n_noise}")
@@ -171,6 +178,7 @@ class ModelConfig(_JsonMixin):
 
     @classmethod
     def from_dict(cls, data: Any) -> "ModelConfig":
+        """Parse a config.json object; unknown keys are an error."""
         if not isinstance(data, dict):
             raise ConfigError(f"model config: expected a JSON object, got {type(data).__name__}")
         parts = {
@@ -187,12 +195,14 @@ class ModelConfig(_JsonMixin):
         return cls(**kwargs)
 
     def save(self, path: Path) -> None:
+        """Write config.json atomically."""
         from dlsr_deploy.io import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> "ModelConfig":
+        """Read and validate config.json."""
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:

@@ -26,19 +26,38 @@ def run_demo(out: Path, epochs: int = 15, quiet: bool = False) -> dict:
     np.savez_compressed(out / "demo_ood.npz", images=demo_images("ood"))
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     say("[1/4] dlsr-train: LFDN (paper preset) on scikit-learn digits (ID), efficientnet-lite0 @ 224")
-    run_train(str(out / "demo_id_train.npz"), out / "model", FeatureConfig(), preset="paper", tcfg=TrainConfig(epochs=epochs, checkpoint_every=5), quiet=quiet)
+    run_train(
+        str(out / "demo_id_train.npz"),
+        out / "model",
+        FeatureConfig(),
+        preset="paper",
+        tcfg=TrainConfig(epochs=epochs, checkpoint_every=5),
+        quiet=quiet,
+    )
     say("[2/4] dlsr-eval: digits (ID) vs scikit-image photo/texture crops (OOD)")
-    result = run_eval(out / "model", str(out / "demo_id_test.npz"), [("skimage-crops", str(out / "demo_ood.npz"))], [ScoreConfig()], out_dir=out / "eval", command="dlsr-demo", quiet=quiet)
+    result = run_eval(
+        out / "model",
+        str(out / "demo_id_test.npz"),
+        [("skimage-crops", str(out / "demo_ood.npz"))],
+        [ScoreConfig()],
+        out_dir=out / "eval",
+        command="dlsr-demo",
+        quiet=quiet,
+    )
     say("[3/4] dlsr-export --fp16: ONNX bundle, verified against PyTorch, threshold calibrated on held-out ID digits")
     bundle = out / "bundle-fp16"
-    export_bundle(out / "model", bundle, fp16=True, verify_ood=[str(out / "demo_ood.npz")], n_verify=128, force=True, quiet=quiet)
+    export_bundle(
+        out / "model", bundle, fp16=True, verify_ood=[str(out / "demo_ood.npz")], n_verify=128, force=True, quiet=quiet
+    )
     say("[4/4] torch-free runtime (ONNX Runtime CPU) on the held-out sets")
     with Detector.load(bundle, backend="ort-cpu") as det:
         id_pred = det.predict(np.load(out / "demo_id_test.npz")["images"])
         ood_pred = det.predict(np.load(out / "demo_ood.npz")["images"])
-    line = (f"runtime: {id_pred['is_ood'].mean():.1%} of {len(id_pred['score'])} ID test digits and "
-            f"{ood_pred['is_ood'].mean():.1%} of {len(ood_pred['score'])} OOD crops flagged OOD "
-            f"(threshold {det.score_name} > {det.threshold:.4g}, 95% ID TPR target)")
+    line = (
+        f"runtime: {id_pred['is_ood'].mean():.1%} of {len(id_pred['score'])} ID test digits and "
+        f"{ood_pred['is_ood'].mean():.1%} of {len(ood_pred['score'])} OOD crops flagged OOD "
+        f"(threshold {det.score_name} > {det.threshold:.4g}, 95% ID TPR target)"
+    )
     print(line)
     result["runtime_check"] = line
     return result

@@ -21,6 +21,10 @@ class WeightsError(DLSRError):
     """Backbone or checkpoint weights are missing, corrupt or do not match."""
 
 
+class TrainingError(DLSRError):
+    """Training cannot go on (e.g. the loss became NaN or infinite)."""
+
+
 class BundleError(DLSRError):
     """An exported bundle is missing files, tampered with or inconsistent."""
 
@@ -34,7 +38,7 @@ class ParityError(DLSRError):
 
 
 def missing_extra(package: str, extra: str) -> DLSRError:
+    """The error for an optional package that is not installed, naming the extra that brings it."""
     return BackendUnavailable(
-        f"the Python package '{package}' is not installed; install it with "
-        f"`pip install 'dlsr-deploy[{extra}]'`"
+        f"the Python package '{package}' is not installed; install it with `pip install 'dlsr-deploy[{extra}]'`"
     )

@@ -10,7 +10,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -21,7 +21,9 @@ POSITIVE = "AUROC / AUPR-Out: OOD positive; FPR@95TPR / AUPR-In: ID positive (th
 METRIC_NAMES = ("auroc", "fpr95", "aupr_in", "aupr_out")
 
 
-def metrics_table(id_scores: Dict[str, np.ndarray], ood_scores: Dict[str, Dict[str, np.ndarray]]) -> Dict[str, Dict[str, Dict[str, float]]]:
+def metrics_table(
+    id_scores: Dict[str, np.ndarray], ood_scores: Dict[str, Dict[str, np.ndarray]]
+) -> Dict[str, Dict[str, Dict[str, float]]]:
     """{score: {ood_name | 'mean': {metric: value}}}"""
     out = {}
     for score, id_s in id_scores.items():
@@ -41,7 +43,12 @@ def format_table(table: Dict[str, Dict[str, Dict[str, float]]], title: str = "")
         cells = []
         for s in sets:
             m = per[s]
-            cells += [f"{100 * m['auroc']:.2f}", f"{100 * m['fpr95']:.2f}", f"{100 * m['aupr_in']:.2f}", f"{100 * m['aupr_out']:.2f}"]
+            cells += [
+                f"{100 * m['auroc']:.2f}",
+                f"{100 * m['fpr95']:.2f}",
+                f"{100 * m['aupr_in']:.2f}",
+                f"{100 * m['aupr_out']:.2f}",
+            ]
         rows.append(f"| {score} | " + " | ".join(cells) + " |")
     lines = ([f"**{title}**", ""] if title else []) + [head, sep] + rows
     return "\n".join(lines)
@@ -51,9 +58,14 @@ def short_table(table: Dict[str, Dict[str, Dict[str, float]]]) -> str:
     """Compact text table for stdout: AUROC / FPR95 per OOD set."""
     sets = list(next(iter(table.values())).keys())
     w = max(12, *(len(k) for k in table))
-    lines = [f"{'score':<{w}} " + " ".join(f"{s[:18]:>20}" for s in sets), f"{'':<{w}} " + " ".join(f"{'AUROC / FPR95':>20}" for _ in sets)]
+    lines = [
+        f"{'score':<{w}} " + " ".join(f"{s[:18]:>20}" for s in sets),
+        f"{'':<{w}} " + " ".join(f"{'AUROC / FPR95':>20}" for _ in sets),
+    ]
     for score, per in table.items():
-        lines.append(f"{score:<{w}} " + " ".join(f"{100 * per[s]['auroc']:>10.2f} / {100 * per[s]['fpr95']:>6.2f}" for s in sets))
+        lines.append(
+            f"{score:<{w}} " + " ".join(f"{100 * per[s]['auroc']:>10.2f} / {100 * per[s]['fpr95']:>6.2f}" for s in sets)
+        )
     return "\n".join(lines)
 
 
@@ -65,7 +77,7 @@ def write_report(result: dict, out_dir: Path, scores_for_plot: Optional[dict] = 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.json", out_dir / f"{stem}.md"]
     atomic_write_text(paths[0], json.dumps(result, indent=2) + "\n")
-    md = [f"# DLSR evaluation", "", f"- direction: {DIRECTION}", f"- positive class: {POSITIVE}"]
+    md = ["# DLSR evaluation", "", f"- direction: {DIRECTION}", f"- positive class: {POSITIVE}"]
     for k in ("command", "machine", "model", "id_set", "ood_sets", "created"):
         if k in result:
             md.append(f"- {k}: `{json.dumps(result[k])}`")

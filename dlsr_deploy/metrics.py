@@ -38,6 +38,7 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 
 
 def auroc(id_scores, ood_scores) -> float:
+    """Area under the ROC curve with OOD as the positive class (higher score = more OOD)."""
     a, b = _check(id_scores, ood_scores)
     r = _average_ranks(np.concatenate([a, b]))
     r_ood = r[a.size :].sum()
@@ -45,6 +46,7 @@ def auroc(id_scores, ood_scores) -> float:
 
 
 def fpr_at_tpr(id_scores, ood_scores, tpr: float = 0.95) -> float:
+    """Share of OOD images scored at or below the threshold that keeps `tpr` of ID images (ID positive)."""
     a, b = _check(id_scores, ood_scores)
     thr = np.percentile(a, 100.0 * tpr)
     return float(np.mean(b <= thr))
@@ -79,6 +81,7 @@ def _cum(x: np.ndarray, thr: np.ndarray) -> np.ndarray:
 
 
 def ood_metrics(id_scores, ood_scores) -> Dict[str, float]:
+    """AUROC, FPR@95TPR, AUPR-In and AUPR-Out of one ID / OOD score pair."""
     a, b = _check(id_scores, ood_scores)
     return {
         "auroc": auroc(a, b),

@@ -1,7 +1,8 @@
 """The diffusion schedule and the few-step reconstruction plan (numpy only).
 
-This module is the single source of the coefficients: the PyTorch scorer, the ONNX graph
-builder and the runtime all take them from `reconstruction_plan`.
+This module is the single source of the coefficients: the PyTorch scorer and the ONNX
+graph builder take them from `reconstruction_plan`; the exported graph holds them as
+constants, so the runtime needs none of them.
 
 Every reconstruction is linear in (z, x0_hat, noise), so a plan is
     z = start_a * z0 + start_b * n0                      (forward noising to t_start)
@@ -28,11 +29,14 @@ def betas(cfg: ScheduleConfig = ScheduleConfig()) -> np.ndarray:
 
 
 def alphas_cumprod(cfg: ScheduleConfig = ScheduleConfig()) -> np.ndarray:
+    """alpha-bar_t for t = 0..T-1 (float64)."""
     return np.cumprod(1.0 - betas(cfg))
 
 
 @dataclass(frozen=True)
 class Step:
+    """One model call: its timestep and the update z <- a * z + b * x0_hat (+ sigma * stored noise)."""
+
     t: int  # timestep the model is queried at
     a: float  # coefficient of the current z
     b: float  # coefficient of the model's x0 prediction
@@ -41,19 +45,19 @@ class Step:
 
 @dataclass(frozen=True)
 class Plan:
+    """The whole test-time reconstruction: start noising coefficients and the steps."""
+
     start_a: float
     start_b: float
     steps: Tuple[Step, ...]
 
     @property
     def n_calls(self) -> int:
+        """Number of model calls."""
         return len(self.steps)
 
-    @property
-    def noisy_steps(self) -> List[int]:
-        return [i for i, s in enumerate(self.steps) if s.sigma != 0.0]
-
     def to_dict(self) -> dict:
+        """JSON form (stored in the manifest)."""
         return {
             "start_a": self.start_a,
             "start_b": self.start_b,
@@ -62,6 +66,7 @@ class Plan:
 
 
 def ddim_timesteps(t_start: int, steps: int) -> List[int]:
+    """The K timesteps visited from t_start down to 0, evenly spaced."""
     ts = [int(round(t_start * (steps - i) / steps)) for i in range(steps)]
     if len(set(ts)) != len(ts):
         raise ConfigError(f"t_start={t_start} cannot be split into {steps} distinct DDIM steps")
@@ -69,6 +74,7 @@ def ddim_timesteps(t_start: int, steps: int) -> List[int]:
 
 
 def reconstruction_plan(score: ScoreConfig, sched: ScheduleConfig = ScheduleConfig()) -> Plan:
+    """The coefficients of the few-step reconstruction for a score config (ddim or paper mode)."""
     ab = alphas_cumprod(sched)
     if score.t_start >= sched.timesteps:
         raise ConfigError(f"t_start: expected < T={sched.timesteps}, got {score.t_start}")

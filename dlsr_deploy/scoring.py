@@ -8,13 +8,16 @@ Direction everywhere: higher score = more OOD.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
 from dlsr_deploy.errors import InputError
 
-SCORE_NAMES = ("mfsim", "mse")
+# the bundle's headline score (and so its threshold) unless dlsr-export --headline says
+# otherwise; chosen by the measurements in the README ("Choosing the headline")
+DEFAULT_HEADLINE = "sum_mfsim_gauss_layer"
 
 # LR = LR_SIGN * (score(first-epoch model) - score(final model)), shared stored noise.
 # The paper's reading (ID errors fall more during training) makes first - final *larger*
@@ -24,6 +27,7 @@ LR_SIGN = 1.0
 
 
 def layer_bounds(sizes: Sequence[int]):
+    """(start, end) of each tap layer inside z0."""
     start = 0
     for s in sizes:
         yield start, start + s
@@ -31,21 +35,21 @@ def layer_bounds(sizes: Sequence[int]):
 
 
 def mse(z0: np.ndarray, zh: np.ndarray) -> np.ndarray:
+    """Sum of squared differences between z0 and its reconstruction (float64 [N])."""
     d = z0.astype(np.float64) - zh.astype(np.float64)
     return (d * d).sum(axis=1)
 
 
-def mfsim(z0: np.ndarray, zh: np.ndarray, sizes: Sequence[int], skip_first: bool = False, eps: float = 1e-8) -> np.ndarray:
+def mfsim(
+    z0: np.ndarray, zh: np.ndarray, sizes: Sequence[int], skip_first: bool = False, eps: float = 1e-8
+) -> np.ndarray:
+    """Minus the mean over layers of the cosine similarity of z0 and its reconstruction."""
     bounds = list(layer_bounds(sizes))[1 if skip_first else 0 :]
     cos = []
     for a, b in bounds:
         x, y = z0[:, a:b].astype(np.float64), zh[:, a:b].astype(np.float64)
         cos.append((x * y).sum(1) / np.maximum(np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1), eps))
     return -np.mean(cos, axis=0)
-
-
-def scores(z0: np.ndarray, zh: np.ndarray, sizes: Sequence[int], skip_first: bool = False) -> Dict[str, np.ndarray]:
-    return {"mfsim": mfsim(z0, zh, sizes, skip_first), "mse": mse(z0, zh)}
 
 
 def threshold_at_tpr(id_scores: np.ndarray, tpr: float = 0.95) -> float:
@@ -67,3 +71,210 @@ def normalisation(id_scores: np.ndarray, threshold: float) -> Tuple[float, float
     if not scale > 0:
         scale = float(np.std(id_scores)) or 1.0
     return center, float(scale)
+
+
+# --------------------------------------------------------------------------- density heads
+#
+# Gaussian scores on the same z0, fitted on the training z0 only. Each head is stored as
+# (mean, proj) with score(z) = || (f(z) - mean) @ proj ||^2, where proj is a square-root
+# factor of the precision matrix (block-diagonal for the per-layer head) and f is the
+# identity or an l2 normalisation: one MatMul and a sum of squares in any graph.
+#   maha_lw      one Gaussian over all of z0, Ledoit-Wolf shrunk covariance
+#   maha_ridge   the same with a fixed ridge of 1e-6 * mean variance (the old baseline)
+#   gauss_layer  one Ledoit-Wolf Gaussian per tap layer, distances summed (Rippel et al. 2020)
+#   maha_l2      maha_lw on l2-normalised z0 (Mahalanobis++, Mueller et al. 2025). NB: z0 is
+#                z-scored per layer, so every z0 already has the same norm and this head
+#                equals maha_lw up to a constant factor (measured: identical AUROC)
+
+DENSITY_HEADS = ("maha_lw", "gauss_layer", "maha_l2", "maha_ridge")
+# the heads a bundle carries by default (dlsr-eval reports them all): maha_l2 equals maha_lw on
+# per-layer z-scored z0, and maha_ridge is the earlier baseline
+BUNDLE_HEADS = ("maha_lw", "gauss_layer")
+
+
+def ledoit_wolf(x: np.ndarray) -> Tuple[np.ndarray, float]:
+    """(shrunk covariance, shrinkage) of centred x [N, D]; the Ledoit-Wolf (2004) estimate
+    towards mu * I, the same formula as scikit-learn's `ledoit_wolf` (tested against it)."""
+    x = np.asarray(x, np.float64)
+    n, p = x.shape
+    x2 = x * x
+    emp_trace = x2.sum(axis=0) / n
+    mu = emp_trace.sum() / p
+    beta_ = float((x2.T @ x2).sum())
+    emp = x.T @ x / n
+    delta_ = float((emp * emp).sum())  # sum((X^T X)^2) / n^2
+    beta = (beta_ / n - delta_) / (p * n)
+    delta = (delta_ - 2.0 * mu * emp_trace.sum() + p * mu**2) / p
+    beta = min(beta, delta)
+    shrink = 0.0 if beta == 0 else beta / delta
+    cov = (1.0 - shrink) * emp
+    cov[np.diag_indices(p)] += shrink * mu
+    return cov, float(shrink)
+
+
+def _l2(z: np.ndarray) -> np.ndarray:
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def _precision_factor(cov: np.ndarray, floor: float = 1e-9) -> np.ndarray:
+    """P with P @ P.T = inv(cov), so d^T inv(cov) d = ||d @ P||^2. From the eigendecomposition,
+    eigenvalues floored at `floor` x their mean, so a singular covariance (fewer samples than
+    dimensions without shrinkage) still gives a finite factor."""
+    w, v = np.linalg.eigh(0.5 * (cov + cov.T))
+    w = np.maximum(w, floor * max(float(w.mean()), 1e-300))
+    return v / np.sqrt(w)
+
+
+@dataclass(frozen=True)
+class DensityHead:
+    """score(z) = || (f(z) - mean) @ proj ||^2, f = identity or l2 normalisation."""
+
+    name: str
+    mean: np.ndarray  # [D]
+    proj: np.ndarray  # [D, D]
+    l2: bool = False
+    info: Dict = field(default_factory=dict)
+    blocks: Tuple[int, ...] = ()  # layer sizes when proj is block-diagonal (gauss_layer)
+
+    def score(self, z: np.ndarray) -> np.ndarray:
+        """Scores of features z [N, D] (float64; higher = more OOD)."""
+        z = np.asarray(z, np.float64)
+        y = (_l2(z) if self.l2 else z) - self.mean
+        y = y @ self.proj
+        return (y * y).sum(axis=1)
+
+    @classmethod
+    def fit(cls, name: str, z: np.ndarray, sizes: Sequence[int]) -> "DensityHead":
+        """Fit the named head on training features z [N, D] with tap layer sizes `sizes`."""
+        if name not in DENSITY_HEADS:
+            raise InputError(f"density head: expected one of {list(DENSITY_HEADS)}, got {name!r}")
+        z = np.asarray(z, np.float64)
+        if z.ndim != 2 or len(z) < 2 or not np.all(np.isfinite(z)):
+            raise InputError(f"density head {name}: expected finite training features [N>=2, D], got {list(z.shape)}")
+        l2 = name == "maha_l2"
+        x = _l2(z) if l2 else z
+        mean = x.mean(axis=0)
+        xc = x - mean
+        if name == "gauss_layer":
+            if sum(sizes) != z.shape[1]:
+                raise InputError(f"gauss_layer: layer sizes {list(sizes)} do not add up to D={z.shape[1]}")
+            proj = np.zeros((z.shape[1], z.shape[1]))
+            shrinks = []
+            for a, b in layer_bounds(sizes):
+                cov, s = ledoit_wolf(xc[:, a:b])
+                proj[a:b, a:b] = _precision_factor(cov)
+                shrinks.append(s)
+            info = {"shrinkage_per_layer": shrinks}
+            return cls(name, mean, proj, l2, {**info, "n_fit": int(len(z))}, tuple(int(s) for s in sizes))
+        elif name == "maha_ridge":
+            cov = xc.T @ xc / (len(x) - 1)
+            cov[np.diag_indices(len(cov))] += 1e-6 * np.trace(cov) / len(cov)
+            proj, info = _precision_factor(cov), {"ridge": 1e-6}
+        else:
+            cov, s = ledoit_wolf(xc)
+            proj, info = _precision_factor(cov), {"shrinkage": s}
+        return cls(name, mean, proj, l2, {**info, "n_fit": int(len(z))})
+
+
+def fit_density_heads(
+    z: np.ndarray, sizes: Sequence[int], names: Sequence[str] = DENSITY_HEADS
+) -> Dict[str, DensityHead]:
+    """Fit every named density head on the training z0."""
+    return {n: DensityHead.fit(n, z, sizes) for n in names}
+
+
+def save_density_heads(path, heads: Dict[str, DensityHead]) -> None:
+    """One .npz: <name>.mean, <name>.proj, <name>.l2 per head (written atomically)."""
+    from dlsr_deploy.io import atomic_write
+
+    arrays = {}
+    for n, h in heads.items():
+        arrays[f"{n}.mean"], arrays[f"{n}.proj"], arrays[f"{n}.l2"] = h.mean, h.proj, np.array(h.l2)
+        arrays[f"{n}.blocks"] = np.array(h.blocks, dtype=np.int64)
+    atomic_write(path, lambda p: np.savez(open(p, "wb"), **arrays))
+
+
+def load_density_heads(path) -> Dict[str, DensityHead]:
+    """Read the heads written by save_density_heads."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = sorted({k.rsplit(".", 1)[0] for k in data.files})
+            return {
+                n: DensityHead(
+                    n,
+                    data[f"{n}.mean"],
+                    data[f"{n}.proj"],
+                    bool(data[f"{n}.l2"]),
+                    {},
+                    tuple(int(x) for x in data[f"{n}.blocks"]) if f"{n}.blocks" in data.files else (),
+                )
+                for n in names
+            }
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: not a readable density-head file ({exc})") from None
+
+
+# --------------------------------------------------------------------------- combined score
+#
+# Scores live on different scales; each is standardised by robust statistics of its own
+# held-out ID scores, (s - median) / IQR, and then combined by their mean ("sum") or their
+# maximum ("max"). All constants come from ID data only.
+
+
+# the combinations dlsr-eval reports (each as "sum" and "max"): a DLSR score with a density head
+COMBINATIONS = (("mfsim", "gauss_layer"), ("mfsim", "maha_lw"), ("mse", "gauss_layer"))
+COMBINE_HOWS = ("sum", "max")
+
+
+@dataclass(frozen=True)
+class Combination:
+    """A combined score: components standardised by held-out ID median / IQR, then mean ('sum') or max."""
+
+    components: Tuple[str, ...]
+    how: str  # "sum" | "max"
+    center: Tuple[float, ...]
+    scale: Tuple[float, ...]
+
+    @property
+    def name(self) -> str:
+        """The score name: <how>_<component>_<component>."""
+        return f"{self.how}_" + "_".join(self.components)
+
+    def to_dict(self) -> dict:
+        """JSON form (stored in the manifest and the eval report)."""
+        return {
+            "components": list(self.components),
+            "how": self.how,
+            "center": list(self.center),
+            "scale": list(self.scale),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Combination":
+        """Inverse of to_dict."""
+        return cls(
+            tuple(d["components"]), d["how"], tuple(float(x) for x in d["center"]), tuple(float(x) for x in d["scale"])
+        )
+
+    @classmethod
+    def fit(cls, components: Sequence[str], how: str, id_scores: Dict[str, np.ndarray]) -> "Combination":
+        """Standardisation constants from held-out ID scores (never OOD)."""
+        if how not in ("sum", "max"):
+            raise InputError(f"combination: expected 'sum' or 'max', got {how!r}")
+        missing = [c for c in components if c not in id_scores]
+        if missing:
+            raise InputError(f"combination: no held-out ID scores for {missing} (have {sorted(id_scores)})")
+        centers, scales = [], []
+        for c in components:
+            s = np.asarray(id_scores[c], np.float64)
+            q1, med, q3 = np.percentile(s, [25, 50, 75])
+            centers.append(float(med))
+            scales.append(float(q3 - q1) if q3 > q1 else float(np.std(s)) or 1.0)
+        return cls(tuple(components), how, tuple(centers), tuple(scales))
+
+    def combine(self, scores: Dict[str, np.ndarray]) -> np.ndarray:
+        """The combined score from component scores."""
+        z = np.stack(
+            [(np.asarray(scores[c], np.float64) - m) / s for c, m, s in zip(self.components, self.center, self.scale)]
+        )
+        return z.mean(axis=0) if self.how == "sum" else z.max(axis=0)

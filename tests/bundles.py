@@ -21,6 +21,14 @@ def make_run(folder: Path):
     from dlsr_deploy.pipeline import run_train
 
     id_path, ood_path = make_sets(folder)
-    run_train(str(id_path), folder / "run", FeatureConfig(input_size=64), preset="small",
-              tcfg=TrainConfig(epochs=2, batch_size=32), holdout=0.25, cache_dir=folder / "cache", quiet=True)
+    run_train(
+        str(id_path),
+        folder / "run",
+        FeatureConfig(input_size=64),
+        preset="small",
+        tcfg=TrainConfig(epochs=2, batch_size=32),
+        holdout=0.25,
+        cache_dir=folder / "cache",
+        quiet=True,
+    )
     return folder / "run", id_path, ood_path

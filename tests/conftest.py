@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,15 @@ def bundles(tiny_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundles")
     res = {}
     for prec in ("fp32", "fp16"):
-        export_bundle(run, out / prec, fp16=prec == "fp16", verify_ood=[str(ood_path)], n_verify=64, fused=prec == "fp32", with_lr=True, quiet=True)
+        export_bundle(
+            run,
+            out / prec,
+            fp16=prec == "fp16",
+            verify_ood=[str(ood_path)],
+            n_verify=64,
+            fused=prec == "fp32",
+            with_lr=True,
+            quiet=True,
+        )
         res[prec] = out / prec
     return res

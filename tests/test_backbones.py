@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 
@@ -29,14 +28,26 @@ def test_lite0_matches_reference_implementation():
 
 def _random_state(model, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone() for k, v in model.state_dict().items()}
+    return {
+        k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone()
+        for k, v in model.state_dict().items()
+    }
 
 
 def test_b4_key_format_and_taps():
     m = build_backbone("efficientnet-b4")
     keys = set(m.state_dict())
-    for k in ["_conv_stem.weight", "_bn0.running_mean", "_blocks.0._depthwise_conv.weight", "_blocks.0._se_reduce.weight",
-              "_blocks.2._expand_conv.weight", "_blocks.31._project_conv.weight", "_conv_head.weight", "_bn1.weight", "_fc.weight"]:
+    for k in [
+        "_conv_stem.weight",
+        "_bn0.running_mean",
+        "_blocks.0._depthwise_conv.weight",
+        "_blocks.0._se_reduce.weight",
+        "_blocks.2._expand_conv.weight",
+        "_blocks.31._project_conv.weight",
+        "_conv_head.weight",
+        "_bn1.weight",
+        "_fc.weight",
+    ]:
         assert k in keys, k
     assert m.tap_indices == [1, 5, 9, 21, 31]  # dlsr-paper.md 1.2
     assert m.tap_channels == [24, 32, 56, 160, 448]
@@ -45,7 +56,13 @@ def test_b4_key_format_and_taps():
     m.eval()
     with torch.no_grad():
         taps = m.forward_taps(torch.randn(1, 3, 224, 224))
-    assert [tuple(t.shape[1:]) for t in taps] == [(24, 112, 112), (32, 56, 56), (56, 28, 28), (160, 14, 14), (448, 7, 7)]
+    assert [tuple(t.shape[1:]) for t in taps] == [
+        (24, 112, 112),
+        (32, 56, 56),
+        (56, 28, 28),
+        (160, 14, 14),
+        (448, 7, 7),
+    ]
 
 
 def test_b4_static_same_padding_for_380():
@@ -59,7 +76,15 @@ def test_b4_static_same_padding_for_380():
 def test_resnet50_key_format_and_taps():
     m = build_backbone("resnet50")
     keys = set(m.state_dict())
-    for k in ["conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight", "layer1.0.downsample.1.weight", "layer3.5.conv3.weight", "layer4.2.bn3.bias", "fc.weight"]:
+    for k in [
+        "conv1.weight",
+        "bn1.running_var",
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1.weight",
+        "layer3.5.conv3.weight",
+        "layer4.2.bn3.bias",
+        "fc.weight",
+    ]:
         assert k in keys, k
     m.load_published(_random_state(m))
     m.eval()

@@ -2,14 +2,21 @@ import json
 
 import numpy as np
 
-from dlsr_deploy.bench.harness import run_bench
+from dlsr_deploy.bench.harness import TimingSettings, run_bench
 
 
 def test_harness_result_fields(bundles, tiny_run, tmp_path):
     _, id_path, ood_path = tiny_run
     ids = np.load(id_path)["images"][:12]
     ood = {"noise": np.load(ood_path)["images"][:12]}
-    res = run_bench([bundles["fp32"], bundles["fp16"]], ids, ood, batch_sizes=(1, 4), warmup_s=0.01, min_duration=0.05, min_iters=2, quiet=True, rounds=2)
+    res = run_bench(
+        [bundles["fp32"], bundles["fp16"]],
+        ids,
+        ood,
+        batch_sizes=(1, 4),
+        timing=TimingSettings(warmup_s=0.01, min_duration=0.05, min_iters=2, rounds=2),
+        quiet=True,
+    )
     backends = {(r.backend, r.precision) for r in res.rows}
     assert ("torch-eager", "fp32") in backends and ("ort-cpu", "fp32") in backends and ("ort-cpu", "fp16") in backends
     for r in res.rows:
@@ -35,5 +42,29 @@ def test_harness_result_fields(bundles, tiny_run, tmp_path):
     d = json.loads(paths[0].read_text())
     assert d["rows"][0]["raw_ms"] and "| backend |" in paths[1].read_text() and paths[2].stat().st_size > 1000
     back = report.load(paths[0])  # what `python -m dlsr_deploy.bench.report` re-renders from
-    assert [(r.bundle, r.backend, r.batch, r.p50_ms) for r in back.rows] == [(r.bundle, r.backend, r.batch, r.p50_ms) for r in res.rows]
+    assert [(r.bundle, r.backend, r.batch, r.p50_ms) for r in back.rows] == [
+        (r.bundle, r.backend, r.batch, r.p50_ms) for r in res.rows
+    ]
     assert report.table(back) == report.table(res)
+
+
+def test_peer_rows_exist_and_compile_really_compiles(bundles, tiny_run):
+    """The torch.compile peer compiles the functions that run (backbone pooling, preprocessing,
+    reconstructor), not a module whose forward is bypassed; the plain-export peers exist."""
+    from dlsr_deploy.bench.harness import CPU_PEERS, EagerRunner, PlainExportRunner, _jobs
+    from dlsr_deploy.manifest import read_manifest
+
+    _, id_path, _ = tiny_run
+    m = read_manifest(bundles["fp32"])
+    images = np.load(id_path)["images"][:4]
+    eager = EagerRunner(m)
+    compiled = EagerRunner(m, compile=True, compile_backend="eager")  # dynamo graphs without inductor's minutes
+    assert compiled.compiled_graphs >= 3 and compiled.compile_seconds > 0  # preprocess, pooled, reconstructor
+    a, b = eager.run(images)[0], compiled.run(images)[0]
+    np.testing.assert_allclose(b["mfsim"], a["mfsim"], rtol=1e-5)
+    plain = PlainExportRunner(m, engine="ort")
+    p = plain.run(images)[0]
+    np.testing.assert_allclose(p["mfsim"], a["mfsim"], rtol=1e-4, atol=1e-6)
+    assert set(p) == set(a) - {"lr"}
+    jobs = _jobs([m], [bundles["fp32"]], ["ort-cpu"], ["ort-cpu", "openvino"], True, [], peers=True)
+    assert [j[0] for j in jobs if j[0] in CPU_PEERS] == list(CPU_PEERS)

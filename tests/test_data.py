@@ -2,12 +2,11 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA, tiny_images
 from PIL import Image
 
 from dlsr_deploy.data import load_images
 from dlsr_deploy.errors import DataError
-
-from conftest import SHARED_DATA, tiny_images
 
 
 def test_npz_roundtrip(tmp_path):
@@ -75,3 +74,24 @@ def test_demo_set():
 def test_shared_pack_loads():
     s = load_images(str(SHARED_DATA / "dtd_subset10.npz"), limit=10)
     assert s.images.shape == (10, 32, 32, 3)
+
+
+def test_one_rule_set_for_files_and_arrays(tmp_path):
+    """16-bit PNGs keep their contrast, RGBA loses alpha alike in packs and in the API,
+    zero-sized images are refused, a list item that is a batch counts every image."""
+    from dlsr_deploy.errors import InputError
+    from dlsr_deploy.preprocess import as_batch, as_images, read_image
+
+    ramp = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) * 64).astype(np.uint16)  # 0..65472
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    got = read_image(tmp_path / "deep.png")
+    assert got.shape == (32, 32, 3) and got.min() == 0 and 250 <= got.max() <= 255
+    assert (got[..., 0] == 255).mean() < 0.01  # not clipped to white
+    rgba = np.dstack([tiny_images(1)[0], np.full((32, 32), 7, np.uint8)])
+    np.savez(tmp_path / "rgba.npz", images=rgba[None])
+    np.testing.assert_array_equal(load_images(str(tmp_path / "rgba.npz")).images[0], rgba[..., :3])
+    np.testing.assert_array_equal(as_images(rgba)[0], rgba[..., :3])
+    with pytest.raises(InputError, match="zero size"):
+        as_images(np.zeros((2, 0, 32, 3), np.uint8))
+    batch = as_batch([tiny_images(1)[0], tiny_images(4)], 32)
+    assert batch.shape == (5, 32, 32, 3)

@@ -1,15 +1,15 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from dlsr_deploy.config import ScoreConfig
 from dlsr_deploy.errors import BundleError, ConfigError, ParityError
 from dlsr_deploy.export.graphs import bilinear_mean_weights
 from dlsr_deploy.export.onnx_utils import OPSET, fp16_share, unsupported_by_trt
-from dlsr_deploy.manifest import read_manifest
+from dlsr_deploy.manifest import content_digest, read_manifest
 
 
 def test_bilinear_mean_weights_equal_resize_then_mean():
@@ -28,11 +28,20 @@ def test_bundle_files_and_manifest(bundles):
         m = read_manifest(path)
         assert m.precision == prec
         assert set(m.files) >= {"backbone", "denoiser"}
-        assert m.score_names == ["mfsim", "mse", "lr"]
+        heads = ["maha_lw", "gauss_layer"]
+        combos = [
+            f"{how}_{a}_{b}"
+            for a, b in (("mfsim", "gauss_layer"), ("mfsim", "maha_lw"), ("mse", "gauss_layer"))
+            for how in ("sum", "max")
+        ]
+        assert m.score_names == ["mfsim", "mse", "lr"] + heads + combos
+        assert m.headline == "sum_mfsim_gauss_layer" == m.threshold.score
+        assert "default" in m.data["scores"]["headline_choice"]["how"]
         assert m.data["scores"]["direction"] == "higher score = more OOD"
         assert m.data["parity"]["passed"]
-        thr = m.threshold
+        thr = m.data["threshold"]
         assert thr["target_tpr"] == 0.95 and thr["n_images"] == 24 and "ID only" in thr["method"]
+        assert set(thr["all"]) == set(m.score_names)
         for f in m.files.values():
             model = onnx.load(str(path / f["name"]))
             assert model.opset_import[0].version >= OPSET >= 18
@@ -57,7 +66,12 @@ def test_fp16_bundle_really_is_fp16(bundles):
         # inputs and outputs stay FP32 / uint8
         assert all(o["dtype"] == "float32" for o in m.files[role]["outputs"])
     f32 = read_manifest(bundles["fp32"])
-    assert m.files["denoiser"]["bytes"] < 0.6 * f32.files["denoiser"]["bytes"]
+
+    def lfdn_bytes(bundle):  # weights other than the density heads (FP32 in every bundle)
+        model = onnx.load(str(bundle / "denoiser.onnx"))
+        return sum(len(i.raw_data) for i in model.graph.initializer if "density." not in i.name)
+
+    assert lfdn_bytes(bundles["fp16"]) < 0.6 * lfdn_bytes(bundles["fp32"])
     assert f32.files["denoiser"]["fp16_share"] == 0.0
 
 
@@ -85,6 +99,7 @@ def test_manifest_refuses_paths_outside_bundle(bundles, tmp_path):
     shutil.copytree(bundles["fp32"], b)
     data = json.loads((b / "manifest.json").read_text())
     data["files"]["backbone"]["name"] = "../../etc/passwd"
+    data["digest"] = content_digest(data)  # even with a recomputed digest (only a signature stops that)
     (b / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(BundleError, match="outside the bundle"):
         read_manifest(b)
@@ -92,7 +107,7 @@ def test_manifest_refuses_paths_outside_bundle(bundles, tmp_path):
 
 def test_export_refuses_existing_and_reports_parity_failure(tiny_run, bundles, tmp_path):
     from dlsr_deploy.export.exporter import export_bundle
-    from dlsr_deploy.export.parity import Tolerances
+    from dlsr_deploy.parity import Tolerances
 
     run, _, ood = tiny_run
     with pytest.raises(BundleError, match="already exists"):
@@ -109,7 +124,9 @@ def test_cli_check_and_inspect(bundles, tiny_run, tmp_path):
     from dlsr_deploy.cli import check, inspect
 
     run, _, ood = tiny_run
-    r = CliRunner().invoke(check, [str(bundles["fp16"]), "--ood", str(ood), "--n-verify", "32", "--report", str(tmp_path / "r.json")])
+    r = CliRunner().invoke(
+        check, [str(bundles["fp16"]), "--ood", str(ood), "--n-verify", "32", "--report", str(tmp_path / "r.json")]
+    )
     assert r.exit_code == 0, r.output
     assert "PASS" in r.output and json.loads((tmp_path / "r.json").read_text())["passed"]
     r = CliRunner().invoke(check, [str(bundles["fp32"]), "--n-verify", "16", "--rank-corr", "1.5"])
@@ -127,14 +144,75 @@ def test_int8_bundle_for_onnx_runtime(tiny_run, tmp_path):
 
     run, _, ood = tiny_run
     m = export_bundle(run, tmp_path / "int8", int8=True, verify_ood=[str(ood)], n_verify=48, quiet=True)
-    assert m["precision"]["mode"] == "int8" and m["parity"]["passed"] and m["backends"] == ["ort-cpu", "ort-cuda"]
+    assert (
+        m["precision"]["mode"] == "int8"
+        and m["parity"]["passed"]
+        and m["backends"] == ["ort-cpu", "ort-cuda", "openvino"]
+    )
     ops = m["files"]["denoiser"]["ops"]
     assert any(op in ops for op in ("MatMulInteger", "DynamicQuantizeMatMul")), ops
     model = onnx.load(str(tmp_path / "int8" / "denoiser.onnx"))
-    assert any(i.data_type == onnx.TensorProto.INT8 for i in model.graph.initializer)
+    assert any(i.data_type == onnx.TensorProto.UINT8 and i.dims for i in model.graph.initializer)  # 8-bit weights
     with Detector.load(tmp_path / "int8", backend="auto") as det:
         assert det.backend_name == "ort-cpu"
     with pytest.raises(BackendUnavailable):
         Detector.load(tmp_path / "int8", backend="trt")
     with pytest.raises(ConfigError, match="one of"):
         export_bundle(run, tmp_path / "both", fp16=True, int8=True, quiet=True)
+
+
+def test_force_never_deletes_a_model_or_a_foreign_folder(tiny_run, tmp_path):
+    from dlsr_deploy.export.exporter import export_bundle
+
+    run, _, _ = tiny_run
+    before = sorted(p.name for p in run.iterdir())
+    for target in (run, run.parent):
+        with pytest.raises(BundleError, match="model folder"):
+            export_bundle(run, target, force=True, verify=False, quiet=True)
+    mine = tmp_path / "my-notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("precious")
+    with pytest.raises(BundleError, match="no manifest.json"):
+        export_bundle(run, mine, force=True, verify=False, quiet=True)
+    assert (mine / "keep.txt").read_text() == "precious"
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_calibration_data_is_checked_before_the_export(tiny_run, tmp_path):
+    """run.json stores absolute paths and content hashes: changed or missing training data is
+    an error at step 1, not a threshold silently calibrated on other images."""
+    from dlsr_deploy.export.exporter import export_bundle
+
+    run, _, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    info = json.loads((copy / "run.json").read_text())
+    assert all(Path(d).is_absolute() for d in info["data"]) and len(info["data_sha256"]) == len(info["data"])
+    info["data_sha256"] = ["0" * 64]
+    (copy / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="changed since training"):
+        export_bundle(copy, tmp_path / "b1", verify=False, quiet=True)
+    info["data"] = [str(tmp_path / "gone.npz")]
+    (copy / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="is gone"):
+        export_bundle(copy, tmp_path / "b2", verify=False, quiet=True)
+    assert not (tmp_path / "b1").exists() and not list(tmp_path.glob(".*partial"))
+
+
+def test_an_edited_manifest_is_refused(bundles, tmp_path):
+    """Setting the threshold to 1e9 would make the bundle flag nothing: the digest catches it."""
+    from click.testing import CliRunner
+
+    from dlsr_deploy.cli import inspect
+    from dlsr_deploy.runtime import Detector
+
+    b = tmp_path / "edited"
+    shutil.copytree(bundles["fp32"], b)
+    data = json.loads((b / "manifest.json").read_text())
+    assert data["digest"] == content_digest(data)
+    data["threshold"]["value"] = 1e9
+    (b / "manifest.json").write_text(json.dumps(data, indent=2))
+    with pytest.raises(BundleError, match="modified after export"):
+        Detector.load(b, backend="ort-cpu")
+    r = CliRunner().invoke(inspect, [str(b)])
+    assert r.exit_code == 1 and "modified after export" in r.output

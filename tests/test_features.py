@@ -2,12 +2,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_images
 
 from dlsr_deploy.config import FeatureConfig
 from dlsr_deploy.errors import InputError
 from dlsr_deploy.model.features import build_extractor, extract_features, zscore_layers
-
-from conftest import tiny_images
 
 
 def test_zscore_is_per_layer_unbiased():
@@ -49,11 +48,14 @@ def test_feature_cache_hits(tmp_path):
     assert len(list(tmp_path.glob("*.npy"))) == 2 and c.shape == (2, 512)
 
 
-@pytest.mark.parametrize("bad,msg", [
-    (np.zeros((2, 32, 32), np.uint8), "shape"),
-    (np.zeros((2, 32, 32, 3), np.float32), "dtype uint8"),
-    (np.zeros((0, 32, 32, 3), np.uint8), "empty"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        (np.zeros((2, 32, 32), np.uint8), "shape"),
+        (np.zeros((2, 32, 32, 3), np.float32), "dtype uint8"),
+        (np.zeros((0, 32, 32, 3), np.uint8), "empty"),
+    ],
+)
 def test_extract_rejects_bad_input(bad, msg):
     with pytest.raises(InputError, match=msg):
         extract_features(bad, FeatureConfig(input_size=64), progress=False)

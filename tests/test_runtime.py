@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,20 +13,11 @@ from dlsr_deploy.runtime import Detector
 
 def _ref_scores(bundle, images):
     """PyTorch eager FP32 scores of the same images (the export's reference)."""
-    from dlsr_deploy.config import ModelConfig, ScoreConfig
-    from dlsr_deploy.export.exporter import eager_outputs
-    from dlsr_deploy.model.detector import build_reconstructor
-    from dlsr_deploy.model.features import build_extractor
-    from dlsr_deploy.model.train import load_lfdn
+    from dlsr_deploy.model.reference import EagerReference
 
     m = read_manifest(bundle)
-    cfg = ModelConfig.from_dict(m.data["config"])
-    s = m.data["schedule"]
-    sc = ScoreConfig(**{k: s[k] for k in ("t_start", "steps", "eta", "noise_seed", "n_noise", "mode", "mfsim_skip_first")})
-    run = m.data["source"]["run"]
-    rec = build_reconstructor(load_lfdn(run), sc, cfg.schedule, cfg.layer_sizes)
-    first = build_reconstructor(load_lfdn(run, "first"), sc, cfg.schedule, cfg.layer_sizes)
-    return eager_outputs(build_extractor(cfg.feature), rec, first, images)
+    ref = EagerReference.from_run(m.source_run, m.score_config, with_lr="lr" in m.score_names, combos=m.combinations)
+    return ref.outputs(images)
 
 
 def test_ort_cpu_scores_match_eager(bundles, tiny_run):
@@ -35,7 +27,11 @@ def test_ort_cpu_scores_match_eager(bundles, tiny_run):
         with Detector.load(bundles[prec], backend="ort-cpu") as det:
             got = det.score(images)
         ref = _ref_scores(bundles[prec], images)
-        for name in ("mfsim", "mse", "lr"):
+        assert set(got) == set(read_manifest(bundles[prec]).score_names)
+        for name in got:
+            if rtol and name.startswith(("sum_", "max_")):  # combinations: robust-standardised units (IQRs)
+                assert np.max(np.abs(got[name] - ref[f"score_{name}"])) <= 1e-3, name
+                continue
             r, g = ref[f"score_{name}"], got[name]
             if rtol:
                 # LR is a difference of two MSEs (~40x larger than LR here): its FP32 error is
@@ -43,7 +39,7 @@ def test_ort_cpu_scores_match_eager(bundles, tiny_run):
                 scale = np.abs(ref["score_mse"]).mean() if name == "lr" else np.abs(r).mean()
                 assert np.max(np.abs(g - r)) <= rtol * scale + 1e-6, name
             else:
-                from dlsr_deploy.export.parity import spearman
+                from dlsr_deploy.parity import spearman
 
                 assert spearman(r, g) >= 0.999, name
 
@@ -73,17 +69,20 @@ def test_predict_threshold_and_normalisation(bundles, tiny_run):
         assert single["score"].shape == (1,)
 
 
-@pytest.mark.parametrize("bad,msg", [
-    (np.zeros((2, 32, 32), np.uint8), "channels last"),
-    (np.zeros((2, 3, 32, 32), np.uint8), "channel-first"),
-    (np.zeros((2, 2, 32, 32, 3), np.uint8), "rank 4"),
-    (np.zeros((0, 32, 32, 3), np.uint8), "empty"),
-    (np.zeros((2, 32, 32, 3), np.int32), "dtype uint8"),
-    (np.full((1, 32, 32, 3), np.nan, np.float32), "NaN"),
-    (np.full((1, 32, 32, 3), 7.0, np.float32), r"\[0, 1\]"),
-    ("not an array", "numpy array"),
-    ([], "empty"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        (np.zeros((2, 32, 32), np.uint8), "channels last"),
+        (np.zeros((2, 3, 32, 32), np.uint8), "channel-first"),
+        (np.zeros((2, 2, 32, 32, 3), np.uint8), "rank 4"),
+        (np.zeros((0, 32, 32, 3), np.uint8), "empty"),
+        (np.zeros((2, 32, 32, 3), np.int32), "dtype uint8"),
+        (np.full((1, 32, 32, 3), np.nan, np.float32), "NaN"),
+        (np.full((1, 32, 32, 3), 7.0, np.float32), r"\[0, 1\]"),
+        ("not an array", "numpy array"),
+        ([], "empty"),
+    ],
+)
 def test_bad_inputs_raise_input_error(bundles, bad, msg):
     with Detector.load(bundles["fp32"], backend="ort-cpu") as det:
         with pytest.raises(InputError, match=msg):
@@ -125,7 +124,7 @@ def test_cpu_sessions_do_not_spin_against_each_other(bundles):
     """backbone and denoiser sessions run back to back; a spinning idle pool would take
     the cores from the working one (measured in benchmarks/results/ort_threads.*)."""
     with Detector.load(bundles["fp32"], backend="ort-cpu") as det:
-        for s in (det.backend.backbone, det.backend.denoiser):
+        for s in (det.backend.sessions["backbone"], det.backend.sessions["denoiser"]):
             assert s.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
@@ -135,8 +134,9 @@ def test_runtime_never_imports_torch(bundles, tiny_run):
     code = f"""
 import sys, numpy as np
 from dlsr_deploy.runtime import Detector
-from dlsr_deploy.runtime import score_cli, inputs, ort
-det = Detector.load({str(bundles['fp16'])!r}, backend="ort-cpu")
+from dlsr_deploy.runtime import score_cli, ort
+from dlsr_deploy import preprocess
+det = Detector.load({str(bundles["fp16"])!r}, backend="ort-cpu")
 out = det.predict(np.load({str(ood)!r})["images"][:4])
 assert out["score"].shape == (4,)
 bad = [m for m in sys.modules if m == "torch" or m.startswith("torch.")]
@@ -159,9 +159,59 @@ def test_dlsr_score_cli(bundles, tiny_run, tmp_path):
     for i, im in enumerate(np.load(ood)["images"][:5]):
         Image.fromarray(im).save(folder / f"{i}.png")
     (folder / "broken.jpg").write_bytes(b"junk")
-    r = CliRunner().invoke(score, [str(bundles["fp32"]), str(folder), "--backend", "ort-cpu", "--out", str(tmp_path / "s.json"), "--quiet"])
+    r = CliRunner().invoke(
+        score, [str(bundles["fp32"]), str(folder), "--backend", "ort-cpu", "--out", str(tmp_path / "s.json"), "--quiet"]
+    )
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "s.json").read_text())["results"]
-    assert len(rows) == 5 and {"score_mfsim", "normalized", "is_ood"} <= set(rows[0])
+    assert len(rows) == 6 and {"score_mfsim", "normalized", "is_ood", "error"} <= set(rows[0])
+    bad = [r for r in rows if r["error"]]  # the unreadable file gets a row, even with --quiet
+    assert len(bad) == 1 and bad[0]["image"].endswith("broken.jpg") and bad[0]["score_mfsim"] is None
     r = CliRunner().invoke(score, [str(bundles["fp32"]), str(ood), "--backend", "ort-cpu", "--quiet"])
     assert r.exit_code == 0 and r.output.count("\n") >= 41 and "images scored" in r.output
+
+
+def test_detector_pickles_by_reopening_its_bundle(bundles, tiny_run):
+    import pickle
+
+    _, id_path, _ = tiny_run
+    images = np.load(id_path)["images"][:4]
+    with Detector.load(bundles["fp32"], backend="ort-cpu", max_batch=3) as det:
+        clone = pickle.loads(pickle.dumps(det))
+        np.testing.assert_array_equal(clone.score(images)["mfsim"], det.score(images)["mfsim"])
+        assert clone.max_batch == 3 and clone.backend_name == "ort-cpu"
+        clone.close()
+    with pytest.raises(InputError, match="max_batch"):
+        Detector.load(bundles["fp32"], backend="ort-cpu", max_batch=0)
+    with pytest.raises(BackendUnavailable, match="cuda_graphs"):
+        Detector.load(bundles["fp32"], backend="ort-cpu", cuda_graphs=True)
+
+
+def test_dlsr_score_never_destroys_an_input_and_writes_through(bundles, tiny_run, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from dlsr_deploy.cli import score
+
+    _, _, ood = tiny_run
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.load(ood)["images"][0]).save(folder / "victim.png")
+    before = (folder / "victim.png").read_bytes()
+
+    def run(*a):
+        return CliRunner().invoke(score, [str(bundles["fp32"]), str(folder), "--backend", "ort-cpu", "--quiet", *a])
+
+    r = run("--out", str(folder / "victim.png"))
+    assert r.exit_code == 1 and "one of the inputs" in r.output and (folder / "victim.png").read_bytes() == before
+    r = run("--out", str(tmp_path / "missing-dir" / "s.csv"))
+    assert r.exit_code == 1 and "does not exist or is not writable" in r.output
+    real = tmp_path / "real.JSON"
+    (tmp_path / "link.json").symlink_to(real)
+    r = run("--out", str(tmp_path / "link.json"))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "link.json").is_symlink() and json.loads(real.read_text())[
+        "results"
+    ]  # written through, suffix case-insensitive
+    r = run("--out", "/dev/null")
+    assert r.exit_code == 0 and Path("/dev/null").is_char_device()

@@ -3,13 +3,12 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from dlsr_deploy.config import DenoiserConfig, FeatureConfig, ModelConfig, ScheduleConfig, ScoreConfig, TrainConfig
+from dlsr_deploy.config import DenoiserConfig, FeatureConfig, ModelConfig, ScoreConfig, TrainConfig
 from dlsr_deploy.errors import ConfigError, WeightsError
 from dlsr_deploy.model.denoiser import LFDN, timestep_embedding
 from dlsr_deploy.model.detector import build_reconstructor, score_features
@@ -32,8 +31,12 @@ def test_timestep_embedding_formula():
 
 
 def _cfg(epochs=3, every=1):
-    return ModelConfig(feature=FeatureConfig(), denoiser=DenoiserConfig.preset("small", 24),
-                       train=TrainConfig(epochs=epochs, batch_size=32, checkpoint_every=every, seed=3), layer_sizes=(8, 16))
+    return ModelConfig(
+        feature=FeatureConfig(),
+        denoiser=DenoiserConfig.preset("small", 24),
+        train=TrainConfig(epochs=epochs, batch_size=32, checkpoint_every=every, seed=3),
+        layer_sizes=(8, 16),
+    )
 
 
 def test_training_reduces_loss_and_writes_files(tmp_path):
@@ -58,13 +61,15 @@ def test_training_rejects_bad_features(tmp_path):
 
 
 _SCRIPT = """
-import sys, numpy as np
+import os, signal, sys, numpy as np
 from dlsr_deploy.config import *
 from dlsr_deploy.model.train import train_denoiser
+kill_at = int(os.environ.get("KILL_AT_STEP", "-1"))  # SIGKILL from the test's own callback
+on_step = lambda step: os.kill(os.getpid(), signal.SIGKILL) if step == kill_at else None
 cfg = ModelConfig(feature=FeatureConfig(), denoiser=DenoiserConfig.preset("small", 24),
                   train=TrainConfig(epochs=4, batch_size=32, checkpoint_every=1, seed=3), layer_sizes=(8, 16))
 z = np.random.default_rng(0).standard_normal((200, 24)).astype(np.float32)
-train_denoiser(z, cfg, sys.argv[1], resume=len(sys.argv) > 2, progress=False)
+train_denoiser(z, cfg, sys.argv[1], resume=len(sys.argv) > 2, progress=False, on_step=on_step)
 """
 
 
@@ -77,7 +82,7 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path):
     full = _run([str(tmp_path / "full")])
     assert full.returncode == 0, full.stderr
     # 7 steps per epoch: step 17 is in the middle of epoch 3 (after the epoch-2 checkpoint)
-    killed = _run([str(tmp_path / "cut")], {"DLSR_TEST_KILL_AT_STEP": "17"})
+    killed = _run([str(tmp_path / "cut")], {"KILL_AT_STEP": "17"})
     assert killed.returncode == -signal.SIGKILL
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     assert json.loads((tmp_path / "cut" / "checkpoints" / "latest.json").read_text())["dir"] == "epoch_0002"
@@ -138,8 +143,12 @@ def test_early_stopping_keeps_the_best_heldout_epoch(tmp_path):
     r = np.random.default_rng(0)
     z = r.standard_normal((200, 24)).astype(np.float32)
     val = (3 * r.standard_normal((60, 24))).astype(np.float32)
-    cfg = ModelConfig(feature=FeatureConfig(), denoiser=DenoiserConfig.preset("small", 24),
-                      train=TrainConfig(epochs=12, batch_size=32, checkpoint_every=50, seed=3, patience=2), layer_sizes=(8, 16))
+    cfg = ModelConfig(
+        feature=FeatureConfig(),
+        denoiser=DenoiserConfig.preset("small", 24),
+        train=TrainConfig(epochs=12, batch_size=32, checkpoint_every=50, seed=3, patience=2),
+        layer_sizes=(8, 16),
+    )
     res = train_denoiser(z, cfg, tmp_path / "run", progress=False, val_z=val)
     assert len(res.val_losses) == res.epochs and res.best_epoch == int(np.argmin(res.val_losses)) + 1
     if res.epochs < 12:  # stopped early: exactly `patience` epochs after the best one
@@ -161,6 +170,11 @@ def test_resume_can_end_a_run_at_its_last_checkpoint(tmp_path):
     res = train_denoiser(z, _cfg(epochs=1, every=1), tmp_path / "run", resume=True, progress=False)
     after = load_tensors(tmp_path / "run" / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before) and res.epochs == 2
-    other = ModelConfig(feature=FeatureConfig(), denoiser=DenoiserConfig.preset("small", 24), train=TrainConfig(epochs=2, lr=1e-3), layer_sizes=(8, 16))
+    other = ModelConfig(
+        feature=FeatureConfig(),
+        denoiser=DenoiserConfig.preset("small", 24),
+        train=TrainConfig(epochs=2, lr=1e-3),
+        layer_sizes=(8, 16),
+    )
     with pytest.raises(ConfigError, match="different configuration"):
         train_denoiser(z, other, tmp_path / "run", resume=True, progress=False)

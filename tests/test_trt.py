@@ -1,8 +1,6 @@
 """TensorRT paths. The engine-cache rules run everywhere; building and running engines
 needs TensorRT and an NVIDIA GPU and is skipped (with the reason) when they are absent."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -10,7 +8,14 @@ from dlsr_deploy.runtime.engine_cache import BuildKey, EngineCache
 
 
 def _key(**kw):
-    base = dict(tensorrt="10.16.1", gpu="NVIDIA H100 80GB HBM3", compute_capability="9.0", profile=(1, 32, 256), onnx_sha256="ab" * 32, precision="fp16")
+    base = dict(
+        tensorrt="10.16.1",
+        gpu="NVIDIA H100 80GB HBM3",
+        compute_capability="9.0",
+        profile=(1, 32, 256),
+        onnx_sha256="ab" * 32,
+        precision="fp16",
+    )
     base.update(kw)
     return BuildKey(**base)
 
@@ -61,6 +66,7 @@ def test_trt_backend_without_tensorrt_says_which_extra(bundles):
 def _gpu_ready():
     try:
         import tensorrt  # noqa: F401
+
         from dlsr_deploy.runtime.cuda_mem import device_info
 
         device_info()
@@ -69,7 +75,11 @@ def _gpu_ready():
         return False
 
 
-trt_required = pytest.mark.skipif(not _gpu_ready(), reason="needs TensorRT (pip install 'dlsr-deploy[trt]') and an NVIDIA GPU; run benchmarks/gpu_check.sh on a GPU machine")
+trt_required = pytest.mark.skipif(
+    not _gpu_ready(),
+    reason="needs TensorRT (pip install 'dlsr-deploy[trt]') and an NVIDIA GPU; "
+    "run benchmarks/gpu_check.sh on a GPU machine",
+)
 
 
 @pytest.mark.trt
@@ -87,8 +97,24 @@ def test_trt_engine_matches_ort_and_caches(bundles, tiny_run, tmp_path):
             g = det.score(images)
             if prec == "fp16":
                 assert det.backend.build_info["denoiser"]["layer_precisions"].get("fp16", 0) > 0
-        from dlsr_deploy.export.parity import spearman
+        from dlsr_deploy.parity import spearman
 
         assert spearman(r["mfsim"], g["mfsim"]) > (0.9999 if prec == "fp32" else 0.999)
         with Detector.load(bundles[prec], backend="trt", engines_dir=tmp_path, build=False) as det:
             assert det.backend.build_info["backbone"]["reason"].startswith("cached plan")
+
+
+@pytest.mark.trt
+@trt_required
+def test_trt_cuda_graphs_give_the_same_scores(bundles, tiny_run, tmp_path):
+    from dlsr_deploy.runtime import Detector
+
+    _, id_path, _ = tiny_run
+    images = np.load(id_path)["images"][:8]
+    with Detector.load(bundles["fp16"], backend="trt", engines_dir=tmp_path) as plain:
+        ref = plain.score(images)
+    with Detector.load(bundles["fp16"], backend="trt", engines_dir=tmp_path, cuda_graphs=True) as graphed:
+        for _ in range(2):  # captured on the first call of a batch size, replayed after
+            got = graphed.score(images)
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k])

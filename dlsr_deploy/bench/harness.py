@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,9 +22,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dlsr_deploy.scoring import LR_SIGN
-
 from dlsr_deploy.errors import BackendUnavailable
+from dlsr_deploy.scoring import LR_SIGN
 
 
 @dataclass
@@ -54,6 +52,7 @@ class Row:
     auroc: Dict[str, float] = field(default_factory=dict)
     max_score_err: float = float("nan")
     raw_ms: List[float] = field(default_factory=list)
+    extra: Dict[str, float] = field(default_factory=dict)  # e.g. compile_seconds, compiled_graphs
 
 
 @dataclass
@@ -64,7 +63,12 @@ class BenchResult:
     compute_bound: dict
 
     def to_dict(self) -> dict:
-        return {"header": self.header, "rows": [asdict(r) for r in self.rows], "unavailable": self.unavailable, "compute_bound": self.compute_bound}
+        return {
+            "header": self.header,
+            "rows": [asdict(r) for r in self.rows],
+            "unavailable": self.unavailable,
+            "compute_bound": self.compute_bound,
+        }
 
     def row(self, backend: str, batch: int, precision: Optional[str] = None) -> Row:
         for r in self.rows:
@@ -74,7 +78,7 @@ class BenchResult:
 
 
 class Runner:
-    """A backend under test: stages(images) -> {stage: seconds} and scores(images)."""
+    """A backend under test: run(images) -> ({score: [N]}, {stage: seconds}); close()."""
 
     name = "?"
     precision = "fp32"
@@ -88,56 +92,172 @@ class Runner:
 
 
 class EagerRunner(Runner):
-    """PyTorch eager: the baseline (FP32; on a GPU also FP16 autocast / torch.compile)."""
+    """PyTorch eager: the baseline (FP32; on a GPU also FP16 autocast), and the torch.compile
+    peer: the functions that actually run (preprocess + backbone pooling, the reconstructor)
+    are compiled, with inductor's freezing on; `compile_seconds` and `compiled_graphs` say
+    what compiling cost and that it happened."""
 
-    def __init__(self, manifest, device: str = "cpu", autocast: bool = False, compile: bool = False, threads: Optional[int] = None):
+    def __init__(
+        self,
+        manifest,
+        device: str = "cpu",
+        autocast: bool = False,
+        compile: bool = False,
+        threads: Optional[int] = None,
+        compile_backend: str = "inductor",
+    ):
         import torch
 
-        from dlsr_deploy.config import ModelConfig, ScoreConfig
-        from dlsr_deploy.model.detector import build_reconstructor
-        from dlsr_deploy.model.features import build_extractor
-        from dlsr_deploy.model.train import load_lfdn
+        from dlsr_deploy.model.reference import EagerReference
 
         self.torch = torch
         if threads:
             torch.set_num_threads(threads)
-        cfg = ModelConfig.from_dict(manifest.data["config"])
-        s = manifest.data["schedule"]
-        sc = ScoreConfig(**{k: s[k] for k in ("t_start", "steps", "eta", "noise_seed", "n_noise", "mode", "mfsim_skip_first")})
-        run = manifest.data["source"]["run"]
+        m = manifest
+        self.ref = EagerReference.from_run(
+            m.source_run, m.score_config, with_lr="lr" in m.score_names, density=m.density_heads, combos=m.combinations
+        )
+        self.names = m.score_names
         self.device = torch.device(device)
-        self.ext = build_extractor(cfg.feature).to(self.device)
-        self.rec = build_reconstructor(load_lfdn(run), sc, cfg.schedule, cfg.layer_sizes).to(self.device)
-        self.first = build_reconstructor(load_lfdn(run, "first"), sc, cfg.schedule, cfg.layer_sizes).to(self.device) if "lr" in manifest.score_names else None
+        self.ext = self.ref.extractor.to(self.device)
+        self.rec = self.ref.reconstructor().to(self.device)
+        self.first = self.ref.reconstructor("first").to(self.device) if self.ref.first is not None else None
         self.autocast = autocast
-        self.name = "torch-eager" + ("-compile" if compile else "") + ("-cuda" if device != "cpu" else "")
+        self.name = "torch-compile" if compile else "torch-eager"
+        self.name += "-cuda" if device != "cpu" else ""
         self.precision = "fp16-autocast" if autocast else "fp32"
-        if compile:
-            self.ext = torch.compile(self.ext)
+        self.preprocess, self.pooled, self.reconstruct = self.ext.preprocess, self.ext.pooled, self.rec
+        self.compile_seconds, self.compiled_graphs = None, 0
         if device != "cpu":
             self.sync = torch.cuda.synchronize
+        if compile:
+            self._compile(compile_backend)
+
+    def _compile(self, backend: str) -> None:
+        import torch._dynamo
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # weights become constants: folded and pre-packed
+        torch._dynamo.reset()
+        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        self.preprocess = torch.compile(self.ext.preprocess, backend=backend)
+        self.pooled = torch.compile(self.ext.pooled, backend=backend)
+        self.reconstruct = torch.compile(self.rec, backend=backend)
+        t = time.perf_counter()
+        size = self.ext.cfg.native_size or self.ext.cfg.input_size
+        self.run(np.zeros((2, size, size, 3), np.uint8))  # compiles (the timed runs reuse the graphs)
+        self.compile_seconds = time.perf_counter() - t
+        self.compiled_graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
 
     def run(self, images):
+        from dlsr_deploy.model.features import zscore_layers
+
         torch = self.torch
-        st = {}
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast):
             t = time.perf_counter()
-            x = self.ext.preprocess(torch.from_numpy(images).to(self.device))
+            x = self.preprocess(torch.from_numpy(images).to(self.device))
             self.sync()
             t1 = time.perf_counter()
-            from dlsr_deploy.model.features import zscore_layers
-
-            z0 = zscore_layers(self.ext.pooled(x).float(), self.ext.layer_sizes, self.ext.cfg.zscore_eps)
+            z0 = zscore_layers(self.pooled(x).float(), self.ext.layer_sizes, self.ext.cfg.zscore_eps)
             self.sync()
             t2 = time.perf_counter()
-            s = self.rec(z0)
+            s = self.reconstruct(z0)
             out = {"mfsim": s["mfsim"], "mse": s["mse"]}
             if self.first is not None:
                 out["lr"] = LR_SIGN * (self.first(z0)["mse"] - s["mse"])
-            out = {k: v.float().cpu().numpy() for k, v in out.items()}
+            out = {k: v.float().cpu().numpy().astype(np.float64) for k, v in out.items()}
+            z = z0.float().cpu().numpy()
+            for name, h in self.ref.heads.items():
+                out[name] = h.score(z)
+            for c in self.ref.combos:
+                out[c.name] = c.combine(out)
             self.sync()
             t3 = time.perf_counter()
-        return out, {"input": t1 - t, "backbone": t2 - t1, "denoiser": t3 - t2}
+        return {n: out[n] for n in self.names}, {"input": t1 - t, "backbone": t2 - t1, "denoiser": t3 - t2}
+
+
+class _PlainDenoiser:
+    """The eager reconstructor as a plain module: z0 -> (mfsim, mse)."""
+
+    @staticmethod
+    def make(rec):
+        import torch
+
+        class M(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rec = rec
+
+            def forward(self, z0):
+                s = self.rec(z0)
+                return s["mfsim"], s["mse"]
+
+        return M().eval()
+
+
+class PlainExportRunner(Runner):
+    """What a user gets without this toolkit: `torch.onnx.export` of the eager extractor and
+    reconstructor modules as they are, run with the engine's default settings (ORT: default
+    SessionOptions; OpenVINO: default compile config). Density heads and combinations are
+    computed from its z0 in numpy, as in the eager runner, so the accuracy columns compare."""
+
+    def __init__(self, manifest, engine: str = "ort"):
+        import torch
+
+        from dlsr_deploy.export import onnx_utils as ou
+        from dlsr_deploy.model.features import default_cache_dir
+        from dlsr_deploy.model.reference import EagerReference
+
+        m = manifest
+        self.ref = EagerReference.from_run(
+            m.source_run, m.score_config, with_lr=False, density=m.density_heads, combos=m.combinations
+        )
+        self.names = [n for n in m.score_names if n != "lr"]
+        self.name, self.precision = f"plain-export-{engine}", "fp32"
+        folder = default_cache_dir().parent / "plain" / (m.checkpoint_sha256 or "x")[:16]
+        folder.mkdir(parents=True, exist_ok=True)
+        size = self.ref.cfg.feature.native_size or self.ref.cfg.feature.input_size
+        paths = {
+            "backbone": folder / "backbone.onnx",
+            "denoiser": folder / f"denoiser-{m.score_config.t_start}-{m.steps}.onnx",
+        }
+        if not paths["backbone"].exists():
+            args = (torch.zeros(2, size, size, 3, dtype=torch.uint8),)
+            paths["backbone"].write_bytes(ou.torch_to_onnx(self.ref.extractor, args, ["images"], ["z0"]))
+        if not paths["denoiser"].exists():
+            args = (torch.zeros(2, self.ref.cfg.denoiser.dim),)
+            paths["denoiser"].write_bytes(
+                ou.torch_to_onnx(_PlainDenoiser.make(self.ref.reconstructor()), args, ["z0"], ["mfsim", "mse"])
+            )
+        if engine == "ort":
+            import onnxruntime as ort
+
+            sess = {g: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for g, p in paths.items()}
+            self.call = {
+                g: (lambda feeds, s=s: dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds))))
+                for g, s in sess.items()
+            }
+        else:
+            from dlsr_deploy.runtime.openvino import import_ov
+
+            core = import_ov().Core()
+            cms = {g: core.compile_model(str(p), "CPU") for g, p in paths.items()}
+            reqs = {g: cm.create_infer_request() for g, cm in cms.items()}
+            self.call = {
+                g: (lambda feeds, g=g: {o.get_any_name(): np.array(v) for o, v in reqs[g].infer(feeds).items()})
+                for g in cms
+            }
+
+    def run(self, images):
+        t = time.perf_counter()
+        z0 = self.call["backbone"]({"images": np.ascontiguousarray(images)})["z0"]
+        t1 = time.perf_counter()
+        out = {k: v.astype(np.float64) for k, v in self.call["denoiser"]({"z0": z0}).items()}
+        for name, h in self.ref.heads.items():
+            out[name] = h.score(z0)
+        for c in self.ref.combos:
+            out[c.name] = c.combine(out)
+        return {n: out[n] for n in self.names}, {"input": 0.0, "backbone": t1 - t, "denoiser": time.perf_counter() - t1}
 
 
 class RuntimeRunner(Runner):
@@ -149,31 +269,24 @@ class RuntimeRunner(Runner):
         self.det = Detector.load(bundle, backend=backend, threads=threads, strict_providers=True)
         self.name = backend
         self.precision = self.det.manifest.precision
-        self.names = self.det.manifest.score_names
 
     def run(self, images):
-        from dlsr_deploy.runtime.inputs import as_batch
+        from dlsr_deploy.preprocess import as_batch
 
-        be = self.det.backend
         t = time.perf_counter()
         x = as_batch(images, self.det.size)
         t1 = time.perf_counter()
-        if hasattr(be, "run_backbone"):
-            z0 = be.run_backbone(x)
-            t2 = time.perf_counter()
-            out = be.run_denoiser(z0)
-        else:  # TensorRT: engines run back to back
-            z0 = be.engines["backbone"].run({"images": x})["z0"]
-            t2 = time.perf_counter()
-            out = be.engines["denoiser"].run({"z0": z0})
-        t3 = time.perf_counter()
-        return {n: out[f"score_{n}"] for n in self.names}, {"input": t1 - t, "backbone": t2 - t1, "denoiser": t3 - t2}
+        out, stages = self.det.backend.run_timed(x)
+        m = self.det.manifest
+        return {n: out[o] for n, o in zip(m.score_names, m.output_names)}, {"input": t1 - t, **stages}
 
     def close(self):
         self.det.close()
 
 
-def time_runner(runner: Runner, images: np.ndarray, warmup_s: float, min_duration: float, min_iters: int, max_iters: int = 10_000):
+def time_runner(
+    runner: Runner, images: np.ndarray, warmup_s: float, min_duration: float, min_iters: int, max_iters: int = 10_000
+):
     t_end = time.perf_counter() + warmup_s
     runner.run(images)
     while time.perf_counter() < t_end:
@@ -213,7 +326,6 @@ def gemm_gflops(n: int = 2048, seconds: float = 1.5, windows: int = 5) -> dict:
 def flops_per_image(manifest) -> Optional[float]:
     """Conv + matmul FLOPs of the eager pipeline for one image (torch FlopCounterMode)."""
     try:
-        import torch
         from torch.utils.flop_counter import FlopCounterMode
     except ImportError:
         return None
@@ -246,201 +358,278 @@ def machine_header(threads: Optional[int]) -> dict:
     return h
 
 
-def _available_runtime_backends() -> Tuple[List[str], List[dict]]:
-    from dlsr_deploy.runtime.detector import _gpu_present
-
-    ok, missing = ["ort-cpu"], []
-    try:
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" in ort.get_available_providers() and _gpu_present():
-            ok.append("ort-cuda")
-        else:
-            missing.append({"backend": "ort-cuda", "reason": "onnxruntime-gpu with a CUDA device not available"})
-    except ImportError:
-        ok.remove("ort-cpu")
-        missing.append({"backend": "ort-cpu", "reason": "onnxruntime not installed"})
-    try:
-        import tensorrt  # noqa: F401
-
-        if _gpu_present():
-            ok.append("trt")
-        else:
-            missing.append({"backend": "trt", "reason": "tensorrt installed but no CUDA device"})
-    except ImportError:
-        missing.append({"backend": "trt", "reason": "tensorrt not installed (pip install 'dlsr-deploy[trt]' on an NVIDIA GPU machine)"})
-    return ok, missing
-
-
 def eager_key(m) -> str:
     """Bundles that differ only in precision share one eager baseline (and its FLOPs)."""
-    sched = {k: m.data["schedule"][k] for k in ("t_start", "steps", "eta", "n_noise", "noise_seed", "mode", "mfsim_skip_first")}
-    return json.dumps([m.data["source"]["checkpoint_sha256"], sched, m.score_names, m.data["config"]["feature"]], sort_keys=True)
+    return json.dumps(
+        [m.checkpoint_sha256, m.score_config.to_dict(), m.score_names, m.combinations, m.data["config"]["feature"]],
+        sort_keys=True,
+    )
 
 
-def run_bench(
-    bundles: Sequence[Path],
-    id_images: np.ndarray,
-    ood_sets: Dict[str, np.ndarray],
-    batch_sizes: Sequence[int] = (1, 8, 32, 128),
-    backends: Optional[Sequence[str]] = None,
-    warmup_s: float = 1.0,
-    min_duration: float = 3.0,
-    min_iters: int = 5,
-    threads: Optional[int] = None,
-    cv_warn: float = 0.15,
-    eager: bool = True,
-    rounds: int = 3,
-    quiet: bool = False,
-) -> BenchResult:
-    """Time eager FP32 and every available backend on each bundle (same images, one
-    process, all runners alive at once and timed in `rounds` interleaved rounds)."""
-    from tqdm.auto import tqdm
+@dataclass(frozen=True)
+class TimingSettings:
+    """How long and how often each (runner, batch size) is timed."""
 
-    from dlsr_deploy.manifest import read_manifest
-    from dlsr_deploy.metrics import auroc
+    warmup_s: float = 1.0
+    min_duration: float = 3.0
+    min_iters: int = 5
+    rounds: int = 3
+    cv_warn: float = 0.15
 
-    manifests = [read_manifest(b) for b in bundles]
-    avail, unavailable = _available_runtime_backends()
-    wanted = list(backends) if backends else avail
-    for b in wanted:
-        if b not in avail and not any(u["backend"] == b for u in unavailable):
-            unavailable.append({"backend": b, "reason": "unknown backend"})
-    rows: List[Row] = []
-    header = machine_header(threads)
-    header["bundles"] = [str(b) for b in bundles]
+
+@dataclass
+class _Live:
+    """A loaded runner with its accuracy, ready to be timed."""
+
+    backend: str
+    manifest: object
+    runner: Runner
+    status: str
+    auroc: Dict[str, float]
+    err: float
+    key: str
+
+
+GPU_EAGER = ("torch-eager-cuda", "torch-eager-cuda-fp16", "torch-compile-cuda")
+
+
+def _compute_bounds(manifests) -> Tuple[dict, dict]:
+    """(compute block of the result, {bundle: {flops_per_image, bound_images_per_s}})."""
     gemm = gemm_gflops()
     per_bundle, fpi_by_key = {}, {}
     for m in manifests:
         if eager_key(m) not in fpi_by_key:  # FP32/FP16/INT8 of one model: counted once
             fpi_by_key[eager_key(m)] = flops_per_image(m)
         fpi = fpi_by_key[eager_key(m)]
-        per_bundle[m.data["name"]] = {"flops_per_image": fpi, "bound_images_per_s": gemm["gflops"] * 1e9 / fpi if fpi else None}
-    first = per_bundle[manifests[0].data["name"]]
-    compute = {"gemm": gemm, **first, "per_bundle": per_bundle,
-               "note": "images/s that the measured SGEMM rate allows for each bundle's conv+matmul FLOPs per image "
-                       "(eager pipeline, torch FlopCounterMode); top-level values: the first bundle"}
-    timing_pool = id_images
-    eval_images = np.concatenate([id_images] + list(ood_sets.values()))
+        per_bundle[m.name] = {"flops_per_image": fpi, "bound_images_per_s": gemm["gflops"] * 1e9 / fpi if fpi else None}
+    compute = {
+        "gemm": gemm,
+        **per_bundle[manifests[0].name],
+        "per_bundle": per_bundle,
+        "note": "images/s that the measured SGEMM rate allows for each bundle's conv+matmul FLOPs per image "
+        "(eager pipeline, torch FlopCounterMode); top-level values: the first bundle",
+    }
+    return compute, per_bundle
 
-    def accuracy(runner) -> Tuple[Dict[str, float], Dict[str, np.ndarray]]:
-        parts = []
-        for i in range(0, len(eval_images), 32):
-            parts.append(runner.run(eval_images[i : i + 32])[0])
-        sc = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        head = sc["mfsim"]
-        aur = {}
-        start = len(id_images)
-        for n, v in ood_sets.items():
-            aur[n] = auroc(head[: len(id_images)], head[start : start + len(v)])
-            start += len(v)
-        return aur, sc
 
+CPU_PEERS = ("torch-compile", "plain-export-ort", "plain-export-openvino")
+
+
+def _jobs(manifests, bundles, wanted, avail, eager: bool, unavailable: list, peers: bool = False) -> list:
+    """(backend, manifest, bundle) to load: one eager baseline per scoring config (plus the CPU
+    peers with `peers`), every wanted runtime backend per bundle, the GPU eager variants where
+    torch sees a GPU."""
     jobs, seen = [], set()
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
     for m, b in zip(manifests, bundles):
         if eager and eager_key(m) not in seen:
             seen.add(eager_key(m))
             jobs.append(("torch-eager", m, b))
-        for be in wanted:
-            if be in avail:
-                jobs.append((be, m, b))
-        try:
-            import torch
+            if peers:
+                jobs += [(p, m, b) for p in CPU_PEERS if p != "plain-export-openvino" or "openvino" in avail]
+        jobs += [(be, m, b) for be in wanted if be in avail]
+        if eager and cuda:
+            jobs += [(n, m, b) for n in GPU_EAGER]
+    if eager and not cuda:
+        unavailable += [{"backend": n, "reason": "no CUDA device for PyTorch"} for n in GPU_EAGER]
+    return jobs
 
-            if eager and torch.cuda.is_available():
-                jobs += [("torch-eager-cuda", m, b), ("torch-eager-cuda-fp16", m, b), ("torch-compile-cuda", m, b)]
-        except ImportError:
-            pass
-    if eager:
-        for n in ("torch-eager-cuda", "torch-eager-cuda-fp16", "torch-compile-cuda"):
-            if not any(j[0] == n for j in jobs):
-                unavailable.append({"backend": n, "reason": "no CUDA device for PyTorch"})
-    # 1. every runner is made and scored once (accuracy columns, error vs eager)
+
+def _make_runner(be: str, m, bundle, threads: Optional[int]) -> Runner:
+    if be == "torch-eager":
+        return EagerRunner(m, threads=threads)
+    if be == "torch-compile":
+        return EagerRunner(m, compile=True, threads=threads)
+    if be.startswith("plain-export-"):
+        return PlainExportRunner(m, engine=be.rsplit("-", 1)[1])
+    if be.startswith("torch-"):
+        return EagerRunner(m, device="cuda", autocast=be.endswith("fp16"), compile="compile" in be)
+    return RuntimeRunner(bundle, be, threads)
+
+
+def _accuracy(runner: Runner, headline: str, id_images: np.ndarray, ood_sets: Dict[str, np.ndarray]):
+    """(AUROC of the headline score per OOD set, every score) from one pass in batches of 32."""
+    from dlsr_deploy.metrics import auroc
+
+    images = np.concatenate([id_images] + list(ood_sets.values()))
+    parts = [runner.run(images[i : i + 32])[0] for i in range(0, len(images), 32)]
+    sc = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    head, start, aur = sc[headline], len(id_images), {}
+    for n, v in ood_sets.items():
+        aur[n] = auroc(head[: len(id_images)], head[start : start + len(v)])
+        start += len(v)
+    return aur, sc
+
+
+def _load_and_score(jobs, threads, id_images, ood_sets, unavailable: list, rows: list, quiet: bool) -> List[_Live]:
+    """Stage 1: make every runner and score once (accuracy columns, score error vs eager)."""
+    from tqdm.auto import tqdm
+
     eager_ref: Dict[str, Dict[str, np.ndarray]] = {}
-    live = []  # (backend, manifest, runner, status, auroc, err, key)
+    live: List[_Live] = []
     for be, m, b in tqdm(jobs, desc="load + accuracy", disable=quiet):
-        steps = int(m.data["schedule"]["steps"])
         try:
-            if be == "torch-eager":
-                runner = EagerRunner(m, threads=threads)
-            elif be.startswith("torch-"):
-                runner = EagerRunner(m, device="cuda", autocast=be.endswith("fp16"), compile="compile" in be)
-            else:
-                runner = RuntimeRunner(b, be, threads)
+            runner = _make_runner(be, m, b, threads)
         except BackendUnavailable as exc:
             unavailable.append({"backend": be, "reason": str(exc)})
             continue
-        status = "ok"
-        if not (m.data.get("parity") or {}).get("passed", True):
-            status = "exported-but-failed-parity"
         try:
-            aur, sc = accuracy(runner)
+            aur, sc = _accuracy(runner, m.headline, id_images, ood_sets)
         except Exception as exc:  # a backend that cannot even score is reported, not hidden
-            rows.append(Row(be, runner.precision, 0, steps, "failed", m.data["name"], f"{type(exc).__name__}: {exc}"))
+            rows.append(Row(be, runner.precision, 0, m.steps, "failed", m.name, f"{type(exc).__name__}: {exc}"))
             runner.close()
             continue
         key = eager_key(m)
         if be == "torch-eager":
             eager_ref[key] = sc
         ref = eager_ref.get(key)
-        err = float(max(np.max(np.abs(sc[k] - ref[k])) / (np.abs(ref[k]).mean() + 1e-12) for k in ref)) if ref else float("nan")
-        live.append((be, m, runner, status, aur, err, key))
+        err = (
+            float(max(np.max(np.abs(sc[k] - ref[k])) / (np.abs(ref[k]).mean() + 1e-12) for k in ref if k in sc))
+            if ref
+            else float("nan")
+        )
+        status = "ok" if m.parity_passed else "exported-but-failed-parity"
+        live.append(_Live(be, m, runner, status, aur, err, key))
+    return live
 
-    # 2. timing, interleaved: per batch size, `rounds` rounds that each give every runner
-    # a slice of the warm-up and measuring time, so that drift of a shared or throttling
-    # machine hits the baseline and the backends alike
-    rounds = max(1, int(rounds))
-    bar = tqdm(total=len(batch_sizes) * rounds * len(live), desc="timing", disable=quiet)
-    for bs in batch_sizes:
-        imgs = np.ascontiguousarray(np.resize(timing_pool, (bs,) + timing_pool.shape[1:]))
-        lats: Dict[int, List[np.ndarray]] = {i: [] for i in range(len(live))}
-        stages: Dict[int, List[dict]] = {i: [] for i in range(len(live))}
-        failed: Dict[int, str] = {}
-        for _ in range(rounds):
-            for i, (be, m, runner, *_rest) in enumerate(live):
-                if i in failed:
-                    bar.update(1)
-                    continue
+
+def _time_batch(live: List[_Live], imgs: np.ndarray, ts: TimingSettings, bar):
+    """Stage 2 for one batch size: `rounds` interleaved rounds, each giving every runner a
+    slice of the warm-up and measuring time, so drift of a shared or throttling machine hits
+    the baseline and the backends alike. -> (latencies, stage times, failures) per runner."""
+    rounds = max(1, int(ts.rounds))
+    lats: Dict[int, List[np.ndarray]] = {i: [] for i in range(len(live))}
+    stages: Dict[int, List[dict]] = {i: [] for i in range(len(live))}
+    failed: Dict[int, str] = {}
+    for _ in range(rounds):
+        for i, lv in enumerate(live):
+            if i not in failed:
                 try:
-                    lat, st = time_runner(runner, imgs, warmup_s / rounds, min_duration / rounds, max(1, -(-min_iters // rounds)))
+                    lat, st = time_runner(
+                        lv.runner,
+                        imgs,
+                        ts.warmup_s / rounds,
+                        ts.min_duration / rounds,
+                        max(1, -(-ts.min_iters // rounds)),
+                    )
                     lats[i].append(lat)
                     stages[i].append(st)
                 except Exception as exc:
                     failed[i] = f"{type(exc).__name__}: {exc}"
-                bar.update(1)
-        new_rows = []
-        for i, (be, m, runner, status, aur, err, key) in enumerate(live):
-            steps = int(m.data["schedule"]["steps"])
-            row = Row(be, runner.precision if be.startswith("torch") else m.precision, bs, steps, status, m.data["name"], auroc=aur, max_score_err=err)
-            row._key = key  # not serialised: matches rows to their eager baseline
-            if i in failed:
-                row.status, row.reason = "failed", failed[i]
-                new_rows.append(row)
-                continue
-            ms = np.concatenate(lats[i]) * 1e3
-            row.p50_ms, row.p90_ms, row.p95_ms, row.p99_ms = (float(np.percentile(ms, q)) for q in (50, 90, 95, 99))
-            row.mean_ms = float(ms.mean())
-            row.images_per_s = bs / (row.p50_ms / 1e3)
-            row.round_p50_ms = [float(np.median(x) * 1e3) for x in lats[i]]
-            bound = per_bundle[row.bundle]["bound_images_per_s"]
-            if bound:
-                row.bound_share = row.images_per_s / bound
-            row.stages_ms = {k: float(np.median([s[k] for s in stages[i]])) * 1e3 for k in stages[i][0]}
-            row.cv = float(ms.std() / ms.mean())
-            row.iters = len(ms)
-            row.raw_ms = [round(float(x), 4) for x in ms]
-            if row.cv > cv_warn:
-                row.warning = f"high variation (CV {row.cv:.0%}): the machine is noisy or throttling; repeat the run"
-            new_rows.append(row)
-        for row in new_rows:
-            base = next((r for r in new_rows if r.backend == "torch-eager" and r.precision == "fp32" and r.status != "failed" and r._key == row._key), None)
-            if base is not None and row.status != "failed":
-                row.speedup_vs_eager = base.p50_ms / row.p50_ms
-                row.speedup_rounds = [b / x for b, x in zip(base.round_p50_ms, row.round_p50_ms)]
+            bar.update(1)
+    return lats, stages, failed
+
+
+def _row(
+    lv: _Live,
+    bs: int,
+    lats: List[np.ndarray],
+    stages: List[dict],
+    failure: Optional[str],
+    bound: Optional[float],
+    ts: TimingSettings,
+) -> Row:
+    """Stage 3: one table row from a runner's timings."""
+    prec = lv.runner.precision if lv.backend.startswith("torch") else lv.manifest.precision
+    row = Row(
+        lv.backend, prec, bs, lv.manifest.steps, lv.status, lv.manifest.name, auroc=lv.auroc, max_score_err=lv.err
+    )
+    keys = ("compile_seconds", "compiled_graphs")
+    row.extra = {k: getattr(lv.runner, k) for k in keys if getattr(lv.runner, k, None)}
+    row._key = lv.key  # not serialised: matches rows to their eager baseline
+    if failure is not None:
+        row.status, row.reason = "failed", failure
+        return row
+    ms = np.concatenate(lats) * 1e3
+    row.p50_ms, row.p90_ms, row.p95_ms, row.p99_ms = (float(np.percentile(ms, q)) for q in (50, 90, 95, 99))
+    row.mean_ms = float(ms.mean())
+    row.images_per_s = bs / (row.p50_ms / 1e3)
+    row.round_p50_ms = [float(np.median(x) * 1e3) for x in lats]
+    if bound:
+        row.bound_share = row.images_per_s / bound
+    row.stages_ms = {k: float(np.median([s[k] for s in stages])) * 1e3 for k in stages[0]}
+    row.cv = float(ms.std() / ms.mean())
+    row.iters = len(ms)
+    row.raw_ms = [round(float(x), 4) for x in ms]
+    if row.cv > ts.cv_warn:
+        row.warning = f"high variation (CV {row.cv:.0%}): the machine is noisy or throttling; repeat the run"
+    return row
+
+
+def _ratios(rows: List[Row]) -> None:
+    """Each row's speed-up against the eager FP32 row of the same scoring config and batch."""
+    for row in rows:
+        base = next(
+            (
+                r
+                for r in rows
+                if r.backend == "torch-eager" and r.precision == "fp32" and r.status != "failed" and r._key == row._key
+            ),
+            None,
+        )
+        if base is not None and row.status != "failed":
+            row.speedup_vs_eager = base.p50_ms / row.p50_ms
+            row.speedup_rounds = [b / x for b, x in zip(base.round_p50_ms, row.round_p50_ms)]
+
+
+def run_bench(
+    bundles: Sequence[Path],
+    id_images: np.ndarray,
+    ood_sets: Dict[str, np.ndarray],
+    *,
+    batch_sizes: Sequence[int] = (1, 8, 32, 128),
+    backends: Optional[Sequence[str]] = None,
+    timing: TimingSettings = TimingSettings(),
+    threads: Optional[int] = None,
+    eager: bool = True,
+    peers: bool = False,
+    quiet: bool = False,
+) -> BenchResult:
+    """Time eager FP32 and every available backend on each bundle (same images, one
+    process, all runners alive at once and timed in interleaved rounds)."""
+    from tqdm.auto import tqdm
+
+    from dlsr_deploy.manifest import read_manifest
+    from dlsr_deploy.runtime.backend import available_backends
+
+    manifests = [read_manifest(b) for b in bundles]
+    avail, unavailable = available_backends()
+    wanted = list(backends) if backends else avail
+    unavailable += [
+        {"backend": b, "reason": "unknown backend"}
+        for b in wanted
+        if b not in avail and not any(u["backend"] == b for u in unavailable)
+    ]
+    header = {**machine_header(threads), "bundles": [str(b) for b in bundles]}
+    compute, per_bundle = _compute_bounds(manifests)
+    rows: List[Row] = []
+    live = _load_and_score(
+        _jobs(manifests, bundles, wanted, avail, eager, unavailable, peers),
+        threads,
+        id_images,
+        ood_sets,
+        unavailable,
+        rows,
+        quiet,
+    )
+    bar = tqdm(total=len(batch_sizes) * max(1, int(timing.rounds)) * len(live), desc="timing", disable=quiet)
+    for bs in batch_sizes:
+        imgs = np.ascontiguousarray(np.resize(id_images, (bs,) + id_images.shape[1:]))
+        lats, stages, failed = _time_batch(live, imgs, timing, bar)
+        new_rows = [
+            _row(lv, bs, lats[i], stages[i], failed.get(i), per_bundle[lv.manifest.name]["bound_images_per_s"], timing)
+            for i, lv in enumerate(live)
+        ]
+        _ratios(new_rows)
         rows += new_rows
     bar.close()
-    order = {(be, m.data["name"]): i for i, (be, m, *_rest) in enumerate(live)}
+    order = {(lv.backend, lv.manifest.name): i for i, lv in enumerate(live)}
     rows.sort(key=lambda r: (order.get((r.backend, r.bundle), -1), r.batch))  # per backend, by batch
-    for _, _, runner, *_rest in live:
-        runner.close()
+    for lv in live:
+        lv.runner.close()
     return BenchResult(header, rows, unavailable, compute)

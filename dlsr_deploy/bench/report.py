@@ -21,14 +21,23 @@ def _span(xs) -> str:
 
 def table(res: BenchResult) -> str:
     lines = [
-        "| bundle | backend | precision | K | batch | p50 ms | p90 ms | p99 ms | images/s | x eager FP32 (per round) | % of compute bound | input / backbone / denoiser ms | CV | AUROC (mfsim) | max score err vs eager | status |",
+        "| bundle | backend | precision | K | batch | p50 ms | p90 ms | p99 ms | images/s | x eager FP32 (per "
+        "round) | % of compute bound | input / backbone / denoiser ms | CV | AUROC (headline) | max score err vs "
+        "eager | status |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res.rows:
         aur = ", ".join(f"{k} {100 * v:.2f}" for k, v in r.auroc.items())
         stages = " / ".join(_f(r.stages_ms.get(k), "{:.1f}") for k in ("input", "backbone", "denoiser"))
         status = r.status + (f" ({r.reason})" if r.reason else "") + (" ⚠" if r.warning else "")
-        lines.append(f"| {r.bundle} | {r.backend} | {r.precision} | {r.steps} | {r.batch} | {_f(r.p50_ms)} | {_f(r.p90_ms)} | {_f(r.p99_ms)} | {_f(r.images_per_s)} | {_f(r.speedup_vs_eager, '{:.2f}')}{_span(r.speedup_rounds)} | {_f(r.bound_share, '{:.0%}')} | {stages} | {_f(r.cv, '{:.0%}')} | {aur} | {_f(r.max_score_err, '{:.1e}')} | {status} |")
+        if r.extra.get("compile_seconds"):
+            status += f" (compiled {r.extra.get('compiled_graphs', 0)} graphs in {r.extra['compile_seconds']:.0f} s)"
+        lines.append(
+            f"| {r.bundle} | {r.backend} | {r.precision} | {r.steps} | {r.batch} | {_f(r.p50_ms)} | "
+            f"{_f(r.p90_ms)} | {_f(r.p99_ms)} | {_f(r.images_per_s)} | "
+            f"{_f(r.speedup_vs_eager, '{:.2f}')}{_span(r.speedup_rounds)} | {_f(r.bound_share, '{:.0%}')} | "
+            f"{stages} | {_f(r.cv, '{:.0%}')} | {aur} | {_f(r.max_score_err, '{:.1e}')} | {status} |"
+        )
     return "\n".join(lines)
 
 
@@ -40,16 +49,26 @@ def markdown(res: BenchResult, command: str = "") -> str:
         out += [f"Command: `{command}`", ""]
     out += [
         f"Machine: {h.get('cpu', '?')}, {h.get('cpu_count')} cores, {h.get('platform')}; GPU: {h.get('gpu', 'none')}",
-        f"Versions: torch {h.get('torch')} ({h.get('torch_threads')} threads), onnxruntime {h.get('onnxruntime')}, TensorRT {h.get('tensorrt')}, numpy {h.get('numpy')}; load average at start {h.get('load_avg_at_start')}",
-        f"Created: {h.get('created')}. Absolute times compare only within this run; ratios are measured in the same run, "
+        f"Versions: torch {h.get('torch')} ({h.get('torch_threads')} threads), onnxruntime "
+        f"{h.get('onnxruntime')}, TensorRT {h.get('tensorrt')}, numpy {h.get('numpy')}; load average at start "
+        f"{h.get('load_avg_at_start')}",
+        f"Created: {h.get('created')}. Absolute times compare only within this run; ratios are measured in the "
+        "same run, "
         "backends timed in interleaved rounds (per-round ratios in brackets).",
-        "Stages: input = input checks in numpy (runtime backends; their cast, resize and normalisation run inside backbone.onnx) "
-        "or cast + resize + normalisation (eager); backbone = backbone + pooling + z-score; denoiser = the K DDIM steps + "
+        "Stages: input = input checks in numpy (runtime backends; their cast, resize and normalisation run inside "
+        "backbone.onnx) "
+        "or cast + resize + normalisation (eager); backbone = backbone + pooling + z-score; denoiser = the K DDIM "
+        "steps + "
         "scoring (the score reductions are inside the denoiser graph).",
         "",
-        f"Compute bound: measured SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s (best of {len(cb['gemm'].get('windows_gflops', [0]))} windows, {cb['gemm']['library']}); "
-        + "; ".join(f"{name} {_f((b.get('flops_per_image') or float('nan')) / 1e9, '{:.2f}')} GFLOP/image (conv + matmul) -> {_f(b.get('bound_images_per_s'))} images/s at most"
-                    for name, b in cb.get("per_bundle", {"pipeline": cb}).items()) + ".",
+        f"Compute bound: measured SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s (best of "
+        f"{len(cb['gemm'].get('windows_gflops', [0]))} windows, {cb['gemm']['library']}); "
+        + "; ".join(
+            f"{name} {_f((b.get('flops_per_image') or float('nan')) / 1e9, '{:.2f}')} GFLOP/image (conv + matmul) "
+            f"-> {_f(b.get('bound_images_per_s'))} images/s at most"
+            for name, b in cb.get("per_bundle", {"pipeline": cb}).items()
+        )
+        + ".",
         "",
         table(res),
         "",

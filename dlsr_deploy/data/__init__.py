@@ -19,9 +19,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from dlsr_deploy.errors import DataError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+from dlsr_deploy.errors import DataError, InputError
+from dlsr_deploy.preprocess import IMAGE_SUFFIXES, as_images, image_files, read_files, read_npz, resize_images  # noqa: F401
 
 
 @dataclass
@@ -35,87 +34,32 @@ class ImageSet:
         return len(self.images)
 
 
-def validate_images(images: np.ndarray, source: str) -> np.ndarray:
-    if not isinstance(images, np.ndarray):
-        raise DataError(f"{source}: expected a numpy array of images, got {type(images).__name__}")
-    if images.ndim == 3:  # greyscale N x H x W
-        images = np.repeat(images[..., None], 3, axis=-1)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        raise DataError(f"{source}: expected images of shape [N, H, W, 3], got {list(images.shape)}")
-    if images.shape[-1] == 1:
-        images = np.repeat(images, 3, axis=-1)
-    elif images.shape[-1] == 4:
-        images = images[..., :3]
-    if images.dtype != np.uint8:
-        raise DataError(f"{source}: expected dtype uint8 (0..255), got {images.dtype}")
-    if len(images) == 0:
-        raise DataError(f"{source}: the image set is empty")
-    return np.ascontiguousarray(images)
-
-
-def resize_images(images: np.ndarray, size: Optional[int]) -> np.ndarray:
-    """Bring every image to size x size: centre square crop, then Pillow bilinear."""
-    if size is None or images.shape[1:3] == (size, size):
-        return images
-    from PIL import Image
-
-    out = np.empty((len(images), size, size, 3), np.uint8)
-    for i, im in enumerate(images):
-        out[i] = _to_square(Image.fromarray(im), size)
-    return out
-
-
-def _to_square(img, size: int) -> np.ndarray:
-    from PIL import Image
-
-    w, h = img.size
-    s = min(w, h)
-    if w != h:
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
-    return np.asarray(img, dtype=np.uint8)
-
-
-def load_npz(path: Path) -> np.ndarray:
+def _data_error(fn, *args, **kwargs):
+    """Array / file rules live in dlsr_deploy.preprocess (InputError); a data source reports
+    them as DataError."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if "images" not in data:
-                raise DataError(f"{path}: expected an array named 'images', found {sorted(data.files)}")
-            return data["images"]
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+        return fn(*args, **kwargs)
+    except InputError as exc:
+        raise DataError(str(exc)) from None
 
 
 def load_folder(path: Path, size: Optional[int]) -> ImageSet:
-    from PIL import Image, UnidentifiedImageError
-
-    files = sorted(p for p in Path(path).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(path)
     if not files:
         raise DataError(f"{path}: no image files found (looked for {sorted(IMAGE_SUFFIXES)})")
-    images, kept, skipped = [], [], []
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                img = img.convert("RGB")
-                arr = _to_square(img, size) if size else np.asarray(img, np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            skipped.append(f"{f} ({exc.__class__.__name__})")
-            continue
-        images.append(arr)
-        kept.append(str(f))
-    if not images:
+    images, kept, bad = _data_error(read_files, files, size)
+    skipped = [f"{p} ({why})" for p, why in bad]
+    if not kept:
         raise DataError(f"{path}: none of the {len(files)} image files could be read: {skipped[:3]}")
-    shapes = {a.shape for a in images}
-    if len(shapes) > 1:
-        raise DataError(f"{path}: images have different sizes {sorted(shapes)[:3]}...; pass a size to resize them")
-    return ImageSet(np.stack(images), Path(path).name, kept, skipped)
+    return ImageSet(images, Path(path).name, kept, skipped)
 
 
 def _is_cifar_dir(path: Path) -> bool:
-    return (path / "data_batch_1").exists() or (path / "test_batch").exists() or (path / "meta").exists() and (
-        (path / "train").exists() or (path / "test").exists()
+    return (
+        (path / "data_batch_1").exists()
+        or (path / "test_batch").exists()
+        or (path / "meta").exists()
+        and ((path / "train").exists() or (path / "test").exists())
     )
 
 
@@ -150,7 +94,9 @@ def load_svhn(path: Path) -> np.ndarray:
     except Exception as exc:
         raise DataError(f"{path}: not a readable .mat file ({exc})") from None
     if "X" not in mat:
-        raise DataError(f"{path}: expected SVHN array 'X' [32, 32, 3, N], found {[k for k in mat if not k.startswith('__')]}")
+        raise DataError(
+            f"{path}: expected SVHN array 'X' [32, 32, 3, N], found {[k for k in mat if not k.startswith('__')]}"
+        )
     x = mat["X"]
     if x.ndim != 4 or x.shape[2] != 3:
         raise DataError(f"{path}: expected 'X' of shape [32, 32, 3, N], got {list(x.shape)}")
@@ -169,35 +115,64 @@ def load_images(source: str, size: Optional[int] = 32, limit: Optional[int] = No
     else:
         path = Path(src)
         if not path.exists():
-            raise DataError(f"data source not found: {src} (expected a .npz, an image folder, a CIFAR folder, an SVHN .mat or demo:id/demo:ood)")
+            raise DataError(
+                f"data source not found: {src} (expected a .npz, an image folder, a CIFAR folder, an SVHN .mat or "
+                "demo:id/demo:ood)"
+            )
         if path.is_dir() and _is_cifar_dir(path):
             iset = ImageSet(load_cifar(path, split), path.name)
         elif path.is_dir():
             iset = load_folder(path, size)
-        elif path.suffix == ".npz":
-            iset = ImageSet(load_npz(path), path.stem)
+        elif path.suffix.lower() == ".npz":
+            iset = ImageSet(_data_error(read_npz, path), path.stem)
         elif path.suffix == ".mat":
             iset = ImageSet(load_svhn(path), path.stem)
         elif path.suffix.lower() in IMAGE_SUFFIXES:
-            iset = load_folder_files([path], size)
+            images, kept, bad = _data_error(read_files, [path], size)
+            if bad:
+                raise DataError(f"{bad[0][0]}: {bad[0][1]}")
+            iset = ImageSet(images, path.stem, kept)
         else:
             raise DataError(f"{src}: unsupported source (expected .npz, .mat, an image file or a folder)")
-    iset.images = validate_images(iset.images, src)
+    iset.images = _data_error(as_images, iset.images, src, pack=True)
     if limit is not None:
         iset.images = iset.images[:limit]
     iset.images = resize_images(iset.images, size)
     return iset
 
 
-def load_folder_files(files: Sequence[Path], size: Optional[int]) -> ImageSet:
-    from PIL import Image
+def _is_pack_dir(path: Path) -> bool:
+    """A folder of .npz packs (and no image files at its top level)."""
+    kids = [p for p in path.iterdir() if p.is_file()]
+    return any(p.suffix == ".npz" for p in kids) and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in kids)
 
-    arrays = []
-    for f in files:
-        try:
-            with Image.open(f) as img:
-                img = img.convert("RGB")
-                arrays.append(_to_square(img, size) if size else np.asarray(img, np.uint8))
-        except Exception as exc:
-            raise DataError(f"{f}: cannot read image ({exc})") from None
-    return ImageSet(np.stack(arrays), Path(files[0]).stem, [str(f) for f in files])
+
+def expand_sources(sources: Sequence[str]) -> List[str]:
+    """Sources with every folder of .npz packs replaced by its packs (sorted by name)."""
+    if not sources:
+        raise DataError("no data source given")
+    out: List[str] = []
+    for s in sources:
+        p = Path(str(s))
+        if not str(s).startswith("demo:") and p.is_dir() and not _is_cifar_dir(p) and _is_pack_dir(p):
+            out.extend(str(f) for f in sorted(p.glob("*.npz")))
+        else:
+            out.append(str(s))
+    if len(set(out)) != len(out):
+        raise DataError(f"the same data source is given twice: {sorted({s for s in out if out.count(s) > 1})}")
+    return out
+
+
+def load_sources(sources: Sequence[str], size: Optional[int] = 32, limit: Optional[int] = None) -> ImageSet:
+    """Several sources concatenated in order (`limit` applies to each source)."""
+    sets = [load_images(s, size=size, limit=limit) for s in expand_sources(sources)]
+    if len({s.images.shape[1:] for s in sets}) > 1:
+        raise DataError(
+            f"sources have different image sizes {[list(s.images.shape[1:]) for s in sets]}; give a native size"
+        )
+    return ImageSet(
+        np.concatenate([s.images for s in sets]),
+        "+".join(s.name for s in sets),
+        None,
+        [k for s in sets for k in s.skipped],
+    )

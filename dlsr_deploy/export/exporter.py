@@ -1,28 +1,38 @@
-"""dlsr-export: a trained run -> a verified, calibrated bundle under export/<name>/."""
+"""dlsr-export: a trained run -> a verified, calibrated bundle under export/<name>/.
+
+Stages (each a function below): build the eager reference -> write the graphs ->
+calibrate thresholds on ID images (the exported graph's own ONNX Runtime scores) ->
+verify against eager FP32 -> choose the headline score -> write the manifest. Everything
+is written into a hidden `.NAME.partial` folder that is renamed only when complete.
+"""
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from dlsr_deploy.scoring import LR_SIGN
-
-from dlsr_deploy.config import ModelConfig, ScoreConfig
+from dlsr_deploy.config import ScoreConfig
 from dlsr_deploy.errors import BundleError, ConfigError, ParityError
+from dlsr_deploy.manifest import output_name
+from dlsr_deploy.scoring import BUNDLE_HEADS, DEFAULT_HEADLINE
 
 
 def _say(quiet):
     return (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
 
 
-def calibration_images(run_dir: Path, source: Optional[str], native_size: int, limit: Optional[int] = None) -> Tuple[np.ndarray, str]:
+def calibration_images(
+    run_dir: Path, source: Optional[str], native_size: int, limit: Optional[int] = None
+) -> Tuple[np.ndarray, str]:
     """ID images for the threshold: --calibrate-on, else the run's held-out training images."""
+    import json
+
     from dlsr_deploy.data import load_images
 
     if source:
@@ -33,12 +43,40 @@ def calibration_images(run_dir: Path, source: Optional[str], native_size: int, l
     info = json.loads(info_path.read_text())
     idx = info.get("holdout_indices") or []
     if not idx:
-        raise ConfigError(f"{run_dir} was trained without a hold-out (--holdout 0); pass --calibrate-on PATH with ID images not used in training")
-    images = load_images(info["data"], size=native_size, limit=info.get("limit")).images[np.asarray(idx)]
-    return images, f"{len(idx)} ID images held out of training ({info['data']})"
+        raise ConfigError(
+            f"{run_dir} was trained without a hold-out (--holdout 0); pass --calibrate-on PATH with ID images not "
+            "used in training"
+        )
+    data = info["data"] if isinstance(info["data"], list) else [info["data"]]
+    missing = [d for d in data if not str(d).startswith("demo:") and not Path(d).exists()]
+    if missing:
+        raise ConfigError(
+            f"{run_dir}: the training data {missing} is gone, so the held-out images cannot be rebuilt; "
+            "pass --calibrate-on PATH with ID images"
+        )
+    want = info.get("data_sha256")
+    sets = [load_images(d, size=native_size, limit=info.get("limit")) for d in data]
+    if want is not None:
+        from dlsr_deploy.preprocess import images_digest
+
+        changed = [d for d, s, w in zip(data, sets, want) if images_digest(s.images) != w]
+        if changed:
+            raise ConfigError(
+                f"{run_dir}: the training data {changed} changed since training (content sha256 differs); the held-out "
+                "images cannot be identified; pass --calibrate-on PATH with ID images not used in "
+                "training"
+            )
+    images = np.concatenate([s.images for s in sets])
+    if max(idx) >= len(images):
+        raise ConfigError(
+            f"{run_dir}: run.json holds out image {max(idx)} but the training data has {len(images)} images; "
+            "pass --calibrate-on"
+        )
+    return images[np.asarray(idx)], f"{len(idx)} ID images held out of training ({', '.join(data)})"
 
 
-def _ort_run(path: Path, feeds: Dict[str, np.ndarray], batch: int = 64) -> Dict[str, np.ndarray]:
+def run_graph(path: Path, feeds: Dict[str, np.ndarray], batch: int = 64) -> Dict[str, np.ndarray]:
+    """One exported graph on ONNX Runtime CPU, in batches (the runtime's own session class)."""
     from dlsr_deploy.runtime.ort import OrtSession
 
     sess = OrtSession(path, "cpu")
@@ -48,197 +86,383 @@ def _ort_run(path: Path, feeds: Dict[str, np.ndarray], batch: int = 64) -> Dict[
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def export_bundle(
-    run_dir: Path,
-    out: Path,
-    fp16: bool = False,
-    int8: bool = False,
-    score_cfg: ScoreConfig = ScoreConfig(),
-    fused: bool = False,
-    with_lr: bool = False,
-    calibrate_on: Optional[str] = None,
-    target_tpr: float = 0.95,
-    verify: bool = True,
-    verify_ood: Sequence[str] = (),
-    n_verify: int = 256,
-    tolerances=None,
-    batch_profile: Tuple[int, int, int] = (1, 32, 256),
-    force: bool = False,
-    quiet: bool = False,
-) -> dict:
+def run_bundle_graphs(folder: Path, images: np.ndarray) -> Dict[str, np.ndarray]:
+    """backbone.onnx then denoiser.onnx of a (possibly unfinished) bundle folder."""
+    z0 = run_graph(Path(folder) / "backbone.onnx", {"images": images})["z0"]
+    out = run_graph(Path(folder) / "denoiser.onnx", {"z0": z0}, batch=256)
+    out["z0"] = z0
+    return out
+
+
+def _export_graphs(tmp: Path, ref, precision: str, fused: bool, native: int, say) -> Tuple[dict, dict]:
+    """backbone.onnx, denoiser.onnx (and pipeline.onnx) into tmp -> (files, FP16 shares)."""
     import torch
 
     import dlsr_deploy
     from dlsr_deploy.export import onnx_utils as ou
     from dlsr_deploy.export.graphs import BackboneGraph, DenoiserGraph, PipelineGraph
-    from dlsr_deploy.export.parity import Tolerances, compare, summary_line
     from dlsr_deploy.io import atomic_write_bytes, sha256_file
-    from dlsr_deploy.manifest import write_manifest
-    from dlsr_deploy.model.detector import build_reconstructor
-    from dlsr_deploy.model.features import build_extractor
-    from dlsr_deploy.model.train import FINAL, FIRST, load_lfdn
-    from dlsr_deploy.scoring import normalisation, threshold_at_tpr
 
-    say = _say(quiet)
-    t_all = time.time()
-    run_dir, out = Path(run_dir), Path(out)
-    if out.exists() and not force:
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    first = ref.reconstructor("first") if ref.first is not None else None
+    bb = BackboneGraph(ref.extractor, native, dtype).eval()
+    dn = DenoiserGraph(ref.reconstructor(), first, dtype, heads=ref.heads, combos=ref.combos).eval()
+    images = (torch.zeros(2, native, native, 3, dtype=torch.uint8),)
+    graphs = {
+        "backbone": (bb, images, ["images"], ["z0"]),
+        "denoiser": (dn, (torch.zeros(2, ref.cfg.denoiser.dim),), ["z0"], dn.output_names),
+    }
+    if fused:
+        pl = PipelineGraph(bb, dn).eval()
+        graphs["pipeline"] = (pl, images, ["images"], pl.output_names)
+    files, shares = {}, {}
+    for role, (mod, args, ins, outs) in graphs.items():
+        t = time.time()
+        with torch.no_grad():
+            model = ou.simplify(ou.torch_to_onnx(mod, args, ins, outs))
+        if precision == "int8" and role in ("denoiser", "pipeline"):
+            model = ou.quantize_matmuls_int8(model)
+        model.producer_name, model.producer_version = "dlsr-deploy", dlsr_deploy.__version__
+        d = ref.cfg.denoiser.dim
+        ou.fix_dims(model, {"images": [None, native, native, 3], "z0": [None, d], "z0_hat": [None, d]})
+        ou.check(model)
+        path = tmp / f"{role}.onnx"
+        atomic_write_bytes(path, model.SerializeToString())
+        inputs, outputs = ou.io_spec(model)
+        shares[role] = ou.fp16_share(model)
+        bad = ou.unsupported_by_trt(model)
+        files[role] = {
+            "name": path.name,
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+            "inputs": inputs,
+            "outputs": outputs,
+            "opset": ou.OPSET,
+            "nodes": len(model.graph.node),
+            "ops": ou.op_counts(model),
+            "fp16_share": shares[role],
+            "fp16_share_conv_matmul": ou.fp16_share(model, ou.HEAVY_OPS),
+            "trt_unsupported_ops": bad,
+        }
+        say(
+            f"      {role}.onnx  {path.stat().st_size / 1e6:7.2f} MB  {len(model.graph.node):5d} nodes  FP16 "
+            f"share {shares[role]:.0%} of compute nodes, "
+            f"{files[role]['fp16_share_conv_matmul']:.0%} of Conv/MatMul/Gemm  ({time.time() - t:.1f} s)"
+            + (f"  NOT in TensorRT's operator list: {bad}" if bad else "")
+        )
+    if precision == "fp16" and min(shares.values()) <= 0.0:
+        raise ConfigError(f"--fp16 produced graphs with no FP16 compute (FP16 share per graph: {shares})")
+    return files, shares
+
+
+def choose_headline(
+    requested: Optional[str],
+    names: Sequence[str],
+    id_scores: Dict[str, np.ndarray],
+    ood_scores: Dict[str, Dict[str, np.ndarray]],
+) -> Tuple[str, dict]:
+    """(headline score, how it was chosen). requested: a score name, 'auto' (best mean AUROC
+    over the given OOD sets vs the calibration ID scores) or None (the package default)."""
+    from dlsr_deploy.metrics import auroc
+
+    if requested == "auto":
+        if not ood_scores:
+            raise ConfigError("--headline auto needs known-OOD images: pass --verify-ood PATH")
+        table = {n: {k: auroc(id_scores[n], o[n]) for k, o in ood_scores.items()} for n in names}
+        mean = {n: float(np.mean(list(t.values()))) for n, t in table.items()}
+        best = max(names, key=lambda n: mean[n])
+        return best, {
+            "how": "auto: best mean AUROC of the exported graph's scores on the --verify-ood sets "
+            "vs the calibration ID images",
+            "auroc": table,
+            "mean_auroc": mean,
+        }
+    if requested is not None:
+        if requested not in names:
+            raise ConfigError(f"--headline: expected one of {list(names)} or 'auto', got {requested!r}")
+        return requested, {"how": "given by the user (--headline)"}
+    if DEFAULT_HEADLINE in names:
+        return DEFAULT_HEADLINE, {
+            "how": f"package default ({DEFAULT_HEADLINE}: best across the shared OOD sets, "
+            "README 'Choosing the headline')"
+        }
+    return "mfsim", {
+        "how": f"package fallback (the default {DEFAULT_HEADLINE} needs density heads this run does not have)"
+    }
+
+
+def _producer() -> dict:
+    import onnx
+    import onnxruntime
+    import torch
+
+    import dlsr_deploy
+    from dlsr_deploy.export.onnx_utils import OPSET
+
+    return {
+        "dlsr_deploy": dlsr_deploy.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "opset": OPSET,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _verify_sets(sources: Sequence[str], native: int, n: int) -> Dict[str, np.ndarray]:
+    from dlsr_deploy.data import load_images
+
+    out = {}
+    for src in sources:
+        name = Path(src).stem if not str(src).startswith("demo:") else str(src)
+        if name in out:
+            raise ConfigError(f"--verify-ood: two sets are named {name!r}; give distinct files")
+        out[name] = load_images(src, size=native, limit=n).images
+    return out
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """Everything `dlsr-export` can be asked (keyword arguments of export_bundle)."""
+
+    fp16: bool = False
+    int8: bool = False
+    score_cfg: ScoreConfig = ScoreConfig()
+    fused: bool = False
+    with_lr: bool = False
+    calibrate_on: Optional[str] = None
+    target_tpr: float = 0.95
+    verify: bool = True
+    verify_ood: Sequence[str] = ()
+    n_verify: int = 256
+    tolerances: Optional[object] = None
+    batch_profile: Tuple[int, int, int] = (1, 32, 256)
+    headline: Optional[str] = None
+    density: Sequence[str] = BUNDLE_HEADS  # density heads in the bundle; () = DLSR scores only
+    force: bool = False
+    quiet: bool = False
+    sign: Optional[str] = None  # Ed25519 private key (PEM) that signs the manifest
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if self.fp16 else "int8" if self.int8 else "fp32"
+
+
+def _check_request(req: ExportRequest, out: Path, run_dir: Path) -> None:
+    if out.exists() and not req.force:
         raise BundleError(f"{out} already exists; pass --force to replace it")
-    cfg = ModelConfig.load(run_dir / "config.json")
-    native = cfg.feature.native_size or cfg.feature.input_size
-    if fp16 and int8:
+    o, r = out.resolve(), run_dir.resolve()
+    if o == r or o in r.parents:
+        raise BundleError(
+            f"--out {out} is the model folder {run_dir} or one of its parents; choose another bundle folder"
+        )
+    if out.exists() and not (out / "manifest.json").is_file():
+        raise BundleError(f"--force replaces bundle folders only, and {out} has no manifest.json; choose another --out")
+    if req.fp16 and req.int8:
         raise ConfigError("choose one of --fp16 and --int8")
-    precision = "fp16" if fp16 else "int8" if int8 else "fp32"
-    dtype = torch.float16 if fp16 else torch.float32
-    tol = tolerances or Tolerances.for_precision(precision)
+    if req.headline == "auto" and not req.verify_ood:
+        raise ConfigError("--headline auto needs known-OOD images: pass --verify-ood PATH")
+    if req.sign is not None:  # an unreadable or wrong key fails now, not after the export
+        from dlsr_deploy.signing import sign_manifest
 
-    say(f"[1/5] loading {run_dir} ({cfg.feature.backbone} @ {cfg.feature.input_size}, LFDN width {cfg.denoiser.hidden} x {cfg.denoiser.blocks})")
-    ext = build_extractor(cfg.feature)
-    lfdn = load_lfdn(run_dir, "final")
-    first = load_lfdn(run_dir, "first") if with_lr and (run_dir / FIRST).exists() else None
-    rec = build_reconstructor(lfdn, score_cfg, cfg.schedule, cfg.layer_sizes)
-    rec_first = build_reconstructor(first, score_cfg, cfg.schedule, cfg.layer_sizes) if first is not None else None
-    bb = BackboneGraph(ext, native, dtype).eval()
-    dn = DenoiserGraph(rec, rec_first, dtype).eval()
+        sign_manifest({"digest": "sha256:check"}, req.sign)
+    lo, opt, hi = req.batch_profile
+    if not 1 <= lo <= opt <= hi:
+        raise ConfigError(f"batch profile: expected 1 <= min <= opt <= max, got {req.batch_profile}")
 
+
+def _calibrate_and_verify(tmp: Path, ref, req: ExportRequest, cal_images, ood_images, say):
+    """Thresholds from the exported graphs' own scores on ID images, parity against eager,
+    the headline choice -> (thresholds, calibration outputs, parity or None, headline, choice)."""
+    from dlsr_deploy.parity import Tolerances, summary_line
+    from dlsr_deploy.scoring import threshold_at_tpr
+
+    names = ref.score_names
+    say("[3/5] calibrating thresholds on ID images (exported graph's own scores, ONNX Runtime CPU)")
+    cal = run_bundle_graphs(tmp, cal_images)
+    thresholds = {s: threshold_at_tpr(cal[output_name(s)], req.target_tpr) for s in names}
+    parity, ood_got = None, {}
+    if req.verify:
+        n_id = min(req.n_verify, len(cal_images))
+        say(
+            f"[4/5] verifying against PyTorch eager FP32 ({n_id} ID images"
+            + (f" + up to {req.n_verify} per OOD set" if ood_images else "")
+            + ")"
+        )
+        tol = req.tolerances or Tolerances.for_precision(req.precision)
+        parity, ood_got = verify_bundle_graphs(tmp, ref, cal_images[: req.n_verify], ood_images, thresholds, tol)
+        say("      " + summary_line(parity))
+    elif ood_images:
+        ood_got = {k: run_bundle_graphs(tmp, v) for k, v in ood_images.items()}
+    id_scores = {n: cal[output_name(n)] for n in names}
+    head, choice = choose_headline(
+        req.headline, names, id_scores, {k: {n: o[output_name(n)] for n in names} for k, o in ood_got.items()}
+    )
+    say(f"      headline score: {head} ({choice['how']})")
+    return thresholds, cal, parity, head, choice
+
+
+N_GOLDEN = 32  # per side: held-out ID images, and verify-OOD images spread over the sets
+
+
+def write_golden(tmp: Path, ref, cal_images: np.ndarray, ood_images: Dict[str, np.ndarray]) -> dict:
+    """golden.npz: images at native size, is_ood, and the export machine's eager-FP32 z0 and
+    scores, replayed by the runtime's self-check on the target machine -> its files entry."""
+    from dlsr_deploy.io import atomic_write, sha256_file
+
+    idx = np.unique(np.linspace(0, len(cal_images) - 1, min(N_GOLDEN, len(cal_images))).astype(int))
+    parts, labels = [cal_images[idx]], [np.zeros(len(idx), bool)]
+    if ood_images:
+        pool = np.concatenate(list(ood_images.values()))
+        j = np.unique(np.linspace(0, len(pool) - 1, min(N_GOLDEN, len(pool))).astype(int))
+        parts.append(pool[j])
+        labels.append(np.ones(len(j), bool))
+    images = np.concatenate(parts)
+    exp = ref.outputs(images)
+    arrays = {"images": images, "is_ood": np.concatenate(labels), "z0": exp["z0"]}
+    arrays.update({output_name(n): exp[output_name(n)] for n in ref.score_names})
+    path = tmp / "golden.npz"
+    atomic_write(path, lambda p: np.savez_compressed(open(p, "wb"), **arrays))
+    return {
+        "name": path.name,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "inputs": [],
+        "outputs": [],
+        "n_id": int(len(idx)),
+        "n_ood": int(len(images) - len(idx)),
+    }
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Replace `out` by the finished bundle folder (a rename: never half-written)."""
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def _manifest(
+    out: Path, run_dir: Path, ref, req: ExportRequest, native: int, files, shares, calibration, parity, head, choice
+) -> dict:
+    """manifest.json's content once the graphs are written, calibrated and verified."""
+    from dlsr_deploy.manifest import build_manifest
+    from dlsr_deploy.parity import Tolerances, summary_line
+    from dlsr_deploy.scoring import normalisation
+
+    cal, thresholds, cal_how, n_cal = calibration
+    center, scale = normalisation(cal[output_name(head)], thresholds[head])
+    threshold = {
+        "value": thresholds[head],
+        "all": thresholds,
+        "center": center,
+        "scale": scale,
+        "target_tpr": req.target_tpr,
+        "n_images": int(n_cal),
+        "how": cal_how,
+    }
+    m = build_manifest(
+        name=out.name,
+        producer=_producer(),
+        run_dir=run_dir,
+        cfg=ref.cfg,
+        score_cfg=req.score_cfg,
+        plan=ref.reconstructor().plan.to_dict(),
+        native=native,
+        files=files,
+        precision=req.precision,
+        fp16_shares=shares,
+        score_names=ref.score_names,
+        headline=head,
+        headline_choice=choice,
+        heads=ref.heads,
+        combos=[c.to_dict() for c in ref.combos],
+        with_first=ref.first is not None,
+        threshold=threshold,
+        batch_profile=req.batch_profile,
+        parity=({**parity, "summary": summary_line(parity)} if parity else None),
+        export_seconds=None,
+    )
+    tol = req.tolerances or Tolerances.for_precision(req.precision)
+    m["self_check"] = {
+        "golden": "golden.npz",
+        "tolerances": tol.to_dict(),
+        "reference": "PyTorch eager FP32 on the export machine; replayed by Detector.load(self_check='auto')",
+    }
+    return m
+
+
+def export_bundle(run_dir: Path, out: Path, **options) -> dict:
+    """Export run_dir to the bundle folder `out`; options are ExportRequest's fields. Returns the manifest."""
+    import json
+
+    from dlsr_deploy.manifest import write_manifest
+    from dlsr_deploy.model.reference import EagerReference, fit_combinations
+
+    req = ExportRequest(**options)
+    say, t_all = _say(req.quiet), time.time()
+    run_dir, out = Path(run_dir), Path(out)
+    _check_request(req, out, run_dir)
+    ref = EagerReference.from_run(run_dir, req.score_cfg, with_lr=req.with_lr, density=tuple(req.density) or False)
+    cfg = ref.cfg
+    native = cfg.feature.native_size or cfg.feature.input_size
+    heads = f"; density heads {', '.join(ref.heads)}" if ref.heads else ""
+    lfdn = f"LFDN width {cfg.denoiser.hidden} x {cfg.denoiser.blocks}"
+    say(f"[1/5] loading {run_dir} ({cfg.feature.backbone} @ {cfg.feature.input_size}, {lfdn}{heads})")
+    cal_images, cal_how = calibration_images(run_dir, req.calibrate_on, native)
+    if req.density and not ref.combos:  # a run without hold-out: standardise on the calibration images
+        ref.combos = fit_combinations(ref.score_z0(ref.z0(cal_images)))
+    ood_images = _verify_sets(req.verify_ood, native, req.n_verify) if (req.verify or req.headline == "auto") else {}
     tmp = out.parent / f".{out.name}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        say(f"[2/5] exporting ONNX (opset {ou.OPSET}, {precision}, dynamic batch)")
-        graphs = {
-            "backbone": (bb, (torch.zeros(2, native, native, 3, dtype=torch.uint8),), ["images"], ["z0"]),
-            "denoiser": (dn, (torch.zeros(2, cfg.denoiser.dim),), ["z0"], dn.output_names),
-        }
-        if fused:
-            pl = PipelineGraph(bb, dn).eval()
-            graphs["pipeline"] = (pl, (torch.zeros(2, native, native, 3, dtype=torch.uint8),), ["images"], pl.output_names)
-        files, shares = {}, {}
-        for role, (mod, args, ins, outs) in graphs.items():
-            t = time.time()
-            with torch.no_grad():
-                raw = ou.torch_to_onnx(mod, args, ins, outs)
-            model = ou.simplify(raw)
-            if int8 and role in ("denoiser", "pipeline"):
-                model = ou.quantize_matmuls_int8(model)
-            model.producer_name, model.producer_version = "dlsr-deploy", dlsr_deploy.__version__
-            d = cfg.denoiser.dim
-            ou.fix_dims(model, {"images": [None, native, native, 3], "z0": [None, d], "z0_hat": [None, d]})
-            ou.check(model)
-            data = model.SerializeToString()
-            path = tmp / f"{role}.onnx"
-            atomic_write_bytes(path, data)
-            inputs, outputs = ou.io_spec(model)
-            share = ou.fp16_share(model)
-            heavy = ou.fp16_share(model, ou.HEAVY_OPS)
-            shares[role] = share
-            bad = ou.unsupported_by_trt(model)
-            files[role] = {
-                "name": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-                "inputs": inputs, "outputs": outputs, "opset": ou.OPSET,
-                "nodes": len(model.graph.node), "ops": ou.op_counts(model), "fp16_share": share, "fp16_share_conv_matmul": heavy,
-                "trt_unsupported_ops": bad,
-            }
-            say(f"      {role}.onnx  {path.stat().st_size / 1e6:7.2f} MB  {len(model.graph.node):5d} nodes  FP16 share {share:.0%} of compute nodes, {heavy:.0%} of Conv/MatMul/Gemm  ({time.time() - t:.1f} s)" + (f"  NOT in TensorRT's operator list: {bad}" if bad else ""))
-        if fp16 and min(shares.values()) <= 0.0:
-            raise ConfigError(f"--fp16 produced graphs with no FP16 compute (FP16 share per graph: {shares})")
-
-        say("[3/5] calibrating the threshold on ID images (exported graph's own scores, ONNX Runtime CPU)")
-        cal_images, cal_how = calibration_images(run_dir, calibrate_on, native)
-        cal_z0 = _ort_run(tmp / "backbone.onnx", {"images": cal_images})["z0"]
-        cal = _ort_run(tmp / "denoiser.onnx", {"z0": cal_z0}, batch=256)
-        score_names = [n[6:] for n in dn.output_names if n.startswith("score_")]
-        thresholds = {s: threshold_at_tpr(cal[f"score_{s}"], target_tpr) for s in score_names}
-        headline = "mfsim"
-        center, scale = normalisation(cal[f"score_{headline}"], thresholds[headline])
-
-        parity = None
-        if verify:
-            say(f"[4/5] verifying against PyTorch eager FP32 ({n_verify} ID images" + (f" + {n_verify} per OOD set" if verify_ood else "") + ")")
-            parity = verify_bundle_graphs(tmp, ext, rec, rec_first, cal_images[:n_verify], verify_ood, n_verify, native, thresholds, tol, quiet)
-            say("      " + summary_line(parity))
-        manifest = {
-            "schema_version": 1,
-            "name": out.name,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "producer": {"dlsr_deploy": dlsr_deploy.__version__, "torch": torch.__version__, "onnx": __import__("onnx").__version__, "opset": ou.OPSET, "onnxruntime": __import__("onnxruntime").__version__},
-            "source": {"run": str(run_dir), "checkpoint_sha256": sha256_file(run_dir / FINAL), "first_epoch_sha256": sha256_file(run_dir / FIRST) if first is not None else None},
-            "config": cfg.to_dict(),
-            "preprocessing": {
-                "input": "images uint8 [batch, native_size, native_size, 3], RGB, channel-last",
-                "native_size": native, "input_size": cfg.feature.input_size, "resize": "bilinear, half-pixel (align_corners=False), inside the graph",
-                "bring_to_native": "centre square crop + Pillow bilinear (dlsr_deploy.data.resize_images)",
-                "mean": list(cfg.feature.mean), "std": list(cfg.feature.std), "backbone": cfg.feature.backbone,
-                "layer_sizes": list(cfg.layer_sizes), "dim": cfg.denoiser.dim,
-            },
-            "files": files,
-            "precision": {
-                "mode": precision,
-                "how": {
-                    "fp16": "FP16 weights and activations written into the graph (strongly typed); FP32 inputs/outputs, preprocessing, pooling, z-score, GroupNorm statistics, DDIM arithmetic and score reductions",
-                    "int8": "denoiser MatMul weights INT8 (symmetric, per output channel), activations quantized dynamically per call (ONNX Runtime DynamicQuantizeMatMul); backbone, norms, DDIM arithmetic and scores FP32. For ONNX Runtime on CPUs with INT8 dot products; TensorRT does not run dynamic quantization",
-                    "fp32": "FP32 throughout",
-                }[precision],
-                "fp16_share": shares,
-                "tensorrt": "build strongly typed (NetworkDefinitionCreationFlag.STRONGLY_TYPED); no builder precision flag",
-            },
-            "schedule": {**score_cfg.to_dict(), "T": cfg.schedule.timesteps, "beta_start": cfg.schedule.beta_start, "beta_end": cfg.schedule.beta_end, "plan": rec.plan.to_dict()},
-            "scores": {"names": score_names, "headline": headline, "direction": "higher score = more OOD",
-                       "definitions": {"mfsim": "-mean over layers of cos(z0_m, z0_hat_m)", "mse": "sum (z0 - z0_hat)^2", "lr": "MSE(first-epoch model) - MSE(final model), same stored noise"}},
-            "threshold": {
-                "score": headline, "value": thresholds[headline], "all": thresholds, "center": center, "scale": scale,
-                "target_tpr": target_tpr, "n_images": int(len(cal_images)), "method": f"{target_tpr:.0%} quantile of ID scores; ID only ({cal_how})",
-                "backend": "onnxruntime CPU on this bundle's graphs", "normalized": "(score - center) / scale: 0 = median ID score, 1.0 = threshold",
-            },
-            "backends": ["ort-cpu", "ort-cuda"] if int8 else ["ort-cpu", "ort-cuda", "trt"],
-            "batch_profile": {"min": batch_profile[0], "opt": batch_profile[1], "max": batch_profile[2]},
-            "parity": ({**parity, "summary": summary_line(parity)} if parity else None),
-            "export_seconds": None,
-        }
+        say(f"[2/5] exporting ONNX ({req.precision}, dynamic batch)")
+        files, shares = _export_graphs(tmp, ref, req.precision, req.fused, native, say)
+        thresholds, cal, parity, head, choice = _calibrate_and_verify(tmp, ref, req, cal_images, ood_images, say)
+        files["golden"] = write_golden(tmp, ref, cal_images, ood_images)
+        manifest = _manifest(
+            out,
+            run_dir,
+            ref,
+            req,
+            native,
+            files,
+            shares,
+            (cal, thresholds, cal_how, len(cal_images)),
+            parity,
+            head,
+            choice,
+        )
         manifest["export_seconds"] = round(time.time() - t_all, 1)
         say("[5/5] writing manifest.json")
-        write_manifest(tmp, manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        write_manifest(tmp, manifest, sign_key=req.sign)
+        _publish(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     if parity and not parity["passed"]:
-        raise ParityError(f"{out}: parity check failed: " + "; ".join(parity["failures"]) + " (bundle kept for inspection)")
-    say(f"bundle {out} ready ({manifest['export_seconds']:.0f} s); threshold {headline} > {thresholds[headline]:.6g} = OOD")
+        raise ParityError(
+            f"{out}: parity check failed: " + "; ".join(parity["failures"]) + " (bundle kept for inspection)"
+        )
+    manifest = json.loads((out / "manifest.json").read_text())  # as written: with its digest (and signature)
+    say(f"bundle {out} ready ({manifest['export_seconds']:.0f} s); threshold {head} > {thresholds[head]:.6g} = OOD")
     return manifest
 
 
-def eager_outputs(ext, rec, rec_first, images: np.ndarray, batch: int = 64) -> Dict[str, np.ndarray]:
-    import torch
+def verify_bundle_graphs(
+    folder: Path, ref, id_images: np.ndarray, ood_images: Dict[str, np.ndarray], thresholds: Dict[str, float], tol
+) -> Tuple[dict, Dict[str, dict]]:
+    """(parity report of the bundle's graphs vs the eager reference on ID + OOD images,
+    the graphs' outputs per OOD set)."""
+    from dlsr_deploy.parity import compare
 
-    parts = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch):
-            z0 = ext(torch.from_numpy(np.ascontiguousarray(images[i : i + batch])))
-            s = rec(z0)
-            d = {"z0": z0.numpy(), "z0_hat": s["z0_hat"].numpy(), "score_mfsim": s["mfsim"].numpy(), "score_mse": s["mse"].numpy()}
-            if rec_first is not None:
-                d["score_lr"] = (LR_SIGN * (rec_first(z0)["mse"] - s["mse"])).numpy()
-            parts.append(d)
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def verify_bundle_graphs(folder, ext, rec, rec_first, id_images, ood_sources, n_verify, native, thresholds, tol, quiet=False) -> dict:
-    from dlsr_deploy.data import load_images
-    from dlsr_deploy.export.parity import compare
-
-    images = [id_images]
-    labels = [np.zeros(len(id_images), bool)]
-    for src in ood_sources:
-        o = load_images(src, size=native, limit=n_verify).images
-        images.append(o)
-        labels.append(np.ones(len(o), bool))
-    x = np.concatenate(images)
-    ref = eager_outputs(ext, rec, rec_first, x)
-    z0 = _ort_run(Path(folder) / "backbone.onnx", {"images": x})["z0"]
-    got = _ort_run(Path(folder) / "denoiser.onnx", {"z0": z0}, batch=256)
-    got["z0"] = z0
-    return compare(ref, got, np.concatenate(labels), thresholds, tol)
+    parts: List[np.ndarray] = [id_images] + list(ood_images.values())
+    x = np.concatenate(parts)
+    labels = np.concatenate([np.zeros(len(id_images), bool)] + [np.ones(len(o), bool) for o in ood_images.values()])
+    exp = ref.outputs(x)
+    got = run_bundle_graphs(folder, x)
+    per_set, start = {}, len(id_images)
+    for k, o in ood_images.items():
+        per_set[k] = {n: v[start : start + len(o)] for n, v in got.items()}
+        start += len(o)
+    return compare(exp, got, labels, thresholds, tol), per_set

@@ -28,7 +28,7 @@ from torch import nn
 from dlsr_deploy.model.denoiser import LFDN
 from dlsr_deploy.model.detector import Reconstructor, torch_scores
 from dlsr_deploy.model.features import FeatureExtractor, zscore_layers
-from dlsr_deploy.scoring import LR_SIGN
+from dlsr_deploy.scoring import LR_SIGN, Combination, DensityHead, layer_bounds
 
 
 def bilinear_mean_weights(n: int, m: int) -> np.ndarray:
@@ -124,7 +124,10 @@ class _DeployLFDN(nn.Module):
         super().__init__()
         self.dtype = dtype
         src = lfdn.eval()
-        lin = lambda m: _MatMulLinear(m, dtype)
+
+        def lin(m):
+            return _MatMulLinear(m, dtype)
+
         self.input_proj = lin(src.input_proj)
         self.fc1 = nn.ModuleList(lin(b.fc1) for b in src.blocks)
         self.fc2 = nn.ModuleList(lin(b.fc2) for b in src.blocks)
@@ -161,7 +164,7 @@ class _DeployReconstructor(nn.Module):
     def forward(self, z0: torch.Tensor) -> torch.Tensor:
         """-> [R, B, D] reconstructions (FP32)."""
         r = self.n0.shape[0]
-        b, d = z0.shape[0], z0.shape[1]
+        d = z0.shape[1]
         z = (self.plan.start_a * z0.unsqueeze(0) + self.plan.start_b * self.n0.unsqueeze(1)).reshape(-1, d)
         for k, step in enumerate(self.plan.steps):
             x0 = self.net(z, k)
@@ -174,19 +177,82 @@ class _DeployReconstructor(nn.Module):
         return z.reshape(r, -1, d)
 
 
-class DenoiserGraph(nn.Module):
-    """z0 float32 [B, D] -> score_mfsim, score_mse[, score_lr], z0_hat (all FP32)."""
+class _DensityScores(nn.Module):
+    """Density heads in FP32 (every bundle): ||(f(z0) - mean) @ proj||^2 per head, f = l2
+    normalisation for heads fitted on l2-normalised z0. A block-diagonal head (gauss_layer)
+    runs one small MatMul per tap layer: 117k instead of 262k weights read per call."""
 
-    def __init__(self, rec: Reconstructor, first: Optional[Reconstructor], dtype: torch.dtype = torch.float32):
+    def __init__(self, heads: Dict[str, DensityHead]):
+        super().__init__()
+        self.names = list(heads)
+        self.l2 = [bool(h.l2) for h in heads.values()]
+        self.blocks = [list(h.blocks) for h in heads.values()]
+        for i, h in enumerate(heads.values()):
+            self.register_buffer(f"mean{i}", torch.from_numpy(np.asarray(h.mean, np.float32)))
+            if h.blocks:
+                for j, (a, b) in enumerate(layer_bounds(h.blocks)):
+                    self.register_buffer(
+                        f"proj{i}_{j}", torch.from_numpy(np.ascontiguousarray(h.proj[a:b, a:b], np.float32))
+                    )
+            else:
+                self.register_buffer(f"proj{i}", torch.from_numpy(np.ascontiguousarray(h.proj, np.float32)))
+
+    def forward(self, z0: torch.Tensor) -> Dict[str, torch.Tensor]:
+        z = z0.to(torch.float32)
+        zn = z / torch.clamp(torch.sqrt((z * z).sum(dim=1, keepdim=True)), min=1e-12) if any(self.l2) else None
+        out = {}
+        for i, name in enumerate(self.names):
+            d = (zn if self.l2[i] else z) - getattr(self, f"mean{i}")
+            if self.blocks[i]:
+                parts = [
+                    torch.matmul(d[:, a:b], getattr(self, f"proj{i}_{j}"))
+                    for j, (a, b) in enumerate(layer_bounds(self.blocks[i]))
+                ]
+                out[name] = sum((p * p).sum(dim=1) for p in parts)
+            else:
+                y = torch.matmul(d, getattr(self, f"proj{i}"))
+                out[name] = (y * y).sum(dim=1)
+        return out
+
+
+def combine_torch(c: Combination, scores: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """Combination.combine in FP32 torch (same arithmetic as dlsr_deploy.scoring)."""
+    z = torch.stack([(scores[n] - m) / s for n, m, s in zip(c.components, c.center, c.scale)], dim=0)
+    return z.mean(dim=0) if c.how == "sum" else z.max(dim=0).values
+
+
+class DenoiserGraph(nn.Module):
+    """z0 float32 [B, D] -> score_mfsim, score_mse[, score_lr], score_<density head>...,
+    score_<combination>..., z0_hat (all FP32)."""
+
+    def __init__(
+        self,
+        rec: Reconstructor,
+        first: Optional[Reconstructor],
+        dtype: torch.dtype = torch.float32,
+        heads: Optional[Dict[str, DensityHead]] = None,
+        combos: Sequence[Combination] = (),
+    ):
         super().__init__()
         self.sizes = list(rec.sizes)
         self.skip_first = rec.skip_first
         self.final = _DeployReconstructor(rec, dtype)
         self.first = _DeployReconstructor(first, dtype) if first is not None else None
+        self.density = _DensityScores(heads) if heads else None
+        self.combos = list(combos)
+
+    @property
+    def score_names(self) -> List[str]:
+        return (
+            ["mfsim", "mse"]
+            + (["lr"] if self.first is not None else [])
+            + (self.density.names if self.density else [])
+            + [c.name for c in self.combos]
+        )
 
     @property
     def output_names(self) -> List[str]:
-        return ["score_mfsim", "score_mse"] + (["score_lr"] if self.first is not None else []) + ["z0_hat"]
+        return [f"score_{n}" for n in self.score_names] + ["z0_hat"]
 
     def _scores(self, z0: torch.Tensor, zh: torch.Tensor) -> Dict[str, torch.Tensor]:
         r, b, d = zh.shape
@@ -197,12 +263,14 @@ class DenoiserGraph(nn.Module):
     def forward(self, z0: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         zh = self.final(z0)
         s = self._scores(z0, zh)
-        outs = [s["mfsim"], s["mse"]]
         if self.first is not None:
             f = self._scores(z0, self.first(z0))
-            outs.append(LR_SIGN * (f["mse"] - s["mse"]))
-        outs.append(zh.mean(dim=0))
-        return tuple(outs)
+            s["lr"] = LR_SIGN * (f["mse"] - s["mse"])
+        if self.density is not None:
+            s.update(self.density(z0))
+        for c in self.combos:
+            s[c.name] = combine_torch(c, s)
+        return tuple(s[n] for n in self.score_names) + (zh.mean(dim=0),)
 
 
 class PipelineGraph(nn.Module):

@@ -30,10 +30,36 @@ TRT_SUPPORTED_OPS = frozenset(
     Transpose Trilu Unsqueeze Upsample Where Xor""".split()
 )
 
-COMPUTE_OPS = frozenset({"Conv", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Clip", "Relu", "Sigmoid", "Sqrt", "Pow", "ReduceMean", "ReduceSum", "Neg", "Exp", "Tanh", "Max", "Min", "Reciprocal", "Resize"})
+COMPUTE_OPS = frozenset(
+    {
+        "Conv",
+        "MatMul",
+        "Gemm",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Clip",
+        "Relu",
+        "Sigmoid",
+        "Sqrt",
+        "Pow",
+        "ReduceMean",
+        "ReduceSum",
+        "Neg",
+        "Exp",
+        "Tanh",
+        "Max",
+        "Min",
+        "Reciprocal",
+        "Resize",
+    }
+)
 
 
-def torch_to_onnx(module, args: Tuple, input_names: Sequence[str], output_names: Sequence[str], dynamic_batch: bool = True) -> bytes:
+def torch_to_onnx(
+    module, args: Tuple, input_names: Sequence[str], output_names: Sequence[str], dynamic_batch: bool = True
+) -> bytes:
     import torch
 
     buf = io.BytesIO()
@@ -41,8 +67,15 @@ def torch_to_onnx(module, args: Tuple, input_names: Sequence[str], output_names:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, args, buf, dynamo=False, opset_version=OPSET, input_names=list(input_names),
-            output_names=list(output_names), dynamic_axes=axes, do_constant_folding=True,
+            module,
+            args,
+            buf,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=axes,
+            do_constant_folding=True,
         )
     return buf.getvalue()
 
@@ -59,7 +92,7 @@ def simplify(model_bytes: bytes):
             warnings.simplefilter("ignore")
             model = onnxslim.slim(model)
     except ImportError:  # pragma: no cover - onnxslim is in the [train] extra
-        warnings.warn("onnxslim not installed; the graph is exported unsimplified")
+        warnings.warn("onnxslim not installed; the graph is exported unsimplified", stacklevel=2)
     return model
 
 
@@ -75,7 +108,9 @@ def op_counts(model) -> Dict[str, int]:
 
 
 def unsupported_by_trt(model) -> List[str]:
-    return sorted({n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type not in TRT_SUPPORTED_OPS})
+    return sorted(
+        {n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type not in TRT_SUPPORTED_OPS}
+    )
 
 
 HEAVY_OPS = frozenset({"Conv", "MatMul", "Gemm"})
@@ -83,7 +118,8 @@ HEAVY_OPS = frozenset({"Conv", "MatMul", "Gemm"})
 
 def fp16_share(model, ops=COMPUTE_OPS) -> float:
     """Share of compute nodes (Conv, MatMul, elementwise, ...) whose first output is FP16;
-    with ops=HEAVY_OPS, the share among Conv / MatMul / Gemm (where the FLOPs are)."""
+    with ops=HEAVY_OPS, the share among Conv / MatMul / Gemm (where the FLOPs are). The
+    density heads' MatMuls are FP32 by design and not counted."""
     import onnx
     from onnx import TensorProto
 
@@ -91,7 +127,8 @@ def fp16_share(model, ops=COMPUTE_OPS) -> float:
     types = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
         types[vi.name] = vi.type.tensor_type.elem_type
-    compute = [n for n in inferred.graph.node if n.op_type in ops]
+    fp32_by_design = set(fp32_matmuls(model))
+    compute = [n for n in inferred.graph.node if n.op_type in ops and n.name not in fp32_by_design]
     if not compute:
         return 0.0
     half = sum(1 for n in compute if types.get(n.output[0]) == TensorProto.FLOAT16)
@@ -99,7 +136,7 @@ def fp16_share(model, ops=COMPUTE_OPS) -> float:
 
 
 def io_spec(model) -> Tuple[List[dict], List[dict]]:
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     def spec(v):
         t = v.type.tensor_type
@@ -120,16 +157,27 @@ def fix_dims(model, known: Dict[str, List]) -> None:
                 d.dim_value = int(size)
 
 
+def fp32_matmuls(model, weight_marker: str = "density.") -> List[str]:
+    """Names of the MatMul nodes whose weight initializer name contains `weight_marker` (the
+    density heads: they stay FP32 in every bundle)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type == "MatMul" and any(x in inits and weight_marker in x for x in n.input)
+    ]
+
+
 def quantize_matmuls_int8(model):
-    """Dynamic INT8 quantisation of the MatMul weights (ONNX Runtime's quantizer): weights
-    stored INT8 per output channel, activations quantized on the fly. Only MatMul nodes with a
-    constant weight are touched; norms, DDIM arithmetic and score reductions stay FP32."""
+    """Dynamic 8-bit quantisation of the MatMul weights (ONNX Runtime's quantizer): weights
+    stored uint8 per output channel, activations quantized on the fly. Only MatMul nodes with a
+    constant weight are touched; norms, DDIM arithmetic, density heads and score reductions
+    stay FP32."""
+    import logging
     import tempfile
 
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    import logging
 
     root = logging.getLogger()
     level = root.level
@@ -138,7 +186,19 @@ def quantize_matmuls_int8(model):
         src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
         onnx.save(model, str(src))
         try:
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"])
+            # uint8 weights (asymmetric, per output channel) with uint8 activations: ONNX Runtime's
+            # U8U8 kernels multiply in 16 bits on every x86 CPU, so no product can saturate. The
+            # U8S8 default uses vpmaddubsw on CPUs without VNNI, whose saturating 16-bit pair sums
+            # made the same bundle pass parity on AVX-512-VNNI and fail it on AVX2 (4 of 64 flips).
+            # Measured on the test model: U8S8 0 flips, U8S8 reduce_range 2, U8U8 1 (rank 1.000000).
+            quantize_dynamic(
+                str(src),
+                str(dst),
+                weight_type=QuantType.QUInt8,
+                per_channel=True,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_exclude=fp32_matmuls(model),
+            )
         finally:
             root.setLevel(level)
         return onnx.load(str(dst))

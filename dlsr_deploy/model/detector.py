@@ -14,7 +14,9 @@ from dlsr_deploy.schedule import Plan, reconstruction_plan, stored_noise
 from dlsr_deploy.scoring import LR_SIGN
 
 
-def torch_scores(z0: torch.Tensor, zh: torch.Tensor, sizes: Sequence[int], skip_first: bool = False) -> Dict[str, torch.Tensor]:
+def torch_scores(
+    z0: torch.Tensor, zh: torch.Tensor, sizes: Sequence[int], skip_first: bool = False
+) -> Dict[str, torch.Tensor]:
     """mfsim [B], mse [B] (float32); same definitions as dlsr_deploy.scoring."""
     d = z0 - zh
     mse = (d * d).sum(dim=1)
@@ -37,7 +39,9 @@ class Reconstructor(nn.Module):
     """z0 [B, D] -> dict(z0_hat [B, D], mfsim [B], mse [B]); the plan and the stored noise
     are constants, so the same z0 always gives the same scores."""
 
-    def __init__(self, lfdn: LFDN, plan: Plan, n0: np.ndarray, ns: np.ndarray, sizes: Sequence[int], skip_first: bool = False):
+    def __init__(
+        self, lfdn: LFDN, plan: Plan, n0: np.ndarray, ns: np.ndarray, sizes: Sequence[int], skip_first: bool = False
+    ):
         super().__init__()
         self.lfdn = lfdn
         self.plan = plan
@@ -70,7 +74,9 @@ class Reconstructor(nn.Module):
     def forward(self, z0: torch.Tensor) -> Dict[str, torch.Tensor]:
         zh = self.reconstruct(z0)
         r, b, d = zh.shape
-        s = torch_scores(z0.unsqueeze(0).expand(r, b, d).reshape(r * b, d), zh.reshape(r * b, d), self.sizes, self.skip_first)
+        s = torch_scores(
+            z0.unsqueeze(0).expand(r, b, d).reshape(r * b, d), zh.reshape(r * b, d), self.sizes, self.skip_first
+        )
         out = {k: v.reshape(r, b).mean(dim=0) for k, v in s.items()}
         out["z0_hat"] = zh.mean(dim=0)
         return out
@@ -93,8 +99,10 @@ def score_features(
     batch_size: int = 512,
     progress: bool = False,
     desc: str = "scoring",
+    with_z0_hat: bool = False,
 ) -> Dict[str, np.ndarray]:
-    """Scores for cached features: mfsim, mse (and lr_mse, lr_mfsim when `first` is given).
+    """The one eager scoring loop, for cached features: mfsim, mse (and lr_mse, lr_mfsim when
+    `first` is given; z0_hat float32 with `with_z0_hat`), float64 [N].
 
     LR = score(first-epoch model) - score(final model), both with the same stored noise."""
     from tqdm.auto import tqdm
@@ -112,4 +120,6 @@ def score_features(
             res["lr_mfsim"] = LR_SIGN * (f["mfsim"] - s["mfsim"])
         for k, v in res.items():
             out.setdefault(k, []).append(v.numpy().astype(np.float64))
+        if with_z0_hat:
+            out.setdefault("z0_hat", []).append(s["z0_hat"].numpy())
     return {k: np.concatenate(v) for k, v in out.items()}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -98,7 +98,7 @@ def check_images(images: np.ndarray, what: str = "images") -> None:
         raise InputError(f"{what}: the batch is empty")
 
 
-def _weights_digest(cfg: FeatureConfig) -> str:
+def weights_digest(cfg: FeatureConfig) -> str:
     from dlsr_deploy.io import sha256_file
     from dlsr_deploy.model.backbones import default_weights_path
 
@@ -109,7 +109,7 @@ def _weights_digest(cfg: FeatureConfig) -> str:
 def cache_key(images: np.ndarray, cfg: FeatureConfig) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
-    h.update(_weights_digest(cfg).encode())
+    h.update(weights_digest(cfg).encode())
     h.update(str(images.shape).encode())
     h.update(np.ascontiguousarray(images).tobytes())
     return h.hexdigest()[:24]
@@ -130,23 +130,38 @@ def extract_features(
     cache_dir: Optional[Path] = None,
     progress: bool = True,
     desc: str = "features",
+    engine: str = "eager",
+    engine_factory: Optional[Callable] = None,
 ) -> np.ndarray:
-    """z0 float32 [N, D] for uint8 images [N, H, W, 3]; cached on disk by content + config."""
+    """z0 float32 [N, D] for uint8 images [N, H, W, 3]; cached on disk by content + config.
+
+    engine "eager" runs the PyTorch extractor. Any other engine names a faster equivalent
+    (e.g. "ort": the exported backbone graph on ONNX Runtime) that `engine_factory(images)`
+    builds on a cache miss and returns as a function images -> z0, or None when it failed
+    its parity check (then eager runs). The engine is part of the cache key.
+    """
     check_images(images)
     path = None
+    tag = "" if engine == "eager" else f"-{engine}"
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{cfg.backbone}-{cfg.input_size}-{cache_key(images, cfg)}.npy"
+        path = Path(cache_dir) / f"{cfg.backbone}-{cfg.input_size}-{cache_key(images, cfg)}{tag}.npy"
         if path.exists():
             return np.load(path)
-    extractor = extractor or build_extractor(cfg)
+    fn = engine_factory(images) if engine != "eager" and engine_factory is not None else None
+    if fn is None:
+        if engine != "eager" and path is not None:  # parity failed: eager result, eager key
+            path = Path(cache_dir) / f"{cfg.backbone}-{cfg.input_size}-{cache_key(images, cfg)}.npy"
+            if path.exists():
+                return np.load(path)
+        extractor = extractor or build_extractor(cfg)
+        fn = lambda x: extractor(torch.from_numpy(np.ascontiguousarray(x))).numpy()  # noqa: E731
     from tqdm.auto import tqdm
 
     out = []
     with tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for i in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
-            out.append(extractor(batch).numpy())
-            bar.update(len(batch))
+            out.append(fn(images[i : i + batch_size]))
+            bar.update(len(out[-1]))
     z = np.concatenate(out).astype(np.float32)
     if path is not None:
         from dlsr_deploy.io import atomic_write

@@ -13,17 +13,16 @@ import io
 import json
 import os
 import shutil
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from dlsr_deploy.config import ModelConfig
-from dlsr_deploy.errors import ConfigError, WeightsError
+from dlsr_deploy.errors import ConfigError, TrainingError, WeightsError
 from dlsr_deploy.io import atomic_write_text
 from dlsr_deploy.model.denoiser import LFDN
 from dlsr_deploy.schedule import alphas_cumprod
@@ -82,7 +81,12 @@ class _Checkpointer:
         ptr = self.dir / "latest.json"
         if not ptr.exists():
             return None
-        name = json.loads(ptr.read_text())["dir"]
+        try:
+            name = json.loads(ptr.read_text())["dir"]
+            if not isinstance(name, str) or "/" in name or name.startswith("."):
+                raise ValueError(f"bad checkpoint folder name {name!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WeightsError(f"cannot resume: {ptr} is corrupt ({exc}); delete {self.dir} to start over") from None
         path = self.dir / name
         return path if (path / "meta.json").exists() else None
 
@@ -124,6 +128,181 @@ def _load_opt(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor], grou
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
+class _State:
+    """Everything an epoch changes: model, EMA, optimizer, counters, the best epoch."""
+
+    def __init__(self, cfg: ModelConfig):
+        tc = cfg.train
+        torch.manual_seed(tc.seed)
+        self.model = LFDN(cfg.denoiser)
+        self.ema = LFDN(cfg.denoiser)
+        self.ema.load_state_dict(self.model.state_dict())
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.epoch, self.step, self.losses = 0, 0, []
+        self.first_state: Optional[Dict[str, torch.Tensor]] = None
+        self.val_losses: List[float] = []
+        self.best_val, self.best_epoch = float("inf"), 0
+        self.best_state: Optional[Dict[str, torch.Tensor]] = None
+        self.stopped = False
+
+    def tensors(self) -> Dict[str, torch.Tensor]:
+        t = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        t.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        if self.first_state is not None:
+            t.update({f"first.{k}": v for k, v in self.first_state.items()})
+        if self.best_state is not None:
+            t.update({f"best.{k}": v for k, v in self.best_state.items()})
+        t.update(_opt_tensors(self.opt))
+        return t
+
+    def meta(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "losses": self.losses,
+            "param_groups": self.opt.state_dict()["param_groups"],
+            "val_losses": self.val_losses,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "stopped": self.stopped,
+        }
+
+    def restore(self, latest: Path) -> None:
+        meta_path = latest / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+            int(meta["epoch"]), int(meta["step"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise WeightsError(
+                f"cannot resume: {meta_path} is unreadable ({exc.__class__.__name__}); delete {latest.parent} to "
+                "start over"
+            ) from None
+        tensors = load_tensors(latest / "state.safetensors")
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise WeightsError(
+                f"cannot resume: {latest / 'state.safetensors'} holds NaN or infinite values in {bad[:3]} "
+                "(corrupt checkpoint)"
+            )
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+        self.first_state = {k[6:]: v for k, v in tensors.items() if k.startswith("first.")} or None
+        _load_opt(self.opt, tensors, meta["param_groups"])
+        self.epoch, self.step, self.losses = meta["epoch"], meta["step"], meta["losses"]
+        self.val_losses, self.best_val, self.best_epoch = (
+            meta.get("val_losses", []),
+            meta.get("best_val", float("inf")),
+            meta.get("best_epoch", 0),
+        )
+        self.best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
+        self.stopped = bool(meta.get("stopped"))
+
+
+def _check_features(z: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    if z.ndim != 2 or z.shape[1] != cfg.denoiser.dim:
+        raise ConfigError(f"training features: expected [N, {cfg.denoiser.dim}], got {list(z.shape)}")
+    if len(z) < 2:
+        raise ConfigError(f"training needs at least 2 images, got {len(z)}")
+    if not np.all(np.isfinite(z)):
+        raise ConfigError("training features contain NaN or infinite values")
+    return z
+
+
+def _write_config(run_dir: Path, cfg: ModelConfig, resume: bool) -> None:
+    """config.json; on resume it must match except for epochs, patience and the checkpoint
+    interval (which do not alter the epochs already run: a run can be extended or ended)."""
+    cfg_path = run_dir / "config.json"
+    if resume and cfg_path.exists():
+
+        def core(c):
+            d = c.to_dict()
+            for k in ("epochs", "patience", "checkpoint_every"):
+                d["train"].pop(k)
+            return d
+
+        if core(ModelConfig.load(cfg_path)) != core(cfg):
+            raise ConfigError(f"--resume: {cfg_path} was written with a different configuration; use a new --out")
+    cfg.save(cfg_path)
+
+
+def _run_epoch(st: _State, zt: torch.Tensor, cfg: ModelConfig, bar, on_step: Optional[Callable[[int], None]]) -> float:
+    """One epoch over the training vectors; randomness from a generator seeded by (seed, epoch)."""
+    tc = cfg.train
+    ab = torch.from_numpy(alphas_cumprod(cfg.schedule)).float()
+    sqrt_ab, sqrt_1m = ab.sqrt(), (1 - ab).sqrt()
+    g = torch.Generator().manual_seed(tc.seed * 1_000_003 + st.epoch)
+    n = len(zt)
+    perm = torch.randperm(n, generator=g)
+    st.model.train()
+    total, count = 0.0, 0
+    for i in range(0, n, tc.batch_size):
+        x0 = zt[perm[i : i + tc.batch_size]]
+        b = len(x0)
+        t = torch.randint(0, cfg.schedule.timesteps, (b,), generator=g)
+        eps = torch.randn(b, x0.shape[1], generator=g)
+        xt = sqrt_ab[t, None] * x0 + sqrt_1m[t, None] * eps
+        loss = ((st.model(xt, t) - x0) ** 2).mean()
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training diverged: the loss is {loss.item()} at epoch {st.epoch + 1}, step {st.step + 1}; "
+                "lower --lr or check the features (the last checkpoint is kept)"
+            )
+        st.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        st.opt.step()
+        st.step += 1
+        decay = min(tc.ema_decay, (1 + st.step) / (10 + st.step))
+        with torch.no_grad():
+            for pe, pm in zip(st.ema.parameters(), st.model.parameters()):
+                pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
+        total += loss.item() * b
+        count += b
+        bar.update(1)
+        bar.set_postfix(epoch=st.epoch + 1, loss=f"{loss.item():.4f}")
+        if on_step is not None:
+            on_step(st.step)
+    return total / count
+
+
+def _end_epoch(st: _State, val, run_dir: Path, tc, bar) -> None:
+    """Bookkeeping after an epoch: first-epoch snapshot, held-out loss, best model, stop flag."""
+    st.epoch += 1
+    if st.epoch == 1:
+        st.first_state = {k: v.clone() for k, v in st.ema.state_dict().items()}
+        _save_tensors(run_dir / FIRST, st.first_state)
+    if val is not None:
+        v = val.loss(st.ema)
+        st.val_losses.append(v)
+        bar.set_postfix(epoch=st.epoch, loss=f"{st.losses[-1]:.4f}", val=f"{v:.4f}", best=st.best_epoch)
+        if v < st.best_val:
+            st.best_val, st.best_epoch = v, st.epoch
+            st.best_state = {k: t.clone() for k, t in st.ema.state_dict().items()}
+            _save_tensors(run_dir / FINAL, st.best_state)
+        elif tc.patience is not None and st.epoch - st.best_epoch >= tc.patience:
+            st.stopped = True
+    _write_log(run_dir / "train_log.csv", st.losses, st.val_losses)
+
+
+def _resume(st: _State, ckpt: _Checkpointer, run_dir: Path, log) -> None:
+    """Restore the last checkpoint into st, saying exactly what is resumed."""
+    latest = ckpt.latest()
+    if latest is None:
+        if (run_dir / FINAL).exists():
+            raise ConfigError(
+                f"--resume: {run_dir} has a trained model but no checkpoint to resume from; "
+                "use a new --out to train again"
+            )
+        log(f"--resume: no checkpoint in {run_dir}; starting from scratch")
+        return
+    st.restore(latest)
+    log(f"resuming {run_dir} from {latest.name} (after epoch {st.epoch}, step {st.step})")
+    if st.stopped:
+        log(f"{run_dir}: the run had stopped early at epoch {st.epoch}; nothing to resume")
+
+
 def train_denoiser(
     z: np.ndarray,
     cfg: ModelConfig,
@@ -132,146 +311,56 @@ def train_denoiser(
     progress: bool = True,
     log=print,
     val_z: Optional[np.ndarray] = None,
+    on_step: Optional[Callable[[int], None]] = None,
 ) -> TrainResult:
     """Train LFDN on z0 vectors [N, D]; writes config.json, model.safetensors (EMA),
     model_first_epoch.safetensors (EMA after epoch 1, for LR), train_log.csv.
 
     With held-out ID vectors `val_z`, the EMA's denoising loss on them (fixed t and noise)
     is logged every epoch; with `cfg.train.patience` the run stops after that many epochs
-    without improvement and model.safetensors holds the EMA of the best epoch."""
+    without improvement and model.safetensors holds the EMA of the best epoch.
+    on_step(step) is called after every optimizer step (progress hooks, tests)."""
     from tqdm.auto import tqdm
 
     run_dir = Path(run_dir)
     tc = cfg.train
-    z = np.ascontiguousarray(z, dtype=np.float32)
-    if z.ndim != 2 or z.shape[1] != cfg.denoiser.dim:
-        raise ConfigError(f"training features: expected [N, {cfg.denoiser.dim}], got {list(z.shape)}")
-    if len(z) < 2:
-        raise ConfigError(f"training needs at least 2 images, got {len(z)}")
-    if not np.all(np.isfinite(z)):
-        raise ConfigError("training features contain NaN or infinite values")
+    z = _check_features(z, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / "config.json"
-    if resume and cfg_path.exists():
-        # epochs, patience and checkpoint interval may change on resume (they do not alter the
-        # epochs already run): a run can be extended, or ended at its last checkpoint
-        def core(c):
-            d = c.to_dict()
-            for k in ("epochs", "patience", "checkpoint_every"):
-                d["train"].pop(k)
-            return d
-
-        old = ModelConfig.load(cfg_path)
-        if core(old) != core(cfg):
-            raise ConfigError(f"--resume: {cfg_path} was written with a different configuration; use a new --out")
-    cfg.save(cfg_path)
-
-    torch.manual_seed(tc.seed)
-    model = LFDN(cfg.denoiser)
-    ema = LFDN(cfg.denoiser)
-    ema.load_state_dict(model.state_dict())
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    ab = torch.from_numpy(alphas_cumprod(cfg.schedule)).float()
-    sqrt_ab, sqrt_1m = ab.sqrt(), (1 - ab).sqrt()
+    _write_config(run_dir, cfg, resume)
+    st = _State(cfg)
     ckpt = _Checkpointer(run_dir)
-    start_epoch, step, losses = 0, 0, []
-    first_state = None
-    val_losses: List[float] = []
-    best_val, best_epoch, best_state = float("inf"), 0, None
     val = _ValSet(val_z, cfg) if val_z is not None and len(val_z) else None
     if tc.patience is not None and val is None:
         raise ConfigError("early stopping (patience) needs held-out ID images: train with --holdout > 0")
-
-    latest = ckpt.latest() if resume else None
-    if resume and latest is None and (run_dir / FINAL).exists():
-        log(f"{run_dir}: training already finished; nothing to resume")
-    if latest is not None:
-        meta = json.loads((latest / "meta.json").read_text())
-        tensors = load_tensors(latest / "state.safetensors")
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-        first = {k[6:]: v for k, v in tensors.items() if k.startswith("first.")}
-        first_state = first or None
-        _load_opt(opt, tensors, meta["param_groups"])
-        start_epoch, step, losses = meta["epoch"], meta["step"], meta["losses"]
-        val_losses, best_val, best_epoch = meta.get("val_losses", []), meta.get("best_val", float("inf")), meta.get("best_epoch", 0)
-        best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
-        log(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
-        if meta.get("stopped"):
-            log(f"{run_dir}: the run had stopped early at epoch {start_epoch}; nothing to resume")
-            start_epoch = tc.epochs
-
-    kill_at = int(os.environ.get("DLSR_TEST_KILL_AT_STEP", "-1"))  # test hook: SIGKILL mid-epoch
-    n = len(z)
+    if resume:
+        _resume(st, ckpt, run_dir, log)
+    steps_per_epoch = (len(z) + tc.batch_size - 1) // tc.batch_size
     zt = torch.from_numpy(z)
-    steps_per_epoch = (n + tc.batch_size - 1) // tc.batch_size
     t0 = time.time()
-    bar = tqdm(total=tc.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="train", unit="step", disable=not progress)
-    for epoch in range(start_epoch, tc.epochs):
-        g = torch.Generator().manual_seed(tc.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=g)
-        model.train()
-        total, count = 0.0, 0
-        for i in range(0, n, tc.batch_size):
-            x0 = zt[perm[i : i + tc.batch_size]]
-            b = len(x0)
-            t = torch.randint(0, cfg.schedule.timesteps, (b,), generator=g)
-            eps = torch.randn(b, x0.shape[1], generator=g)
-            xt = sqrt_ab[t, None] * x0 + sqrt_1m[t, None] * eps
-            loss = ((model(xt, t) - x0) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            decay = min(tc.ema_decay, (1 + step) / (10 + step))
-            with torch.no_grad():
-                for pe, pm in zip(ema.parameters(), model.parameters()):
-                    pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
-            total += loss.item() * b
-            count += b
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
-            if step == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
-        losses.append(total / count)
-        if epoch == 0:
-            first_state = {k: v.clone() for k, v in ema.state_dict().items()}
-            _save_tensors(run_dir / FIRST, first_state)
-        done = epoch + 1
-        stop = False
-        if val is not None:
-            v = val.loss(ema)
-            val_losses.append(v)
-            bar.set_postfix(epoch=done, loss=f"{losses[-1]:.4f}", val=f"{v:.4f}", best=best_epoch)
-            if v < best_val:
-                best_val, best_epoch = v, done
-                best_state = {k: t.clone() for k, t in ema.state_dict().items()}
-                _save_tensors(run_dir / FINAL, best_state)
-            elif tc.patience is not None and done - best_epoch >= tc.patience:
-                stop = True
-        _write_log(run_dir / "train_log.csv", losses, val_losses)
-        if done % tc.checkpoint_every == 0 or done == tc.epochs or stop:
-            tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-            tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-            if first_state is not None:
-                tensors.update({f"first.{k}": v for k, v in first_state.items()})
-            if best_state is not None:
-                tensors.update({f"best.{k}": v for k, v in best_state.items()})
-            tensors.update(_opt_tensors(opt))
-            groups = opt.state_dict()["param_groups"]
-            ckpt.save(done, tensors, {"epoch": done, "step": step, "losses": losses, "param_groups": groups,
-                                      "val_losses": val_losses, "best_val": best_val, "best_epoch": best_epoch, "stopped": stop})
-        if stop:
-            log(f"early stop after epoch {done}: held-out loss has not improved for {tc.patience} epochs (best {best_val:.4f} at epoch {best_epoch})")
-            break
+    done = min(st.epoch, tc.epochs) * steps_per_epoch
+    bar = tqdm(total=tc.epochs * steps_per_epoch, initial=done, desc="train", unit="step", disable=not progress)
+    while st.epoch < tc.epochs and not st.stopped:
+        st.losses.append(_run_epoch(st, zt, cfg, bar, on_step))
+        _end_epoch(st, val, run_dir, tc, bar)
+        if st.epoch % tc.checkpoint_every == 0 or st.epoch == tc.epochs or st.stopped:
+            ckpt.save(st.epoch, st.tensors(), st.meta())
+        if st.stopped:
+            log(
+                f"early stop after epoch {st.epoch}: held-out loss has not improved for {tc.patience} epochs "
+                f"(best {st.best_val:.4f} at epoch {st.best_epoch})"
+            )
     bar.close()
-    # the best held-out epoch's EMA (restored from the checkpoint after a resume), else the last EMA
-    _save_tensors(run_dir / FINAL, best_state if val is not None and best_state is not None else ema.state_dict())
-    if first_state is not None and not (run_dir / FIRST).exists():
-        _save_tensors(run_dir / FIRST, first_state)
-    return TrainResult(run_dir, len(losses), losses, time.time() - t0, val_losses, best_epoch if val is not None else len(losses))
+    return _finish(st, run_dir, val is not None, time.time() - t0)
+
+
+def _finish(st: _State, run_dir: Path, held_out: bool, seconds: float) -> TrainResult:
+    """model.safetensors = the best held-out epoch's EMA (restored from the checkpoint after a
+    resume), else the last EMA; the first-epoch snapshot is written if it is missing."""
+    _save_tensors(run_dir / FINAL, st.best_state if held_out and st.best_state is not None else st.ema.state_dict())
+    if st.first_state is not None and not (run_dir / FIRST).exists():
+        _save_tensors(run_dir / FIRST, st.first_state)
+    best = st.best_epoch if held_out else len(st.losses)
+    return TrainResult(run_dir, len(st.losses), st.losses, seconds, st.val_losses, best)
 
 
 class _ValSet:
@@ -290,7 +379,9 @@ class _ValSet:
         model.eval()
         total = 0.0
         for i in range(0, len(self.z), 512):
-            total += ((model(self.zt[i : i + 512], self.t[i : i + 512]) - self.z[i : i + 512]) ** 2).mean(1).sum().item()
+            total += (
+                ((model(self.zt[i : i + 512], self.t[i : i + 512]) - self.z[i : i + 512]) ** 2).mean(1).sum().item()
+            )
         return total / len(self.z)
 
 
@@ -298,7 +389,7 @@ def _write_log(path: Path, losses: List[float], val_losses: Optional[List[float]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["epoch", "loss", "heldout_loss"])
-    for i, l in enumerate(losses, 1):
+    for i, loss in enumerate(losses, 1):
         v = val_losses[i - 1] if val_losses and i <= len(val_losses) else ""
-        w.writerow([i, f"{l:.6f}", f"{v:.6f}" if v != "" else ""])
+        w.writerow([i, f"{loss:.6f}", f"{v:.6f}" if v != "" else ""])
     atomic_write_text(path, buf.getvalue())

@@ -14,6 +14,7 @@ from dlsr_deploy.errors import BackendUnavailable, missing_extra
 
 
 def cudart():
+    """The cuda-python runtime module (a clear error when cuda-python is missing)."""
     try:
         from cuda.bindings import runtime as rt
     except ImportError:
@@ -48,18 +49,23 @@ def device_info(device: int = 0) -> Tuple[str, str]:
 
 
 class Stream:
+    """A CUDA stream owned by one backend."""
+
     def __init__(self):
         self.rt = cudart()
         self.handle = check(self.rt.cudaStreamCreate(), "cudaStreamCreate")
 
     def synchronize(self):
+        """Wait until all work queued on the stream has finished."""
         check(self.rt.cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
 
     @property
     def ptr(self) -> int:
+        """The stream handle as an integer (for TensorRT's execute_async_v3)."""
         return int(self.handle)
 
     def close(self):
+        """Free the memory."""
         if self.handle is not None:
             check(self.rt.cudaStreamDestroy(self.handle), "cudaStreamDestroy")
             self.handle = None
@@ -78,14 +84,18 @@ class Buffer:
         self.host = np.frombuffer(raw, dtype=self.dtype)
 
     def to_device(self, arr: np.ndarray, stream: Stream) -> None:
+        """Copy a host array into the device buffer through pinned memory (async on `stream`)."""
         flat = np.ascontiguousarray(arr, dtype=self.dtype).ravel()
         if flat.nbytes > self.nbytes:
             raise ValueError(f"buffer of {self.nbytes} bytes is too small for {flat.nbytes}")
         self.host[: flat.size] = flat
         kind = self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        check(self.rt.cudaMemcpyAsync(self.device, self.host_ptr, flat.nbytes, kind, stream.handle), "cudaMemcpyAsync H2D")
+        check(
+            self.rt.cudaMemcpyAsync(self.device, self.host_ptr, flat.nbytes, kind, stream.handle), "cudaMemcpyAsync H2D"
+        )
 
     def from_device(self, shape, stream: Stream) -> np.ndarray:
+        """Copy `shape` elements back to a new host array (waits for the stream)."""
         n = int(np.prod(shape)) * self.dtype.itemsize
         kind = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         check(self.rt.cudaMemcpyAsync(self.host_ptr, self.device, n, kind, stream.handle), "cudaMemcpyAsync D2H")
@@ -93,6 +103,7 @@ class Buffer:
         return self.host[: int(np.prod(shape))].reshape(shape).copy()
 
     def close(self):
+        """Free the memory."""
         if self.device is not None:
             self.rt.cudaFree(self.device)
             self.rt.cudaFreeHost(self.host_ptr)

@@ -18,41 +18,22 @@ import numpy as np
 
 from dlsr_deploy.errors import BackendUnavailable, InputError
 from dlsr_deploy.manifest import Manifest, read_manifest
-from dlsr_deploy.runtime.inputs import as_batch
+from dlsr_deploy.preprocess import as_batch
+from dlsr_deploy.runtime.backend import BACKENDS as ENGINE_BACKENDS
+from dlsr_deploy.runtime.backend import pick_backend
 
-BACKENDS = ("auto", "trt", "ort-cuda", "ort-cpu")
-
-
-def _gpu_present() -> bool:
-    try:
-        from cuda.bindings import runtime as cudart  # type: ignore
-
-        err, n = cudart.cudaGetDeviceCount()
-        return int(err) == 0 and n > 0
-    except Exception:
-        return False
+BACKENDS = ("auto",) + ENGINE_BACKENDS
+# images per backend call on the CPU: throughput is flat from batch 32 up, memory is not
+CPU_CHUNK = 32
 
 
-def pick_backend() -> str:
-    """TensorRT when importable and a GPU is present, else ORT-CUDA, else ORT-CPU."""
-    try:
-        import tensorrt  # noqa: F401
-
-        if _gpu_present():
-            return "trt"
-    except Exception:
-        pass
-    try:
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" in ort.get_available_providers() and _gpu_present():
-            return "ort-cuda"
-    except ImportError:
-        pass
-    return "ort-cpu"
+def _reopen(bundle: str, kwargs: dict) -> "Detector":
+    return Detector.load(bundle, **kwargs)
 
 
 class Detector:
+    """A loaded bundle on one backend: score(), predict(), close(); see the module docstring."""
+
     def __init__(self, manifest: Manifest, backend, backend_name: str, max_batch: int, resize: bool = True):
         self.manifest = manifest
         self.backend = backend
@@ -61,9 +42,9 @@ class Detector:
         self.resize = resize
         self.size = manifest.input_size
         thr = manifest.threshold
-        self.score_name = thr.get("score", manifest.headline)
-        self.threshold = thr.get("value")
-        self.center, self.scale = thr.get("center", 0.0), thr.get("scale", 1.0)
+        self.score_name = thr.score
+        self.threshold = thr.value
+        self.center, self.scale = thr.center, thr.scale
 
     @classmethod
     def load(
@@ -79,26 +60,63 @@ class Detector:
         verify: bool = True,
         engines_dir: Optional[Path] = None,
         build: bool = True,
+        cuda_graphs: bool = False,
+        trusted_keys: Optional[list] = None,
+        self_check: str = "auto",
     ) -> "Detector":
-        """Open a bundle on a backend: 'auto' | 'trt' | 'ort-cuda' | 'ort-cpu'."""
+        """Open a bundle on a backend: 'auto' | 'trt' | 'ort-cuda' | 'ort-cpu'.
+
+        max_batch: the largest batch one backend call gets; larger inputs are split. Default:
+        the bundle's profile maximum on a GPU, CPU_CHUNK on the CPU (memory stays bounded and
+        throughput is already flat there). cuda_graphs: TensorRT only, capture one CUDA graph per
+        batch size and replay it (fewer launches at small batches). trusted_keys: Ed25519 public
+        keys (PEM paths or bytes); the bundle must be signed by one of them. self_check: 'auto'
+        replays the bundle's golden set the first time it meets this machine + backend + library
+        versions (verdict cached), 'always' every load, 'never' skips it; a failure raises
+        ParityError naming the platform."""
+        kwargs = {k: v for k, v in locals().items() if k not in ("cls", "bundle")}
         if backend not in BACKENDS:
             raise BackendUnavailable(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
-        m = read_manifest(Path(bundle), verify=verify)
-        chosen = pick_backend() if backend == "auto" else backend
-        if backend == "auto" and chosen == "trt" and "trt" not in m.data.get("backends", ["trt"]):
-            chosen = "ort-cuda" if _gpu_present() else "ort-cpu"
-        profile = m.data.get("batch_profile", {"min": 1, "opt": 32, "max": 256})
-        mb = max_batch or int(profile["max"])
-        if chosen == "trt":
+        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
+            raise InputError(f"max_batch: expected a positive integer, got {max_batch!r}")
+        m = read_manifest(Path(bundle), verify=verify, trusted_keys=trusted_keys)
+        chosen = pick_backend(m.backends) if backend == "auto" else backend
+        if cuda_graphs and chosen != "trt":
+            raise BackendUnavailable(f"cuda_graphs=True needs the TensorRT backend, got {chosen!r}")
+        if chosen == "openvino":
+            from dlsr_deploy.runtime.openvino import OpenVinoBackend
+
+            mb = max_batch or CPU_CHUNK
+            impl = OpenVinoBackend(m, threads=threads)
+        elif chosen == "trt":
             from dlsr_deploy.runtime.trt import TrtBackend
 
-            impl = TrtBackend(m, engines_dir=engines_dir, max_batch=mb, build=build)
+            mb = max_batch or m.batch_profile["max"]
+            impl = TrtBackend(m, engines_dir=engines_dir, max_batch=mb, build=build, use_cuda_graph=cuda_graphs)
         else:
             from dlsr_deploy.runtime.ort import OrtBackend
 
             device = "cuda" if chosen == "ort-cuda" else "cpu"
+            mb = max_batch or (m.batch_profile["max"] if device == "cuda" else CPU_CHUNK)
             impl = OrtBackend(m, device, provider_options, strict_providers, threads, fused)
-        return cls(m, impl, chosen, mb, resize)
+        try:
+            from dlsr_deploy.runtime.selfcheck import self_check as run_check
+
+            report = run_check(m, impl, self_check)
+        except BaseException:
+            impl.close()
+            raise
+        det = cls(m, impl, chosen, mb, resize)
+        det.self_check_report = report
+        det._load_args = (str(Path(bundle).resolve()), kwargs)
+        return det
+
+    def __reduce__(self):
+        """Pickling re-opens the bundle in the receiving process (spawn pools, Ray workers)."""
+        if getattr(self, "_load_args", None) is None:
+            raise InputError("this Detector was not made by Detector.load and cannot be pickled")
+        bundle, kwargs = self._load_args
+        return (_reopen, (bundle, kwargs))
 
     def __enter__(self) -> "Detector":
         return self
@@ -107,6 +125,7 @@ class Detector:
         self.close()
 
     def close(self) -> None:
+        """Release the backend; the Detector refuses further calls."""
         if self.backend is not None:
             self.backend.close()
             self.backend = None
@@ -122,8 +141,10 @@ class Detector:
         self._check_open()
         batch = as_batch(images, self.size, self.resize)
         parts = [self.backend.run(batch[i : i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
-        names = [f"score_{s}" for s in self.manifest.score_names]
-        return {n[6:]: np.concatenate([p[n] for p in parts]).astype(np.float32) for n in names}
+        m = self.manifest
+        return {
+            s: np.concatenate([p[o] for p in parts]).astype(np.float32) for s, o in zip(m.score_names, m.output_names)
+        }
 
     def predict(self, images) -> Dict[str, np.ndarray]:
         """score (the calibrated score), normalized (1.0 = threshold), is_ood, and every score."""
@@ -138,4 +159,4 @@ class Detector:
         return out
 
     def __repr__(self) -> str:
-        return f"Detector({self.manifest.data['name']!r}, backend={self.backend_name!r}, precision={self.manifest.precision!r})"
+        return f"Detector({self.manifest.name!r}, backend={self.backend_name!r}, precision={self.manifest.precision!r})"

@@ -3,17 +3,20 @@ provider actually used after session creation."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from dlsr_deploy.errors import BackendUnavailable, missing_extra
+from dlsr_deploy.runtime.backend import BackendBase
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 def import_ort():
+    """onnxruntime, or a clear error naming the extra to install."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -24,13 +27,25 @@ def import_ort():
 class OrtSession:
     """One ONNX graph in one InferenceSession."""
 
-    def __init__(self, path: Path, device: str = "cpu", provider_options: Optional[dict] = None, strict: bool = False, threads: Optional[int] = None, spin: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        device: str = "cpu",
+        provider_options: Optional[dict] = None,
+        strict: bool = False,
+        threads: Optional[int] = None,
+        spin: bool = True,
+        arena: bool = True,
+    ):
         ort = import_ort()
         self.path = Path(path)
         wanted = PROVIDERS[device]
         available = ort.get_available_providers()
         if wanted not in available:
-            raise BackendUnavailable(f"ONNX Runtime provider {wanted} is not available (available: {available}); install onnxruntime-gpu for CUDA")
+            raise BackendUnavailable(
+                f"ONNX Runtime provider {wanted} is not available (available: {available}); install "
+                "onnxruntime-gpu for CUDA"
+            )
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -43,6 +58,11 @@ class OrtSession:
             # at batch 1 (benchmarks/results/ort_threads.md). ORT's global pool would avoid it too, but once made it
             # forces every other session in the process onto it, so a library cannot.
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if device == "cpu" and not arena:
+            # no CPU memory arena: buffers go back to the allocator after each run, so a process
+            # that scored a large batch once does not keep the peak resident
+            # (benchmarks/results/memory.md measures both; throughput cost within noise)
+            opts.enable_cpu_mem_arena = False
         opts.log_severity_level = 3
         providers: List = [(wanted, provider_options or {})]
         if device != "cpu":
@@ -51,7 +71,10 @@ class OrtSession:
         used = self.session.get_providers()
         self.provider = used[0]
         if self.provider != wanted:
-            msg = f"ONNX Runtime fell back to {self.provider} for {self.path.name} although {wanted} was requested (providers in use: {used})"
+            msg = (
+                f"ONNX Runtime fell back to {self.provider} for {self.path.name} although {wanted} was requested "
+                f"(providers in use: {used})"
+            )
             if strict:
                 raise BackendUnavailable(msg)
             import warnings
@@ -62,6 +85,7 @@ class OrtSession:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run the graph on named inputs -> named outputs (IO binding on CUDA)."""
         if self.device == "cuda":
             return self._run_iobinding(feeds)
         outs = self.session.run(self.output_names, feeds)
@@ -79,41 +103,49 @@ class OrtSession:
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
 
     def close(self) -> None:
+        """Drop the session(s)."""
         self.session = None
 
 
-class OrtBackend:
+class OrtBackend(BackendBase):
     """backbone.onnx + denoiser.onnx (or pipeline.onnx) on one ORT provider."""
 
-    def __init__(self, manifest, device: str = "cpu", provider_options: Optional[dict] = None, strict: bool = False, threads: Optional[int] = None, fused: bool = False):
+    def __init__(
+        self,
+        manifest,
+        device: str = "cpu",
+        provider_options: Optional[dict] = None,
+        strict: bool = False,
+        threads: Optional[int] = None,
+        fused: bool = False,
+        arena: bool = False,
+    ):
         self.manifest = manifest
         self.name = f"ort-{device}"
+        self.sessions: Dict[str, OrtSession] = {}
         if fused and "pipeline" in manifest.files:
-            self.pipeline = OrtSession(manifest.file("pipeline"), device, provider_options, strict, threads)
-            self.backbone = self.denoiser = None
-            self.provider = self.pipeline.provider
+            self.sessions["pipeline"] = OrtSession(manifest.file("pipeline"), device, provider_options, strict, threads)
         else:
-            self.pipeline = None
             # two sessions back to back: no spin-waiting between them (see OrtSession)
-            self.backbone = OrtSession(manifest.file("backbone"), device, provider_options, strict, threads, spin=False)
-            self.denoiser = OrtSession(manifest.file("denoiser"), device, provider_options, strict, threads, spin=False)
-            self.provider = self.backbone.provider
+            for graph in ("backbone", "denoiser"):
+                self.sessions[graph] = OrtSession(
+                    manifest.file(graph), device, provider_options, strict, threads, spin=False, arena=arena
+                )
+        self.provider = next(iter(self.sessions.values())).provider
 
-    def run_backbone(self, images: np.ndarray) -> np.ndarray:
-        return self.backbone.run({"images": images})["z0"]
+    def run_graph(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run one graph's session."""
+        return self.sessions[graph].run(feeds)
 
-    def run_denoiser(self, z0: np.ndarray) -> Dict[str, np.ndarray]:
-        return self.denoiser.run({"z0": np.ascontiguousarray(z0, dtype=np.float32)})
-
-    def run(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        if self.pipeline is not None:
-            return self.pipeline.run({"images": images})
-        z0 = self.run_backbone(images)
-        out = self.run_denoiser(z0)
-        out["z0"] = z0
-        return out
+    def run_timed(self, images: np.ndarray):
+        """Both graphs (or the fused one) with per-stage seconds."""
+        if "pipeline" in self.sessions:  # one fused graph: no stage split
+            t = time.perf_counter()
+            out = self.sessions["pipeline"].run({"images": images})
+            return out, {"pipeline": time.perf_counter() - t}
+        return super().run_timed(images)
 
     def close(self) -> None:
-        for s in (self.pipeline, self.backbone, self.denoiser):
-            if s is not None:
-                s.close()
+        """Drop the session(s)."""
+        for s in self.sessions.values():
+            s.close()

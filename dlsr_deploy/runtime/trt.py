@@ -27,12 +27,14 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from dlsr_deploy.errors import BackendUnavailable, BundleError, missing_extra
+from dlsr_deploy.runtime.backend import BackendBase
 from dlsr_deploy.runtime.engine_cache import BuildKey, EngineCache
 
 DEFAULT_ENGINES = Path("engines")
 
 
 def import_trt():
+    """tensorrt, or a clear error naming the extra to install."""
     try:
         import tensorrt as trt
     except ImportError:
@@ -41,6 +43,7 @@ def import_trt():
 
 
 def trt_version() -> str:
+    """The installed TensorRT version string."""
     return import_trt().__version__
 
 
@@ -56,7 +59,9 @@ def _progress_monitor(trt, quiet: bool):
 
         def phase_start(self, phase_name, parent_phase, num_steps):
             if not quiet and parent_phase is None:
-                print(f"  [{time.time() - self.t0:6.1f}s] {phase_name} ({num_steps} steps)", file=sys.stderr, flush=True)
+                print(
+                    f"  [{time.time() - self.t0:6.1f}s] {phase_name} ({num_steps} steps)", file=sys.stderr, flush=True
+                )
 
         def step_complete(self, phase_name, step):
             return True  # never cancel
@@ -81,7 +86,9 @@ def engine_from_onnx(
     try:
         builder = trt.Builder(logger)
     except TypeError as exc:  # "factory function returned nullptr": no usable driver / GPU
-        raise BackendUnavailable(f"TensorRT could not create a builder (no usable NVIDIA driver or GPU?): {exc}") from None
+        raise BackendUnavailable(
+            f"TensorRT could not create a builder (no usable NVIDIA driver or GPU?): {exc}"
+        ) from None
     flags = 0
     if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -106,7 +113,9 @@ def engine_from_onnx(
     config.progress_monitor = monitor
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise BackendUnavailable(f"TensorRT failed to build {onnx_path} (out of GPU memory? try a smaller workspace or max batch)")
+        raise BackendUnavailable(
+            f"TensorRT failed to build {onnx_path} (out of GPU memory? try a smaller workspace or max batch)"
+        )
     if timing_cache:
         from dlsr_deploy.io import atomic_write_bytes
 
@@ -124,7 +133,13 @@ def layer_precisions(engine) -> Dict[str, int]:
         if isinstance(layer, dict):
             for out in layer.get("Outputs", []):
                 fmt = str(out.get("Format/Datatype", ""))
-                key = "fp16" if ("Half" in fmt or "FP16" in fmt) else "fp32" if ("Float" in fmt or "FP32" in fmt) else "other"
+                key = (
+                    "fp16"
+                    if ("Half" in fmt or "FP16" in fmt)
+                    else "fp32"
+                    if ("Float" in fmt or "FP32" in fmt)
+                    else "other"
+                )
                 counts[key] = counts.get(key, 0) + 1
     return counts
 
@@ -141,7 +156,9 @@ class TrtEngine:
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(plan)
         if self.engine is None:
-            raise BundleError("TensorRT could not deserialize the plan (built by another TensorRT version or for another GPU?)")
+            raise BundleError(
+                "TensorRT could not deserialize the plan (built by another TensorRT version or for another GPU?)"
+            )
         self.context = self.engine.create_execution_context()
         self.stream = cuda_mem.Stream()
         self.max_batch = max_batch
@@ -159,7 +176,7 @@ class TrtEngine:
         self.graphs: Dict[int, object] = {}
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        from dlsr_deploy.runtime import cuda_mem
+        """Run the engine on named host inputs -> named host outputs (shapes re-queried per call)."""
 
         batch = None
         for n, arr in feeds.items():
@@ -180,33 +197,49 @@ class TrtEngine:
         rt = cuda_mem.cudart()
         if batch not in self.graphs:
             self.context.execute_async_v3(self.stream.ptr)  # warm-up outside capture (allocations)
-            cuda_mem.check(rt.cudaStreamBeginCapture(self.stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal), "cudaStreamBeginCapture")
+            cuda_mem.check(
+                rt.cudaStreamBeginCapture(self.stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal),
+                "cudaStreamBeginCapture",
+            )
             self.context.execute_async_v3(self.stream.ptr)
             graph = cuda_mem.check(rt.cudaStreamEndCapture(self.stream.handle), "cudaStreamEndCapture")
             self.graphs[batch] = cuda_mem.check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
         cuda_mem.check(rt.cudaGraphLaunch(self.graphs[batch], self.stream.handle), "cudaGraphLaunch")
 
     def close(self) -> None:
+        """Free buffers, the stream and the engine."""
         for b in self.buffers.values():
             b.close()
         self.stream.close()
         self.context = self.engine = None
 
 
-class TrtBackend:
+class TrtBackend(BackendBase):
     """backbone + denoiser engines (built or loaded from the engine cache)."""
 
-    def __init__(self, manifest, engines_dir: Optional[Path] = None, max_batch: int = 256, build: bool = True, workspace_bytes: Optional[int] = None, use_cuda_graph: bool = False, quiet: bool = False):
+    def __init__(
+        self,
+        manifest,
+        engines_dir: Optional[Path] = None,
+        max_batch: int = 256,
+        build: bool = True,
+        workspace_bytes: Optional[int] = None,
+        use_cuda_graph: bool = False,
+        quiet: bool = False,
+    ):
         from dlsr_deploy.runtime import cuda_mem
 
         self.name = "trt"
         self.manifest = manifest
-        if "trt" not in manifest.data.get("backends", ["trt"]):
-            raise BackendUnavailable(f"bundle {manifest.data['name']} is {manifest.precision} for {manifest.data['backends']} only (TensorRT does not run dynamic INT8); export it with --fp16 for TensorRT")
+        if "trt" not in manifest.backends:
+            raise BackendUnavailable(
+                f"bundle {manifest.name} is {manifest.precision} for {manifest.backends} only (TensorRT does not "
+                "run dynamic INT8); export it with --fp16 for TensorRT"
+            )
         version = trt_version()
         gpu, cc = cuda_mem.device_info()
-        cache = EngineCache(Path(engines_dir or DEFAULT_ENGINES), manifest.data["name"])
-        prof = manifest.data.get("batch_profile", {"min": 1, "opt": 32, "max": max_batch})
+        cache = EngineCache(Path(engines_dir or DEFAULT_ENGINES), manifest.name)
+        prof = manifest.batch_profile
         profile = (int(prof["min"]), int(prof["opt"]), int(min(max_batch, prof["max"])))
         self.engines: Dict[str, TrtEngine] = {}
         self.build_info: Dict[str, dict] = {}
@@ -216,27 +249,36 @@ class TrtBackend:
             plan_path, reason = cache.lookup(key, graph)
             if plan_path is None:
                 if not build:
-                    raise BundleError(f"no usable TensorRT plan for {graph} ({reason}); running TensorRT {version} on {gpu} (sm {cc}); build it with `dlsr-build {manifest.path}`")
+                    raise BundleError(
+                        f"no usable TensorRT plan for {graph} ({reason}); running TensorRT {version} on {gpu} (sm "
+                        f"{cc}); build it with `dlsr-build {manifest.path}`"
+                    )
                 spec = f["inputs"][0]
                 dims = spec["shape"][1:]
                 shapes = tuple((b, *dims) for b in profile)
                 t = time.time()
-                plan = engine_from_onnx(manifest.file(graph), spec["name"], shapes, cache.root / "timing.cache", workspace_bytes, quiet)
-                plan_path = cache.store(key, graph, plan, {"build_seconds": round(time.time() - t, 1), "reason": reason})
+                plan = engine_from_onnx(
+                    manifest.file(graph), spec["name"], shapes, cache.root / "timing.cache", workspace_bytes, quiet
+                )
+                plan_path = cache.store(
+                    key, graph, plan, {"build_seconds": round(time.time() - t, 1), "reason": reason}
+                )
             eng = TrtEngine(plan_path.read_bytes(), profile[2], use_cuda_graph)
             counts = layer_precisions(eng.engine)
             if manifest.precision == "fp16" and counts.get("fp16", 0) == 0:
-                raise BackendUnavailable(f"the TensorRT engine for {graph} has no FP16 layers although the bundle is FP16 (layer outputs by precision: {counts}); refusing to report it as fp16")
+                raise BackendUnavailable(
+                    f"the TensorRT engine for {graph} has no FP16 layers although the bundle is FP16 (layer "
+                    f"outputs by precision: {counts}); refusing to report it as fp16"
+                )
             self.engines[graph] = eng
             self.build_info[graph] = {"plan": str(plan_path), "reason": reason, "layer_precisions": counts}
         self.provider = f"TensorRT {version} on {gpu}"
 
-    def run(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        z0 = self.engines["backbone"].run({"images": images})["z0"]
-        out = self.engines["denoiser"].run({"z0": z0})
-        out["z0"] = z0
-        return out
+    def run_graph(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run one graph's engine."""
+        return self.engines[graph].run(feeds)
 
     def close(self) -> None:
+        """Close both engines."""
         for e in self.engines.values():
             e.close()

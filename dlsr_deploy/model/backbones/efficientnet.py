@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -132,7 +132,9 @@ class EfficientNet(nn.Module):
             reps = st.repeats if fixed else int(math.ceil(depth * st.repeats))
             for r in range(reps):
                 s = st.stride if r == 0 else 1
-                blocks.append(MBConv(cin if r == 0 else cout, cout, st.kernel, s, st.expand, se_ratio, act, size, bn_eps))
+                blocks.append(
+                    MBConv(cin if r == 0 else cout, cout, st.kernel, s, st.expand, se_ratio, act, size, bn_eps)
+                )
                 size = math.ceil(size / s)
                 stride_total *= s
                 strides.append(stride_total)

@@ -1,0 +1,170 @@
+"""The eager reference: one PyTorch FP32 detector built from a run directory and a score
+config, used by dlsr-eval, dlsr-export (parity), dlsr-check, dlsr-bench and the tests.
+
+Its outputs carry the bundle's graph names: `z0`, `z0_hat` and `score_<name>` for every
+score the bundle computes (DLSR scores, density heads, combinations), so a backend's
+outputs and the reference compare key by key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from dlsr_deploy.config import ModelConfig, ScoreConfig
+from dlsr_deploy.errors import ConfigError
+from dlsr_deploy.model.denoiser import LFDN
+from dlsr_deploy.model.detector import Reconstructor, build_reconstructor, score_features
+from dlsr_deploy.model.features import FeatureExtractor, build_extractor
+from dlsr_deploy.scoring import (
+    COMBINATIONS,
+    COMBINE_HOWS,
+    Combination,
+    DensityHead,
+    fit_density_heads,
+    load_density_heads,
+    save_density_heads,
+)
+
+
+def run_density_heads(run_dir: Path, layer_sizes: Sequence[int]) -> Dict[str, DensityHead]:
+    """The run's density heads (density.npz), fitted on its training z0 and stored on first use."""
+    path = Path(run_dir) / "density.npz"
+    if path.exists():
+        return load_density_heads(path)
+    tz = Path(run_dir) / "train_z0.npy"
+    if not tz.exists():
+        raise ConfigError(f"{run_dir}: neither density.npz nor train_z0.npy; retrain with dlsr-train")
+    heads = fit_density_heads(np.load(tz), layer_sizes)
+    save_density_heads(path, heads)
+    return heads
+
+
+def fit_combinations(
+    holdout_scores: Dict[str, np.ndarray], wanted: Optional[Sequence[Sequence[str]]] = None
+) -> List[Combination]:
+    """Every reported combination (sum and max), standardised by held-out ID scores."""
+    comps = COMBINATIONS if wanted is None else wanted
+    return [
+        Combination.fit(c, how, holdout_scores)
+        for c in comps
+        for how in COMBINE_HOWS
+        if all(x in holdout_scores for x in c)
+    ]
+
+
+# graph output score names that differ from the evaluation's names
+GRAPH_NAMES = {"lr": "lr_mse"}
+
+
+@dataclass
+class EagerReference:
+    """final (and first-epoch) LFDN + density heads + combinations of one run, FP32; the
+    extractor is built on first use."""
+
+    cfg: ModelConfig
+    score_cfg: ScoreConfig
+    lfdn: LFDN
+    first: Optional[LFDN] = None
+    heads: Dict[str, DensityHead] = field(default_factory=dict)
+    combos: List[Combination] = field(default_factory=list)
+    _extractor: Optional[FeatureExtractor] = None
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: Path,
+        score_cfg: ScoreConfig,
+        with_lr: Optional[bool] = False,
+        density: Union[bool, Sequence[str]] = True,
+        combos: Optional[Sequence[dict]] = None,
+    ) -> "EagerReference":
+        """with_lr: load the first-epoch model too (None = when the run has it).
+        density: True = every density head of the run, or the names of the heads to use.
+        combos: stored combinations (manifest form); None = fit every reported one whose
+        components exist on the run's held-out ID z0 (none when the run has no hold-out)."""
+        from dlsr_deploy.model.train import FIRST, load_lfdn
+
+        run_dir = Path(run_dir)
+        cfg = ModelConfig.load(run_dir / "config.json")
+        has_first = (run_dir / FIRST).exists()
+        if with_lr and not has_first:
+            raise ConfigError(f"{run_dir}: no {FIRST}; LR needs the first-epoch model")
+        first = load_lfdn(run_dir, "first") if (with_lr or (with_lr is None and has_first)) else None
+        heads = run_density_heads(run_dir, cfg.layer_sizes) if density else {}
+        if density is not True and density:
+            missing = [n for n in density if n not in heads]
+            if missing:
+                raise ConfigError(f"{run_dir}: no density head(s) {missing} in density.npz (has {sorted(heads)})")
+            heads = {n: heads[n] for n in density}
+        ref = cls(cfg, score_cfg, load_lfdn(run_dir, "final"), first, heads)
+        if combos is not None:
+            ref.combos = [Combination.from_dict(c) for c in combos]
+        elif density and (run_dir / "holdout_z0.npy").exists():
+            ref.combos = fit_combinations(ref.score_z0(np.load(run_dir / "holdout_z0.npy")))
+        return ref
+
+    @property
+    def extractor(self) -> FeatureExtractor:
+        if self._extractor is None:
+            self._extractor = build_extractor(self.cfg.feature)
+        return self._extractor
+
+    def reconstructor(self, which: str = "final") -> Reconstructor:
+        lfdn = self.lfdn if which == "final" else self.first
+        return build_reconstructor(lfdn, self.score_cfg, self.cfg.schedule, self.cfg.layer_sizes)
+
+    @property
+    def score_names(self) -> List[str]:
+        """Graph score names, in the order of the exported graph's outputs."""
+        return (
+            ["mfsim", "mse"]
+            + (["lr"] if self.first is not None else [])
+            + list(self.heads)
+            + [c.name for c in self.combos]
+        )
+
+    def score_z0(
+        self, z0: np.ndarray, progress: bool = False, desc: str = "scoring", with_z0_hat: bool = False
+    ) -> Dict[str, np.ndarray]:
+        """{score name: float64 [N]} for z0 [N, D]: DLSR scores (mfsim, mse, lr_mse, lr_mfsim),
+        every density head and every combination."""
+        c = self.cfg
+        out = score_features(
+            z0,
+            self.lfdn,
+            self.score_cfg,
+            c.schedule,
+            c.layer_sizes,
+            first=self.first,
+            progress=progress,
+            desc=desc,
+            with_z0_hat=with_z0_hat,
+        )
+        for name, h in self.heads.items():
+            out[name] = h.score(z0)
+        for comb in self.combos:
+            out[comb.name] = comb.combine(out)
+        return out
+
+    @torch.no_grad()
+    def z0(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
+        ext = self.extractor
+        return np.concatenate(
+            [
+                ext(torch.from_numpy(np.ascontiguousarray(images[i : i + batch]))).numpy()
+                for i in range(0, len(images), batch)
+            ]
+        )
+
+    def outputs(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+        """Graph-named outputs for uint8 images: z0, z0_hat, score_<name> (float32)."""
+        z0 = self.z0(images)
+        s = self.score_z0(z0, with_z0_hat=True)
+        out = {"z0": z0, "z0_hat": s["z0_hat"]}
+        out.update({f"score_{n}": s[GRAPH_NAMES.get(n, n)].astype(np.float32) for n in self.score_names})
+        return out

@@ -1,0 +1,101 @@
+"""OpenVINO backend (CPU): the bundle's ONNX graphs compiled by OpenVINO, behind the same
+interface as ONNX Runtime (`pip install 'dlsr-deploy[openvino]'`).
+
+* `INFERENCE_PRECISION_HINT` is pinned to f32 for FP32 and INT8 bundles: OpenVINO's CPU default
+  runs bf16 on CPUs with AMX / avx512_bf16 (this dev box has avx512_bf16), a silent accuracy
+  change. FP16 bundles compute in FP16 where the graph says so.
+* `PERFORMANCE_HINT` LATENCY (one stream, all threads on one request) by default; THROUGHPUT
+  (several streams, batches split over an `AsyncInferQueue`) with `mode="throughput"`.
+* Explicit thread count (`threads`), and a compiled-model cache (`CACHE_DIR`, default
+  ~/.cache/dlsr-deploy/openvino) so later loads skip compilation.
+* The load-time self-check covers it like every backend (`Detector.load(self_check="auto")`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+
+from dlsr_deploy.errors import missing_extra
+from dlsr_deploy.runtime.backend import BackendBase
+
+
+def import_ov():
+    """openvino, or a clear error naming the extra to install."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise missing_extra("openvino", "openvino") from None
+    return ov
+
+
+def default_cache() -> Path:
+    """Compiled-model cache: next to the feature cache, else ~/.cache/dlsr-deploy/openvino."""
+    import os
+
+    env = os.environ.get("DLSR_CACHE")
+    return (Path(env).parent if env else Path.home() / ".cache" / "dlsr-deploy") / "openvino"
+
+
+class OpenVinoBackend(BackendBase):
+    """backbone.onnx + denoiser.onnx compiled for OpenVINO's CPU plugin."""
+
+    def __init__(
+        self, manifest, threads: Optional[int] = None, mode: str = "latency", cache_dir: Optional[Path] = None
+    ):
+        ov = import_ov()
+        if mode not in ("latency", "throughput"):
+            raise ValueError(f"openvino mode: expected 'latency' or 'throughput', got {mode!r}")
+        self.name = "openvino"
+        self.manifest = manifest
+        self.mode = mode
+        core = ov.Core()
+        config = {
+            "PERFORMANCE_HINT": mode.upper(),
+            "INFERENCE_PRECISION_HINT": "f16" if manifest.precision == "fp16" else "f32",
+            "CACHE_DIR": str(cache_dir or default_cache()),
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled, self.requests = {}, {}
+        for graph in ("backbone", "denoiser"):
+            cm = core.compile_model(str(manifest.file(graph)), "CPU", config)
+            self.compiled[graph] = cm
+            self.requests[graph] = cm.create_infer_request()
+        self.precision_hint = str(self.compiled["backbone"].get_property("INFERENCE_PRECISION_HINT"))
+        self.provider = f"OpenVINO {ov.__version__} CPU ({mode}, {self.precision_hint})"
+        self._ov = ov
+
+    def _outputs(self, graph: str, result) -> Dict[str, np.ndarray]:
+        return {o.get_any_name(): np.array(result[o]) for o in self.compiled[graph].outputs}
+
+    def run_graph(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """One graph; in throughput mode a large batch is split over the plugin's streams."""
+        name, x = next(iter(feeds.items()))
+        if self.mode == "throughput" and len(x) >= 16:
+            return self._run_async(graph, name, x)
+        return self._outputs(graph, self.requests[graph].infer({name: np.ascontiguousarray(x)}))
+
+    def _run_async(self, graph: str, name: str, x: np.ndarray) -> Dict[str, np.ndarray]:
+        cm = self.compiled[graph]
+        n_req = max(1, int(cm.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        chunks = np.array_split(np.arange(len(x)), n_req)
+        parts: Dict[int, Dict[str, np.ndarray]] = {}
+        queue = self._ov.AsyncInferQueue(cm, n_req)
+        queue.set_callback(
+            lambda req, i: parts.__setitem__(
+                i, {o.get_any_name(): np.array(req.get_tensor(o).data) for o in cm.outputs}
+            )
+        )
+        for i, idx in enumerate(chunks):
+            if len(idx):
+                queue.start_async({name: np.ascontiguousarray(x[idx])}, i)
+        queue.wait_all()
+        keys = sorted(parts)
+        return {k: np.concatenate([parts[i][k] for i in keys]) for k in parts[keys[0]]}
+
+    def close(self) -> None:
+        """Drop the compiled models and requests."""
+        self.requests, self.compiled = {}, {}
