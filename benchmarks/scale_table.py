@@ -31,6 +31,40 @@ def rows_of(d):
     return m
 
 
+def plot_curve(summary):
+    """AUROC of a few scores against the number of training vectors, one panel per OOD set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted(
+        (r for r in summary["runs"].items() if r[1]["n_train_vectors"]), key=lambda kv: kv[1]["n_train_vectors"]
+    )
+    if not runs:
+        return
+    fig, axes = plt.subplots(1, len(SETS), figsize=(5 * len(SETS), 3.8))
+    for ax, k in zip(axes, SETS):
+        for score in (
+            "mfsim",
+            "mse",
+            "gauss_layer",
+            "maha_lw",
+            "sum_mfsim_gauss_layer",
+            "mahalanobis (ridge baseline)",
+        ):
+            pts = [(v["n_train_vectors"], 100 * v["auroc"][score][k], r) for r, v in runs if score in v["auroc"]]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=score)
+        ax.set_xlabel("training vectors (flipped views count)")
+        ax.set_ylabel(f"AUROC on {k} (%)")
+        ax.set_title(f"CIFAR-10 vs {k}", fontsize=9)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(R / "scale_summary.png", dpi=110)
+    plt.close(fig)
+
+
 def main():
     found = {r: load(r) for r in RUNS}
     found = {r: d for r, d in found.items() if d}
@@ -80,6 +114,8 @@ def main():
             a = summary["runs"][r]["auroc"].get(s)
             cells.append(f"{100 * min(a.values()):.2f} / {100 * sum(a.values()) / 2:.2f}" if a else "-")
         md.append(f"| {s} | " + " | ".join(cells) + " |")
+    plot_curve(summary)
+    md += ["", "![AUROC vs training vectors](scale_summary.png)"]
     (R / "scale_summary.md").write_text("\n".join(md) + "\n")
     (R / "scale_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(md))

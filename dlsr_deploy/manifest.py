@@ -172,6 +172,17 @@ class Manifest:
         return list(self.data["scores"].get("combinations", []))
 
     @property
+    def golden(self) -> Optional[dict]:
+        """The golden set entry (name, sha256, bytes, n_id, n_ood) or None for older bundles."""
+        return self.data.get("golden")
+
+    def golden_path(self) -> Path:
+        """Path of golden.npz inside the bundle."""
+        if not self.golden:
+            raise BundleError(f"{self.path}: the bundle has no golden set (exported before self-checks); re-export it")
+        return safe_join(self.path, self.golden["name"])
+
+    @property
     def density_heads(self) -> List[str]:
         """Names of the density heads the bundle outputs (graph order)."""
         return list(self.data["scores"].get("density_heads") or [])
@@ -486,7 +497,7 @@ def _validate_graph_io(files: dict, names: List[str], native: int, path: Path) -
 def verify_files(m: Manifest) -> Dict[str, str]:
     """{file name: 'ok'}; raises BundleError naming every missing or tampered file."""
     problems, ok = [], {}
-    for info in m.files.values():
+    for info in list(m.files.values()) + ([m.golden] if m.golden else []):
         p = safe_join(m.path, info["name"])
         if not p.exists():
             problems.append(f"{info['name']} is missing")

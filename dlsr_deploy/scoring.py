@@ -17,7 +17,7 @@ from dlsr_deploy.errors import InputError
 
 # the bundle's headline score (and so its threshold) unless dlsr-export --headline says
 # otherwise; chosen by the measurements in the README ("Choosing the headline")
-DEFAULT_HEADLINE = "sum_mfsim_gauss_layer"
+DEFAULT_HEADLINE = "gauss_layer"
 
 # LR = LR_SIGN * (score(first-epoch model) - score(final model)), shared stored noise.
 # The paper's reading (ID errors fall more during training) makes first - final *larger*

@@ -35,7 +35,7 @@ def test_bundle_files_and_manifest(bundles):
             for how in ("sum", "max")
         ]
         assert m.score_names == ["mfsim", "mse", "lr"] + heads + combos
-        assert m.headline == "sum_mfsim_gauss_layer" == m.threshold.score
+        assert m.headline == "gauss_layer" == m.threshold.score
         assert "default" in m.data["scores"]["headline_choice"]["how"]
         assert m.data["scores"]["direction"] == "higher score = more OOD"
         assert m.data["parity"]["passed"]

@@ -16,7 +16,8 @@ from dlsr_deploy.runtime import Detector
 def test_bundles_carry_a_golden_set_and_pass_it(bundles):
     for prec in ("fp32", "fp16"):
         m = read_manifest(bundles[prec])
-        g = np.load(bundles[prec] / "golden.npz")
+        g = np.load(m.golden_path())
+        assert m.golden["n_id"] > 0 and m.golden["n_ood"] > 0
         assert g["images"].dtype == np.uint8 and g["is_ood"].any() and (~g["is_ood"]).any()
         assert set(m.output_names) <= set(g.files) and m.data["self_check"]["tolerances"]["rank_corr"] > 0
         with Detector.load(bundles[prec], backend="ort-cpu", self_check="always") as det:

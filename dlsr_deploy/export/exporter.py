@@ -419,21 +419,10 @@ def export_bundle(run_dir: Path, out: Path, **options) -> dict:
         say(f"[2/5] exporting ONNX ({req.precision}, dynamic batch)")
         files, shares = _export_graphs(tmp, ref, req.precision, req.fused, native, say)
         thresholds, cal, parity, head, choice = _calibrate_and_verify(tmp, ref, req, cal_images, ood_images, say)
-        files["golden"] = write_golden(tmp, ref, cal_images, ood_images)
-        manifest = _manifest(
-            out,
-            run_dir,
-            ref,
-            req,
-            native,
-            files,
-            shares,
-            (cal, thresholds, cal_how, len(cal_images)),
-            parity,
-            head,
-            choice,
-        )
-        manifest["export_seconds"] = round(time.time() - t_all, 1)
+        golden = write_golden(tmp, ref, cal_images, ood_images)
+        calibration = (cal, thresholds, cal_how, len(cal_images))
+        manifest = _manifest(out, run_dir, ref, req, native, files, shares, calibration, parity, head, choice)
+        manifest.update(golden=golden, export_seconds=round(time.time() - t_all, 1))
         say("[5/5] writing manifest.json")
         write_manifest(tmp, manifest, sign_key=req.sign)
         _publish(tmp, out)

@@ -1,9 +1,11 @@
 """OpenVINO backend (CPU): the bundle's ONNX graphs compiled by OpenVINO, behind the same
 interface as ONNX Runtime (`pip install 'dlsr-deploy[openvino]'`).
 
-* `INFERENCE_PRECISION_HINT` is pinned to f32 for FP32 and INT8 bundles: OpenVINO's CPU default
-  runs bf16 on CPUs with AMX / avx512_bf16 (this dev box has avx512_bf16), a silent accuracy
-  change. FP16 bundles compute in FP16 where the graph says so.
+* `INFERENCE_PRECISION_HINT` is pinned to f32 for every bundle: OpenVINO's CPU default runs bf16
+  on CPUs with AMX / avx512_bf16 (this dev box has avx512_bf16), a silent accuracy change, and an
+  "f16" hint on this CPU also ran bf16 (provider string `<Type: 'bfloat16'>`): the load-time
+  self-check caught it (z0 relative error 6.9e-2, 2 of 56 decisions flipped) before a score was
+  served. FP16 bundles therefore run with their FP16 weights upcast to f32 on OpenVINO CPU.
 * `PERFORMANCE_HINT` LATENCY (one stream, all threads on one request) by default; THROUGHPUT
   (several streams, batches split over an `AsyncInferQueue`) with `mode="throughput"`.
 * Explicit thread count (`threads`), and a compiled-model cache (`CACHE_DIR`, default
@@ -54,7 +56,7 @@ class OpenVinoBackend(BackendBase):
         core = ov.Core()
         config = {
             "PERFORMANCE_HINT": mode.upper(),
-            "INFERENCE_PRECISION_HINT": "f16" if manifest.precision == "fp16" else "f32",
+            "INFERENCE_PRECISION_HINT": "f32",
             "CACHE_DIR": str(cache_dir or default_cache()),
         }
         if threads:
@@ -64,7 +66,8 @@ class OpenVinoBackend(BackendBase):
             cm = core.compile_model(str(manifest.file(graph)), "CPU", config)
             self.compiled[graph] = cm
             self.requests[graph] = cm.create_infer_request()
-        self.precision_hint = str(self.compiled["backbone"].get_property("INFERENCE_PRECISION_HINT"))
+        hint = self.compiled["backbone"].get_property("INFERENCE_PRECISION_HINT")
+        self.precision_hint = str(getattr(hint, "type_name", None) or hint)  # e.g. "f32"
         self.provider = f"OpenVINO {ov.__version__} CPU ({mode}, {self.precision_hint})"
         self._ov = ov
 

@@ -75,7 +75,7 @@ def run_self_check(manifest, backend) -> dict:
     """Replay the golden set on `backend`; the parity report (not cached, not raised)."""
     from dlsr_deploy.parity import Tolerances, compare
 
-    with np.load(manifest.file("golden"), allow_pickle=False) as g:
+    with np.load(manifest.golden_path(), allow_pickle=False) as g:
         golden = {k: g[k] for k in g.files}
     got = backend.run(golden["images"])
     ref = {k: v for k, v in golden.items() if k == "z0" or k.startswith("score_")}
@@ -89,7 +89,7 @@ def self_check(manifest, backend, mode: str = "auto") -> Optional[dict]:
     """Run (or recall) the self-check; ParityError naming the platform when it fails."""
     if mode not in MODES:
         raise ValueError(f"self_check: expected one of {list(MODES)}, got {mode!r}")
-    if mode == "never" or "golden" not in manifest.files:
+    if mode == "never" or manifest.golden is None:
         return None
     info = platform_info(backend)
     path = cache_dir() / f"{_key(manifest, info)}.json"
