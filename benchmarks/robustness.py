@@ -245,6 +245,10 @@ def cases(d: Path, run: Path, bundle: Path, id_path: Path, ood_path: Path):
         "64",
         "--epochs",
         "3",
+        "--batch-size",
+        "32",
+        "--holdout",
+        "0.25",
         "--resume",
         "--quiet",
     )

@@ -19,7 +19,10 @@ def test_bundles_carry_a_golden_set_and_pass_it(bundles):
         g = np.load(m.golden_path())
         assert m.golden["n_id"] > 0 and m.golden["n_ood"] > 0
         assert g["images"].dtype == np.uint8 and g["is_ood"].any() and (~g["is_ood"]).any()
-        assert set(m.output_names) <= set(g.files) and m.data["self_check"]["tolerances"]["rank_corr"] > 0
+        assert {f"bundle/{n}" for n in m.output_names} <= set(g.files) and {
+            f"eager/{n}" for n in m.output_names
+        } <= set(g.files)
+        assert m.data["self_check"]["tolerances"]["rank_corr"] > 0
         with Detector.load(bundles[prec], backend="ort-cpu", self_check="always") as det:
             rep = det.self_check_report
         assert rep["passed"] and rep["platform"]["backend"] == "ort-cpu" and rep["n_images"] == len(g["images"])
@@ -30,7 +33,7 @@ def test_verdict_is_cached_per_platform(bundles, monkeypatch):
 
     calls = []
     real = selfcheck.run_self_check
-    monkeypatch.setattr(selfcheck, "run_self_check", lambda m, b: calls.append(1) or real(m, b))
+    monkeypatch.setattr(selfcheck, "run_self_check", lambda m, b, c: calls.append(1) or real(m, b, c))
     for _ in range(2):
         Detector.load(bundles["fp32"], backend="ort-cpu").close()
     assert len(calls) == 1  # the second load found the cached PASS for this digest + platform

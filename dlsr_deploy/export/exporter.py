@@ -305,8 +305,10 @@ N_GOLDEN = 32  # per side: held-out ID images, and verify-OOD images spread over
 
 
 def write_golden(tmp: Path, ref, cal_images: np.ndarray, ood_images: Dict[str, np.ndarray]) -> dict:
-    """golden.npz: images at native size, is_ood, and the export machine's eager-FP32 z0 and
-    scores, replayed by the runtime's self-check on the target machine -> its files entry."""
+    """golden.npz: images at native size, is_ood, and for z0 and every score the export
+    machine's outputs of this bundle (`bundle/<name>`, ONNX Runtime CPU: what a faithful
+    backend reproduces) and of PyTorch eager FP32 (`eager/<name>`, for reference). The
+    runtime's self-check replays the images on the target machine -> the manifest entry."""
     from dlsr_deploy.io import atomic_write, sha256_file
 
     idx = np.unique(np.linspace(0, len(cal_images) - 1, min(N_GOLDEN, len(cal_images))).astype(int))
@@ -317,9 +319,11 @@ def write_golden(tmp: Path, ref, cal_images: np.ndarray, ood_images: Dict[str, n
         parts.append(pool[j])
         labels.append(np.ones(len(j), bool))
     images = np.concatenate(parts)
-    exp = ref.outputs(images)
-    arrays = {"images": images, "is_ood": np.concatenate(labels), "z0": exp["z0"]}
-    arrays.update({output_name(n): exp[output_name(n)] for n in ref.score_names})
+    eager, got = ref.outputs(images), run_bundle_graphs(tmp, images)
+    keys = ["z0"] + [output_name(n) for n in ref.score_names]
+    arrays = {"images": images, "is_ood": np.concatenate(labels)}
+    arrays.update({f"eager/{k}": eager[k] for k in keys})
+    arrays.update({f"bundle/{k}": got[k] for k in keys})
     path = tmp / "golden.npz"
     atomic_write(path, lambda p: np.savez_compressed(open(p, "wb"), **arrays))
     return {
@@ -381,11 +385,13 @@ def _manifest(
         parity=({**parity, "summary": summary_line(parity)} if parity else None),
         export_seconds=None,
     )
-    tol = req.tolerances or Tolerances.for_precision(req.precision)
+    tol = Tolerances.for_precision(req.precision).to_dict()
+    tol["auroc_change"] = 1.0  # not checked: on 64 images one swapped ID/OOD pair moves AUROC by 0.001
     m["self_check"] = {
         "golden": "golden.npz",
-        "tolerances": tol.to_dict(),
-        "reference": "PyTorch eager FP32 on the export machine; replayed by Detector.load(self_check='auto')",
+        "tolerances": tol,
+        "reference": "this bundle's outputs on the export machine (ONNX Runtime CPU): rank correlation of every "
+        "score, decisions flipped at its threshold and the z0 error must stay within the tolerances",
     }
     return m
 

@@ -23,8 +23,10 @@ from dlsr_deploy.runtime.backend import BACKENDS as ENGINE_BACKENDS
 from dlsr_deploy.runtime.backend import pick_backend
 
 BACKENDS = ("auto",) + ENGINE_BACKENDS
-# images per backend call on the CPU: throughput is flat from batch 32 up, memory is not
-CPU_CHUNK = 32
+# images per backend call on the CPU. Throughput is flat from here up, memory is not: scoring
+# 10,000 images on the default bundle peaked at 571 MB with chunks of 24 vs 624 MB with 32 at the
+# same 158 images/s (and 7.5 GB with the TensorRT profile's 256); benchmarks/results/memory.md
+CPU_CHUNK = 24
 
 
 def _reopen(bundle: str, kwargs: dict) -> "Detector":
@@ -102,7 +104,7 @@ class Detector:
         try:
             from dlsr_deploy.runtime.selfcheck import self_check as run_check
 
-            report = run_check(m, impl, self_check)
+            report = run_check(m, impl, self_check, chunk=mb)
         except BaseException:
             impl.close()
             raise
@@ -140,8 +142,13 @@ class Detector:
         max_batch are split and reassembled."""
         self._check_open()
         batch = as_batch(images, self.size, self.resize)
-        parts = [self.backend.run(batch[i : i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
         m = self.manifest
+        wanted = set(m.output_names)
+        # keep only the scores of each chunk (z0 / z0_hat would hold 4 KB per image until the end)
+        parts = [
+            {k: v for k, v in self.backend.run(batch[i : i + self.max_batch]).items() if k in wanted}
+            for i in range(0, len(batch), self.max_batch)
+        ]
         return {
             s: np.concatenate([p[o] for p in parts]).astype(np.float32) for s, o in zip(m.score_names, m.output_names)
         }

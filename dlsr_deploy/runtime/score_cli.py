@@ -86,8 +86,17 @@ def check_destination(out: Optional[Path], inputs: Sequence[str]) -> Optional[Pa
             raise DataError(f"--out {out} is a folder; give a file name (.csv or .json)")
         if not os.access(target, os.W_OK):
             raise DataError(f"--out {out}: not writable")
-    elif not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        if not stat.S_ISREG(mode):
+            return target  # a device or pipe: written to directly
+    elif not target.parent.is_dir():
         raise DataError(f"--out {out}: the folder {target.parent} does not exist or is not writable")
+    try:  # the atomic write needs a temporary file beside the target: try it now, before any scoring
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise DataError(f"--out {out}: not writable ({exc.strerror})") from None
     return target
 
 
