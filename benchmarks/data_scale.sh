@@ -32,5 +32,5 @@ want "$WHAT" c50k && run c50k 16 3 --data "$C10" --data "${EXTRA[0]}" --data "${
 # 10k images plus each training image's horizontal flip as an extra vector
 want "$WHAT" c10k-flip && run c10k-flip 30 4 --data "$C10" --flip
 # 30k images (27,000 train + 3,000 held out): the middle of the curve
-want "$WHAT" c30k && run c30k 20 3 --data "$C10" --data "${EXTRA[0]}" --data "${EXTRA[1]}"
+want "$WHAT" c30k && run c30k 12 3 --data "$C10" --data "${EXTRA[0]}" --data "${EXTRA[1]}"
 exit 0

@@ -183,6 +183,17 @@ class Manifest:
         return safe_join(self.path, self.golden["name"])
 
     @property
+    def self_check_tolerances(self) -> Dict[str, float]:
+        """The tolerances the load-time self-check applies (rank_corr, auroc_change, flip_rate, z0_rel)."""
+        sc = self.data.get("self_check") or {}
+        tol = sc.get("tolerances")
+        if not isinstance(tol, dict) or set(tol) != {"rank_corr", "auroc_change", "flip_rate", "z0_rel"}:
+            raise BundleError(
+                f"{self.path}: 'self_check.tolerances' must name rank_corr, auroc_change, flip_rate and z0_rel"
+            )
+        return {k: float(v) for k, v in tol.items()}
+
+    @property
     def density_heads(self) -> List[str]:
         """Names of the density heads the bundle outputs (graph order)."""
         return list(self.data["scores"].get("density_heads") or [])

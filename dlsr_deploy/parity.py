@@ -8,6 +8,7 @@ from typing import Dict
 
 import numpy as np
 
+from dlsr_deploy.manifest import score_of
 from dlsr_deploy.metrics import auroc
 
 
@@ -92,7 +93,7 @@ def compare(
             s.update(auroc_eager=a_ref, auroc_export=a_got, auroc_change=abs(a_got - a_ref))
             if abs(a_got - a_ref) > tol.auroc_change:
                 report["failures"].append(f"{k}: AUROC changed by {abs(a_got - a_ref):.4f} > {tol.auroc_change}")
-        name = k[6:]
+        name = score_of(k)
         if name in thresholds:
             thr = thresholds[name]
             flips = float(np.mean((r > thr) != (g > thr)))
@@ -114,7 +115,7 @@ def summary_line(report: dict) -> str:
     """One line: PASS/FAIL, z0 error and per score rank correlation, error, AUROC change, flips."""
     parts = []
     for k, s in report["scores"].items():
-        p = f"{k[6:]}: rank {s['spearman']:.6f}, max rel {s['max_rel']:.1e}"
+        p = f"{score_of(k)}: rank {s['spearman']:.6f}, max rel {s['max_rel']:.1e}"
         if "auroc_change" in s:
             p += f", dAUROC {s['auroc_change']:.4f}"
         if "flip_rate" in s:

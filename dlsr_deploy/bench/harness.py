@@ -361,7 +361,13 @@ def machine_header(threads: Optional[int]) -> dict:
 def eager_key(m) -> str:
     """Bundles that differ only in precision share one eager baseline (and its FLOPs)."""
     return json.dumps(
-        [m.checkpoint_sha256, m.score_config.to_dict(), m.score_names, m.combinations, m.data["config"]["feature"]],
+        [
+            m.checkpoint_sha256,
+            m.score_config.to_dict(),
+            m.score_names,
+            m.combinations,
+            m.model_config.feature.to_dict(),
+        ],
         sort_keys=True,
     )
 
