@@ -67,6 +67,27 @@ class BackendBase:
         self.close()
 
 
+def import_optional(module: str, extra: str):
+    """An optional backend package, or a clear error naming the extra that installs it."""
+    import importlib
+
+    from dlsr_deploy.errors import missing_extra
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise missing_extra(module, extra) from None
+
+
+def cache_root():
+    """Where the runtime keeps its caches: beside $DLSR_CACHE when set, else ~/.cache/dlsr-deploy."""
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("DLSR_CACHE")
+    return Path(env).parent if env else Path.home() / ".cache" / "dlsr-deploy"
+
+
 def gpu_present() -> bool:
     """Whether cuda-python sees at least one CUDA device."""
     try:

@@ -20,25 +20,12 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from dlsr_deploy.errors import missing_extra
-from dlsr_deploy.runtime.backend import BackendBase
+from dlsr_deploy.runtime.backend import BackendBase, cache_root, import_optional
 
 
 def import_ov():
     """openvino, or a clear error naming the extra to install."""
-    try:
-        import openvino as ov
-    except ImportError:
-        raise missing_extra("openvino", "openvino") from None
-    return ov
-
-
-def default_cache() -> Path:
-    """Compiled-model cache: next to the feature cache, else ~/.cache/dlsr-deploy/openvino."""
-    import os
-
-    env = os.environ.get("DLSR_CACHE")
-    return (Path(env).parent if env else Path.home() / ".cache" / "dlsr-deploy") / "openvino"
+    return import_optional("openvino", "openvino")
 
 
 class OpenVinoBackend(BackendBase):
@@ -57,7 +44,7 @@ class OpenVinoBackend(BackendBase):
         config = {
             "PERFORMANCE_HINT": mode.upper(),
             "INFERENCE_PRECISION_HINT": "f32",
-            "CACHE_DIR": str(cache_dir or default_cache()),
+            "CACHE_DIR": str(cache_dir or cache_root() / "openvino"),
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)

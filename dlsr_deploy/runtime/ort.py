@@ -9,19 +9,15 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from dlsr_deploy.errors import BackendUnavailable, missing_extra
-from dlsr_deploy.runtime.backend import BackendBase
+from dlsr_deploy.errors import BackendUnavailable
+from dlsr_deploy.runtime.backend import BackendBase, import_optional
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 def import_ort():
     """onnxruntime, or a clear error naming the extra to install."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise missing_extra("onnxruntime", "cpu") from None
-    return ort
+    return import_optional("onnxruntime", "cpu")
 
 
 class OrtSession:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Dict, Optional
@@ -31,8 +30,9 @@ MODES = ("auto", "always", "never")
 
 def cache_dir() -> Path:
     """Where verdicts are kept: next to the feature cache ($DLSR_CACHE/../selfcheck), else ~/.cache."""
-    env = os.environ.get("DLSR_CACHE")
-    return (Path(env).parent if env else Path.home() / ".cache" / "dlsr-deploy") / "selfcheck"
+    from dlsr_deploy.runtime.backend import cache_root
+
+    return cache_root() / "selfcheck"
 
 
 def _cpu() -> Dict[str, str]:

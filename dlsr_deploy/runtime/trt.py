@@ -26,8 +26,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from dlsr_deploy.errors import BackendUnavailable, BundleError, missing_extra
-from dlsr_deploy.runtime.backend import BackendBase
+from dlsr_deploy.errors import BackendUnavailable, BundleError
+from dlsr_deploy.runtime.backend import BackendBase, import_optional
 from dlsr_deploy.runtime.engine_cache import BuildKey, EngineCache
 
 DEFAULT_ENGINES = Path("engines")
@@ -35,11 +35,7 @@ DEFAULT_ENGINES = Path("engines")
 
 def import_trt():
     """tensorrt, or a clear error naming the extra to install."""
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise missing_extra("tensorrt", "trt") from None
-    return trt
+    return import_optional("tensorrt", "trt")
 
 
 def trt_version() -> str:
