@@ -74,13 +74,15 @@ def _key(manifest, info: Dict[str, str]) -> str:
 
 
 def run_self_check(manifest, backend, chunk: int = 24) -> dict:
-    """Replay the golden set on `backend` in chunks of `chunk` images (the Detector's own batch,
-    so the check needs no more memory than scoring); the parity report (not cached, not raised)."""
+    """Replay the golden set on `backend` in the chunks its outputs were made in at export (16;
+    never more than `chunk`, the Detector's batch, so the check needs no more memory than
+    scoring); the parity report (not cached, not raised)."""
     from dlsr_deploy.parity import Tolerances, compare, spearman
 
     with np.load(manifest.golden_path(), allow_pickle=False) as g:
         golden = {k: g[k] for k in g.files}
     imgs = golden["images"]
+    chunk = min(chunk, int((manifest.data.get("self_check") or {}).get("chunk", chunk)))
     parts = [backend.run(imgs[i : i + chunk]) for i in range(0, len(imgs), chunk)]
     got = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     ref = {k.split("/", 1)[1]: v for k, v in golden.items() if k.startswith("bundle/")}
