@@ -1,5 +1,10 @@
 """The README's main job on the embedded demo set (no download):
-train -> evaluate -> export FP16 (verified, calibrated) -> score with the torch-free runtime."""
+train -> evaluate -> export (FP32, verified, calibrated) -> score with the torch-free runtime.
+
+The demo exports FP32: its model is fitted on 1,260 digit vectors for a 512-dim z0, and its
+Gaussian heads amplify the FP16 backbone's z0 error enough that `dlsr-export --fp16` refuses the
+bundle (3 of 140 held-out ID decisions flip at the gauss_layer threshold, tolerance 0.5 %). The
+real-data model (45,000 vectors) passes FP16 parity with 1 flip in 768 (README)."""
 
 from __future__ import annotations
 
@@ -44,12 +49,12 @@ def run_demo(out: Path, epochs: int = 15, quiet: bool = False) -> dict:
         command="dlsr-demo",
         quiet=quiet,
     )
-    say("[3/4] dlsr-export --fp16: ONNX bundle, verified against PyTorch, threshold calibrated on held-out ID digits")
-    bundle = out / "bundle-fp16"
+    say("[3/4] dlsr-export: ONNX bundle, verified against PyTorch, threshold calibrated on held-out ID digits")
+    bundle = out / "bundle-fp32"
     # parity on every held-out digit (140) and every OOD crop (320): the 0.5 % flip tolerance
     # needs 400+ images before it allows more than one flipped decision
     export_bundle(
-        out / "model", bundle, fp16=True, verify_ood=[str(out / "demo_ood.npz")], n_verify=320, force=True, quiet=quiet
+        out / "model", bundle, verify_ood=[str(out / "demo_ood.npz")], n_verify=320, force=True, quiet=quiet
     )
     say("[4/4] torch-free runtime (ONNX Runtime CPU) on the held-out sets")
     with Detector.load(bundle, backend="ort-cpu") as det:
