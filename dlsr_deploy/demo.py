@@ -53,9 +53,7 @@ def run_demo(out: Path, epochs: int = 15, quiet: bool = False) -> dict:
     bundle = out / "bundle-fp32"
     # parity on every held-out digit (140) and every OOD crop (320): the 0.5 % flip tolerance
     # needs 400+ images before it allows more than one flipped decision
-    export_bundle(
-        out / "model", bundle, verify_ood=[str(out / "demo_ood.npz")], n_verify=320, force=True, quiet=quiet
-    )
+    export_bundle(out / "model", bundle, verify_ood=[str(out / "demo_ood.npz")], n_verify=320, force=True, quiet=quiet)
     say("[4/4] torch-free runtime (ONNX Runtime CPU) on the held-out sets")
     with Detector.load(bundle, backend="ort-cpu") as det:
         id_pred = det.predict(np.load(out / "demo_id_test.npz")["images"])

@@ -166,11 +166,7 @@ class EagerRunner(Runner):
             if self.first is not None:
                 out["lr"] = LR_SIGN * (self.first(z0)["mse"] - s["mse"])
             out = {k: v.float().cpu().numpy().astype(np.float64) for k, v in out.items()}
-            z = z0.float().cpu().numpy()
-            for name, h in self.ref.heads.items():
-                out[name] = h.score(z)
-            for c in self.ref.combos:
-                out[c.name] = c.combine(out)
+            self.ref.add_density_scores(out, z0.float().cpu().numpy())
             self.sync()
             t3 = time.perf_counter()
         return {n: out[n] for n in self.names}, {"input": t1 - t, "backbone": t2 - t1, "denoiser": t3 - t2}
@@ -253,10 +249,7 @@ class PlainExportRunner(Runner):
         z0 = self.call["backbone"]({"images": np.ascontiguousarray(images)})["z0"]
         t1 = time.perf_counter()
         out = {k: v.astype(np.float64) for k, v in self.call["denoiser"]({"z0": z0}).items()}
-        for name, h in self.ref.heads.items():
-            out[name] = h.score(z0)
-        for c in self.ref.combos:
-            out[c.name] = c.combine(out)
+        self.ref.add_density_scores(out, z0)
         return {n: out[n] for n in self.names}, {"input": 0.0, "backbone": t1 - t, "denoiser": time.perf_counter() - t1}
 
 

@@ -20,7 +20,7 @@ def check_bundle(
     report_path: Optional[Path] = None,
     quiet: bool = False,
 ) -> dict:
-    from dlsr_deploy.export.exporter import _verify_sets, calibration_images, verify_bundle_graphs
+    from dlsr_deploy.export.exporter import calibration_images, verify_bundle_graphs, verify_sets
     from dlsr_deploy.io import atomic_write_text
     from dlsr_deploy.manifest import read_manifest
     from dlsr_deploy.model.reference import EagerReference
@@ -42,7 +42,7 @@ def check_bundle(
         m.path,
         ref,
         id_images[:n_verify],
-        _verify_sets(ood, m.input_size, n_verify),
+        verify_sets(ood, m.input_size, n_verify),
         m.threshold.all,
         tol_for(m.precision),
     )

@@ -209,7 +209,7 @@ def _producer() -> dict:
     }
 
 
-def _verify_sets(sources: Sequence[str], native: int, n: int) -> Dict[str, np.ndarray]:
+def verify_sets(sources: Sequence[str], native: int, n: int) -> Dict[str, np.ndarray]:
     from dlsr_deploy.data import load_images
 
     out = {}
@@ -421,7 +421,7 @@ def export_bundle(run_dir: Path, out: Path, **options) -> dict:
     cal_images, cal_how = calibration_images(run_dir, req.calibrate_on, native)
     if req.density and not ref.combos:  # a run without hold-out: standardise on the calibration images
         ref.combos = fit_combinations(ref.score_z0(ref.z0(cal_images)))
-    ood_images = _verify_sets(req.verify_ood, native, req.n_verify) if (req.verify or req.headline == "auto") else {}
+    ood_images = verify_sets(req.verify_ood, native, req.n_verify) if (req.verify or req.headline == "auto") else {}
     tmp = out.parent / f".{out.name}.partial"
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -145,11 +145,15 @@ class EagerReference:
             desc=desc,
             with_z0_hat=with_z0_hat,
         )
+        return self.add_density_scores(out, z0)
+
+    def add_density_scores(self, scores: Dict[str, np.ndarray], z0: np.ndarray) -> Dict[str, np.ndarray]:
+        """Every density head on z0 and every combination, added to the DLSR `scores` (in place)."""
         for name, h in self.heads.items():
-            out[name] = h.score(z0)
+            scores[name] = h.score(z0)
         for comb in self.combos:
-            out[comb.name] = comb.combine(out)
-        return out
+            scores[comb.name] = comb.combine(scores)
+        return scores
 
     @torch.no_grad()
     def z0(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
