@@ -161,6 +161,28 @@ def test_int8_bundle_for_onnx_runtime(tiny_run, tmp_path):
         export_bundle(run, tmp_path / "both", fp16=True, int8=True, quiet=True)
 
 
+def test_int8_backbone_is_quantized_and_guarded_by_parity(tiny_run, tmp_path):
+    from dlsr_deploy.export.exporter import export_bundle
+    from dlsr_deploy.export.onnx_utils import backbone_fp32_nodes
+    from dlsr_deploy.parity import Tolerances
+
+    run, _, ood = tiny_run
+    loose = Tolerances(rank_corr=0.0, auroc_change=1.0, flip_rate=1.0, z0_rel=1.0)
+    opts = dict(int8=True, verify_ood=[str(ood)], n_verify=48, quiet=True)
+    m = export_bundle(run, tmp_path / "q", int8_backbone_from=2, tolerances=loose, **opts)
+    assert m["precision"]["int8_backbone_from"] == 2
+    ops = m["files"]["backbone"]["ops"]
+    assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0, ops
+    model = onnx.load(str(tmp_path / "q" / "backbone.onnx"))
+    kept = backbone_fp32_nodes(model, 2)  # stem and blocks 0-1 stay FP32
+    assert kept and any("_conv_stem" in n for n in kept) and not any("_blocks.5/" in n for n in kept)
+    # a guard the quantized backbone cannot meet: refused, nothing written, the fix named
+    strict = Tolerances(rank_corr=1.5, auroc_change=1.0, flip_rate=1.0, z0_rel=1.0)  # rank > 1: always fails
+    with pytest.raises(ParityError, match="--int8-backbone-from 6"):
+        export_bundle(run, tmp_path / "refused", int8_backbone_from=2, tolerances=strict, **opts)
+    assert not (tmp_path / "refused").exists() and not list(tmp_path.glob(".refused*"))
+
+
 def test_force_never_deletes_a_model_or_a_foreign_folder(tiny_run, tmp_path):
     from dlsr_deploy.export.exporter import export_bundle
 

@@ -6,7 +6,9 @@ import io
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 OPSET = 18
 
@@ -198,6 +200,86 @@ def quantize_matmuls_int8(model):
                 per_channel=True,
                 op_types_to_quantize=["MatMul"],
                 nodes_to_exclude=fp32_matmuls(model),
+            )
+        finally:
+            root.setLevel(level)
+        return onnx.load(str(dst))
+
+
+# what the static INT8 backbone quantizes: Clip (ReLU6) with its Conv, so the conv's output
+# range is the activation's [0, 6], not the raw conv's (-90..90 at the stem: 1.26 per step, which
+# made z0 67 % wrong), and the residual Adds, so blocks stay in 8 bits between convs
+INT8_BACKBONE_OPS = ("Conv", "Clip", "Add")
+
+
+def _block_of(name: str) -> Optional[int]:
+    import re
+
+    m = re.search(r"_blocks\.(\d+)/", name) or re.search(r"/layer(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def backbone_fp32_nodes(model, from_block: int) -> List[str]:
+    """Quantizable nodes that stay FP32 when blocks >= from_block are quantized: the stem and
+    every block before from_block (by the exported module path `_blocks.N` / `layerN`)."""
+    out = []
+    for n in model.graph.node:
+        b = _block_of(n.name)
+        if n.op_type in INT8_BACKBONE_OPS and (b is None or b < from_block):
+            out.append(n.name)
+    return out
+
+
+def quantize_backbone_int8(model, calib_images: np.ndarray, from_block: int = 1, batch: int = 16):
+    """Static INT8 (QDQ) of the backbone blocks >= from_block, calibrated on held-out ID images.
+
+    Activations uint8 per tensor (min/max of the calibration run), weights int8 per output
+    channel with reduce_range (7 bits): on CPUs without VNNI, ONNX Runtime's u8 x s8 kernels
+    (vpmaddubsw) add two products in 16 bits, and 255 x 63 x 2 = 32,130 cannot saturate, so the
+    numbers do not depend on the instruction set. Only Conv / Clip / Add of those blocks are
+    quantized: the stem (its input is the resized image, where 8-bit steps add texture the
+    features react to), earlier blocks, the in-graph preprocessing, the pooling, the per-layer
+    z-score and everything after stay FP32. benchmarks/results/int8_backbone.md measures what
+    each choice costs in accuracy and gains in time."""
+    import logging
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(range(0, len(calib_images), batch))
+
+        def get_next(self):
+            i = next(self.batches, None)
+            return None if i is None else {"images": calib_images[i : i + batch]}
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
+        onnx.save(model, str(src))
+        try:
+            quantize_static(
+                str(src),
+                str(dst),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=True,
+                op_types_to_quantize=list(INT8_BACKBONE_OPS),
+                nodes_to_exclude=backbone_fp32_nodes(model, from_block),
+                calibrate_method=CalibrationMethod.MinMax,
             )
         finally:
             root.setLevel(level)
