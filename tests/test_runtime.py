@@ -116,8 +116,13 @@ def test_other_sizes_float_and_files(bundles, tmp_path):
 
 
 def test_backend_selection_and_strict_providers(bundles):
-    with Detector.load(bundles["fp32"], backend="auto") as det:
-        assert det.backend_name == "ort-cpu"  # no GPU on CI
+    with Detector.load(bundles["fp32"], backend="auto") as det:  # no GPU on CI: the faster CPU backend
+        choice = det.backend_choice
+        if "openvino" in det.manifest.backends and len(choice["seconds"]) == 2:
+            assert choice["choice"] == min(choice["seconds"], key=choice["seconds"].get) and not choice["cached"]
+        assert det.backend_name == choice["choice"] in ("ort-cpu", "openvino")
+    with Detector.load(bundles["fp32"], backend="auto") as again:  # measured once per machine
+        assert again.backend_name == det.backend_name and (again.backend_choice["cached"] or not choice["seconds"])
     with pytest.raises(BackendUnavailable, match="CUDAExecutionProvider"):
         Detector.load(bundles["fp32"], backend="ort-cuda", strict_providers=True)
     with pytest.raises(BackendUnavailable):
@@ -219,3 +224,40 @@ def test_dlsr_score_never_destroys_an_input_and_writes_through(bundles, tiny_run
     ]  # written through, suffix case-insensitive
     r = run("--out", "/dev/null")
     assert r.exit_code == 0 and Path("/dev/null").is_char_device()
+
+
+def test_auto_on_cpu_keeps_the_backend_that_measures_faster(bundles, monkeypatch):
+    from dlsr_deploy.manifest import read_manifest
+    from dlsr_deploy.runtime import autoselect
+
+    class Slow:
+        def __init__(self, delay):
+            self.delay, self.closed = delay, False
+
+        def run(self, images):
+            import time
+
+            time.sleep(self.delay)
+
+        def close(self):
+            self.closed = True
+
+    m = read_manifest(bundles["fp32"])
+    monkeypatch.setattr(autoselect, "_importable", lambda name: True)
+    opened = []
+
+    def open_backend(name):
+        opened.append(name)
+        return Slow(0.02 if name == "openvino" else 0.001)
+
+    m.data["backends"] = ["ort-cpu", "openvino"]
+    first = autoselect.choose_cpu_backend(m, open_backend, chunk=4)
+    assert first["choice"] == "ort-cpu" and set(first["seconds"]) == {"ort-cpu", "openvino"} and not first["cached"]
+    again = autoselect.choose_cpu_backend(m, open_backend, chunk=4)
+    assert again["choice"] == "ort-cpu" and again["cached"] and opened == ["ort-cpu", "openvino"]
+    m.data["backends"] = ["ort-cpu"]  # a bundle that does not list OpenVINO: nothing to measure
+    assert autoselect.choose_cpu_backend(m, open_backend, chunk=4) == {
+        "choice": "ort-cpu",
+        "seconds": {},
+        "cached": False,
+    }

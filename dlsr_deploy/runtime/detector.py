@@ -29,6 +29,26 @@ BACKENDS = ("auto",) + ENGINE_BACKENDS
 CPU_CHUNK = 24
 
 
+def _open_backend(
+    m: Manifest, chosen: str, max_batch, provider_options, strict, threads, fused, engines_dir, build, cuda_graphs
+):
+    """(backend, largest batch per call) for one backend name."""
+    if chosen == "openvino":
+        from dlsr_deploy.runtime.openvino import OpenVinoBackend
+
+        return OpenVinoBackend(m, threads=threads), max_batch or CPU_CHUNK
+    if chosen == "trt":
+        from dlsr_deploy.runtime.trt import TrtBackend
+
+        mb = max_batch or m.batch_profile["max"]
+        return TrtBackend(m, engines_dir=engines_dir, max_batch=mb, build=build, use_cuda_graph=cuda_graphs), mb
+    from dlsr_deploy.runtime.ort import OrtBackend
+
+    device = "cuda" if chosen == "ort-cuda" else "cpu"
+    mb = max_batch or (m.batch_profile["max"] if device == "cuda" else CPU_CHUNK)
+    return OrtBackend(m, device, provider_options, strict, threads, fused), mb
+
+
 def _reopen(bundle: str, kwargs: dict) -> "Detector":
     return Detector.load(bundle, **kwargs)
 
@@ -66,7 +86,11 @@ class Detector:
         trusted_keys: Optional[list] = None,
         self_check: str = "auto",
     ) -> "Detector":
-        """Open a bundle on a backend: 'auto' | 'trt' | 'ort-cuda' | 'ort-cpu'.
+        """Open a bundle on a backend: 'auto' | 'trt' | 'ort-cuda' | 'ort-cpu' | 'openvino'.
+
+        'auto': TensorRT with a GPU, else ORT-CUDA, else the faster of ORT CPU and OpenVINO on
+        this machine (measured on the golden set the first time, verdict cached; see
+        runtime/autoselect.py; `det.backend_choice` holds the timings).
 
         max_batch: the largest batch one backend call gets; larger inputs are split. Default:
         the bundle's profile maximum on a GPU, CPU_CHUNK on the CPU (memory stays bounded and
@@ -85,22 +109,23 @@ class Detector:
         chosen = pick_backend(m.backends) if backend == "auto" else backend
         if cuda_graphs and chosen != "trt":
             raise BackendUnavailable(f"cuda_graphs=True needs the TensorRT backend, got {chosen!r}")
-        if chosen == "openvino":
-            from dlsr_deploy.runtime.openvino import OpenVinoBackend
+        opts = dict(
+            max_batch=max_batch,
+            provider_options=provider_options,
+            strict=strict_providers,
+            threads=threads,
+            fused=fused,
+            engines_dir=engines_dir,
+            build=build,
+            cuda_graphs=cuda_graphs,
+        )
+        choice = None
+        if backend == "auto" and chosen == "ort-cpu" and not fused:  # ORT or OpenVINO: the faster one here
+            from dlsr_deploy.runtime.autoselect import choose_cpu_backend
 
-            mb = max_batch or CPU_CHUNK
-            impl = OpenVinoBackend(m, threads=threads)
-        elif chosen == "trt":
-            from dlsr_deploy.runtime.trt import TrtBackend
-
-            mb = max_batch or m.batch_profile["max"]
-            impl = TrtBackend(m, engines_dir=engines_dir, max_batch=mb, build=build, use_cuda_graph=cuda_graphs)
-        else:
-            from dlsr_deploy.runtime.ort import OrtBackend
-
-            device = "cuda" if chosen == "ort-cuda" else "cpu"
-            mb = max_batch or (m.batch_profile["max"] if device == "cuda" else CPU_CHUNK)
-            impl = OrtBackend(m, device, provider_options, strict_providers, threads, fused)
+            choice = choose_cpu_backend(m, lambda n: _open_backend(m, n, **opts)[0], max_batch or CPU_CHUNK, threads)
+            chosen = choice["choice"]
+        impl, mb = _open_backend(m, chosen, **opts)
         release_heap()  # the parsed model copies are freed by now; give their pages back
         try:
             from dlsr_deploy.runtime.selfcheck import self_check as run_check
@@ -113,6 +138,7 @@ class Detector:
             release_heap()
         det = cls(m, impl, chosen, mb, resize)
         det.self_check_report = report
+        det.backend_choice = choice
         det._load_args = (str(Path(bundle).resolve()), kwargs)
         return det
 
