@@ -239,7 +239,8 @@ def _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run directory written by dlsr-train.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Bundle folder (default: export/<run name>-<precision>).")
 @click.option("--fp16", is_flag=True, help="FP16 weights and activations in the graph (FP32 I/O, norms, z-score, DDIM arithmetic and score reductions); for a strongly typed TensorRT build.")
-@click.option("--int8", is_flag=True, help="INT8 denoiser weights with dynamic activation quantisation (ONNX Runtime on CPU; not for TensorRT). Backbone stays FP32.")
+@click.option("--int8", is_flag=True, help="8-bit denoiser MatMuls (dynamic, U8U8) for ONNX Runtime on CPU (not TensorRT); backbone FP32 unless --int8-backbone-from. Refused when parity fails, with the reason and what to keep in FP32.")
+@click.option("--int8-backbone-from", type=click.IntRange(min=0), default=None, help="With --int8: also static INT8 (QDQ, calibrated on held-out ID images) for backbone blocks from this index on (EfficientNet-Lite0: 0-15); the stem and earlier blocks stay FP32. On the default model it costs more accuracy than the guard allows (benchmarks/results/int8_backbone.md).")
 @click.option("--t-start", type=int, default=3, show_default=True, help="Noise level the reconstruction starts from.")
 @click.option("--steps", type=int, default=2, show_default=True, help="DDIM steps K unrolled into the graph.")
 @_apply(_score_opts)
@@ -283,7 +284,10 @@ def export(**o):
         "headline",
         "force",
         "quiet",
+        "int8_backbone_from",
     )
+    if o["int8_backbone_from"] is not None and not o["int8"]:
+        raise click.UsageError("--int8-backbone-from needs --int8")
     export_bundle(
         o["model_dir"],
         out,
@@ -362,20 +366,65 @@ def inspect(bundle, as_json):
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--backend", type=click.Choice(["auto", *ENGINE_BACKENDS]), default="auto", show_default=True, help="auto = TensorRT if importable with a GPU, else ORT-CUDA, else ORT-CPU.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write per-image results here: JSON when the name ends in .json (any case), else CSV; '-' or none = CSV on stdout. A regular file is replaced atomically, a symlink is written through, a device or pipe is written to; an input is never overwritten, and an unwritable destination fails before any scoring.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write per-image results here: JSON when the name ends in .json (any case), else CSV; '-' or none = CSV on stdout. A regular file is replaced atomically, a symlink is written through, a device or pipe is written to; an input is never overwritten, and an unwritable destination fails before any scoring. With --ray: a new (or empty) folder for the shard files, or the folder of the job to --resume.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images per backend call.")
 @click.option("--strict-providers", is_flag=True, help="Fail instead of falling back to CPU when the requested ONNX Runtime provider is not used.")
 @click.option("--no-resize", is_flag=True, help="Refuse images whose size differs from the bundle's instead of resizing them.")
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Ed25519 public key (PEM); the bundle must be signed by one of them (repeatable).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]", help="Score on a Ray cluster (pip install 'dlsr-deploy[ray]'): a local one when no ADDRESS follows, else 'auto' or ray://HOST:10001. INPUTS may then also be globs and Parquet files with image bytes; --out names a folder of shard files.")
+@click.option("--resume", is_flag=True, help="With --ray: continue the job in --out, skipping shards already written.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True, help="With --ray: inputs per output shard (the unit of --resume).")
+@click.option("--actors", type=click.IntRange(min=1), default=None, help="With --ray: scoring actors (default: the cluster's CPUs // --cpus-per-actor).")
+@click.option("--cpus-per-actor", type=click.FloatRange(min=0.5), default=2.0, show_default=True, help="With --ray: ONNX Runtime threads per actor (ORT ignores OMP_NUM_THREADS).")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0.0), default=0.0, show_default=True, help="With --ray: GPUs per actor, for --backend trt / ort-cuda.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True, help="With --ray: shard file format.")
 @click.option("--quiet", is_flag=True)
 @_friendly
-def score(bundle, inputs, backend, out, batch_size, strict_providers, no_resize, trusted_keys, quiet):
+def score(bundle, inputs, backend, out, batch_size, strict_providers, no_resize, trusted_keys, ray_address, resume, shard_size, actors, cpus_per_actor, gpus_per_actor, fmt, quiet):
     """Score images with an exported bundle, without torch. INPUTS are image files,
     folders or .npz packs. Prints per-image scores, the normalised score (1.0 = threshold)
-    and the ID/OOD decision (higher score = more OOD)."""
-    from dlsr_deploy.runtime.score_cli import score_inputs
+    and the ID/OOD decision (higher score = more OOD).
 
-    score_inputs(bundle, inputs, backend, out, batch_size, strict_providers, not no_resize, quiet, trusted_keys=list(trusted_keys) or None)
+    With --ray the same scores come from a Ray Data pipeline (decode in tasks, an actor pool
+    that opens the bundle once per actor) into Parquet/CSV shards with one row per input,
+    exactly once even when a worker dies; --resume continues an interrupted job."""
+    keys = list(trusted_keys) or None
+    if ray_address is None:
+        if resume:
+            raise click.UsageError("--resume needs --ray (a single-process run has no shards to resume)")
+        from dlsr_deploy.runtime.score_cli import score_inputs
+
+        score_inputs(bundle, inputs, backend, out, batch_size, strict_providers, not no_resize, quiet, trusted_keys=keys)
+        return
+    if out is None or str(out) == "-":
+        raise click.UsageError("--ray writes shard files: give --out FOLDER")
+    from dlsr_deploy.scale.batch import JobOptions, score_dataset
+
+    opts = JobOptions(backend=backend, batch_size=batch_size, shard_size=shard_size, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, fmt=fmt, resume=resume, quiet=quiet, trusted_keys=keys)
+    score_dataset(bundle, inputs, out, address=ray_address, opts=opts)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Serve replicas (each opens the bundle once).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Most images one replica batches into one backend call (@serve.batch).")
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0.0), default=5.0, show_default=True, help="How long a replica waits for a batch to fill.")
+@click.option("--cpus-per-replica", type=click.FloatRange(min=0.5), default=1.0, show_default=True, help="Ray CPUs per replica; also its ONNX Runtime threads unless --threads is given.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads per replica.")
+@click.option("--backend", type=click.Choice(["auto", *ENGINE_BACKENDS]), default="auto", show_default=True)
+@click.option("--max-bytes", type=click.IntRange(min=1), default=16 << 20, show_default=True, help="Largest request body; larger ones get 413.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--ingress", type=click.Choice(["proxy", "haproxy"]), default="proxy", show_default=True, help="HTTP ingress: Serve's Python proxy on --host, or Ray's HAProxy ingress (about 1.8x the throughput at 32 clients here; binds replica ports on every interface). Set before Ray starts; on an existing cluster set RAY_SERVE_ENABLE_HA_PROXY there.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS", help="Join this Ray cluster ('auto', ray://HOST:10001) instead of starting a local one.")
+@_friendly
+def serve(bundle, replicas, max_batch, batch_wait_ms, cpus_per_replica, threads, backend, max_bytes, host, port, ingress, ray_address):
+    """Serve a bundle over HTTP on Ray Serve, with dynamic batching. POST /score takes one
+    PNG/JPEG (or a .npy batch) and answers JSON with score, normalized and is_ood; GET /healthz,
+    /info and /stats. Runs until Ctrl-C."""
+    from dlsr_deploy.scale.serve import run_service
+
+    run_service(bundle, replicas=replicas, max_batch=max_batch, batch_wait_ms=batch_wait_ms, cpus_per_replica=cpus_per_replica, threads=threads, backend=backend, max_bytes=max_bytes, host=host, port=port, address=ray_address, ingress=ingress)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -63,15 +63,28 @@ def to_square(image: np.ndarray, size: Optional[int]) -> np.ndarray:
 
 def read_image(path: Union[str, Path], size: Optional[int] = None) -> np.ndarray:
     """An image file -> uint8 [size, size, 3] (or its own size when size is None)."""
+    return _open_image(path, str(path), size)
+
+
+def decode_image(data: bytes, size: Optional[int] = None, what: str = "image") -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, any Pillow format) -> uint8 [size, size, 3]."""
+    import io
+
+    if not data:
+        raise InputError(f"{what}: empty (0 bytes)")
+    return _open_image(io.BytesIO(data), what, size)
+
+
+def _open_image(src, what: str, size: Optional[int]) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            return to_square(pil_to_rgb(img, str(path)), size)
+        with Image.open(src) as img:
+            return to_square(pil_to_rgb(img, what), size)
     except InputError:
         raise
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{path}: cannot read image ({exc.__class__.__name__}: {exc})") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{what}: cannot read image ({exc.__class__.__name__}: {exc})") from None
 
 
 def resize_images(images: np.ndarray, size: Optional[int]) -> np.ndarray:

@@ -42,6 +42,10 @@ RULES = {
         ["data"],
         ["torch", "dlsr_deploy.model", "dlsr_deploy.export", "dlsr_deploy.runtime"],
     ),
+    "scale/ sits on the runtime: no torch, model, export or data": (
+        ["scale"],
+        ["torch", "onnx", "dlsr_deploy.model", "dlsr_deploy.export", "dlsr_deploy.data", "dlsr_deploy.bench"],
+    ),
     "only scale/ imports ray": (
         [
             "__init__.py",

@@ -1,0 +1,336 @@
+"""Batch scoring on Ray Data: many images, one row each, exactly once, resumable by shard.
+
+    from dlsr_deploy.scale import score_dataset
+    summary = score_dataset("export/c50k-fp32", ["data/lake/**/*.jpg"], "scores/")
+
+The pipeline: the driver lists the inputs (ids only) and cuts them into shards of
+`shard_size` → Ray tasks decode and validate the images → an actor pool
+(`ray.data.ActorPoolStrategy`) scores them; each actor opens the bundle once, with ONNX
+Runtime's threads set to the actor's CPUs → the driver gathers the rows of each shard and
+writes `part-NNNNN.parquet` (or .csv) atomically when the shard is complete.
+
+Exactly once: Ray restarts a dead actor and retries its batches; the driver keys rows by input
+id, so a retried batch cannot add a row twice, and a shard is written only when every one of
+its ids has a row. A job stopped as a whole is re-run with `resume=True`: shards already
+written (and whole) are skipped. `_job.json` ties the folder to the bundle and the input list,
+so a resume with other inputs or another bundle is refused instead of mixing results.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from dlsr_deploy.errors import DataError
+
+JOB_FILE = "_job.json"
+SUMMARY_FILE = "_summary.json"
+FORMATS = ("parquet", "csv")
+
+
+@dataclass
+class JobOptions:
+    """How the job runs. actors: pool size (default: the cluster's CPUs // cpus_per_actor);
+    cpus_per_actor: ONNX Runtime threads per actor (and its Ray CPU reservation);
+    gpus_per_actor: > 0 for TensorRT / ORT-CUDA actors."""
+
+    backend: str = "auto"
+    batch_size: int = 32
+    shard_size: int = 1024
+    actors: Optional[int] = None
+    cpus_per_actor: float = 2.0
+    gpus_per_actor: float = 0.0
+    fmt: str = "parquet"
+    resume: bool = False
+    quiet: bool = False
+    trusted_keys: Optional[List[str]] = None
+
+
+class Scorer:
+    """One Ray actor: opens the bundle once and scores decoded batches (rows with an error
+    are passed through with empty scores)."""
+
+    def __init__(self, bundle: str, backend: str, threads: int, trusted_keys=None):
+        from dlsr_deploy.runtime import Detector
+
+        self.det = Detector.load(bundle, backend=backend, threads=threads, trusted_keys=trusted_keys)
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Decoded rows -> id, shard, every score, normalized, is_ood, error."""
+        m = self.det.manifest
+        ok = np.array([e == "" for e in batch["error"]], dtype=bool)
+        n = len(ok)
+        cols = {o: np.full(n, np.nan, np.float32) for o in m.output_names}
+        cols["normalized"] = np.full(n, np.nan, np.float32)
+        is_ood = np.zeros(n, dtype=bool)
+        if ok.any():
+            res = self.det.predict(batch["image"][ok])
+            for name, o in zip(m.score_names, m.output_names):
+                cols[o][ok] = res[name]
+            cols["normalized"][ok] = res["normalized"]
+            is_ood[ok] = res["is_ood"]
+        return {"id": batch["id"], "shard": batch["shard"], **cols, "is_ood": is_ood, "error": batch["error"]}
+
+
+def _job_record(bundle_digest: str, items: Dict[str, np.ndarray], opts: JobOptions) -> dict:
+    import hashlib
+
+    h = hashlib.sha256()
+    for i in items["id"]:
+        h.update(str(i).encode() + b"\0")
+    return {
+        "bundle_digest": bundle_digest,
+        "inputs": int(len(items["id"])),
+        "inputs_sha256": h.hexdigest(),
+        "shard_size": opts.shard_size,
+        "format": opts.fmt,
+    }
+
+
+def _shard_path(out: Path, k: int, fmt: str) -> Path:
+    return out / f"part-{k:05d}.{fmt}"
+
+
+def _rows_in(path: Path, fmt: str) -> int:
+    """Rows of a written shard (-1 when it cannot be read)."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        with open(path) as f:
+            return sum(1 for _ in f) - 1
+    except Exception:
+        return -1
+
+
+def prepare_folder(out: Path, record: dict, n_shards: int, sizes: List[int], resume: bool) -> List[int]:
+    """Check --out and return the shards still to score. A new or empty folder starts a job; a
+    folder of this job continues it with resume=True; anything else is refused (nothing of
+    the user's is ever deleted: only our own part files and their temporary files)."""
+    from dlsr_deploy.io import atomic_write_text
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: expected a folder for the shards, got a file")
+    job = out / JOB_FILE
+    if out.is_dir() and any(out.iterdir()):
+        if not job.exists():
+            raise DataError(f"--out {out}: the folder is not empty and holds no batch job; choose a new folder")
+        try:
+            old = json.loads(job.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{job}: unreadable job record ({exc}); choose a new folder") from None
+        if not resume:
+            raise DataError(
+                f"--out {out} already holds a batch job; pass --resume to continue it or choose a new folder"
+            )
+        diff = [k for k in record if old.get(k) != record[k]]
+        if diff:
+            raise DataError(
+                f"--out {out}: the job there differs in {diff} (bundle, inputs or shard size changed); "
+                "choose a new folder"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob(".part-*"):  # temporary files of an interrupted run
+        tmp.unlink()
+    atomic_write_text(job, json.dumps(record, indent=2) + "\n")
+    fmt = record["format"]
+    return [k for k in range(n_shards) if _rows_in(_shard_path(out, k, fmt), fmt) != sizes[k]]
+
+
+def write_shard(path: Path, rows: List[dict], columns: List[str], fmt: str) -> None:
+    """One shard, written to a temporary file and renamed (never half-written)."""
+    import os
+
+    import pyarrow as pa
+
+    table = pa.table({c: [r[c] for r in rows] for c in columns})
+    tmp = path.with_name(f".{path.name}.tmp")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, tmp)
+    else:
+        import pyarrow.csv as pcsv
+
+        pcsv.write_csv(table, tmp)
+    os.replace(tmp, path)
+
+
+def _row_of(batch: Dict[str, np.ndarray], i: int, score_cols: List[str]) -> dict:
+    err = str(batch["error"][i])
+    row = {"image": str(batch["id"][i])}
+    for c in score_cols:
+        row[c] = None if err else float(batch[c][i])
+    row["is_ood"] = None if err else bool(batch["is_ood"][i])
+    row["error"] = err
+    return row
+
+
+class ShardCollector:
+    """Driver side: rows keyed by id per shard; a shard is written once all of its ids came."""
+
+    def __init__(self, out: Path, todo: List[int], expected: Dict[int, set], columns: List[str], fmt: str):
+        self.out, self.fmt, self.columns = out, fmt, columns
+        self.expected = expected
+        self.rows: Dict[int, Dict[str, dict]] = {k: {} for k in todo}
+        self.written: List[int] = []
+        self.duplicates = 0
+        self.flagged = 0
+        self.errors = 0
+
+    def add(self, batch: Dict[str, np.ndarray]) -> None:
+        """Take a scored batch; write each shard it completes."""
+        score_cols = self.columns[1:-2]
+        for i in range(len(batch["id"])):
+            k = int(batch["shard"][i])
+            rows = self.rows.get(k)
+            if rows is None or str(batch["id"][i]) not in self.expected[k]:
+                raise DataError(f"row for {batch['id'][i]!r} in shard {k}, which is not being scored")
+            row = _row_of(batch, i, score_cols)
+            if row["image"] in rows:
+                self.duplicates += 1  # a retried batch: the row is already there
+                continue
+            rows[row["image"]] = row
+            self.flagged += bool(row["is_ood"])
+            self.errors += bool(row["error"])
+            if len(rows) == len(self.expected[k]):
+                write_shard(_shard_path(self.out, k, self.fmt), list(rows.values()), self.columns, self.fmt)
+                self.written.append(k)
+                del self.rows[k]
+
+    def missing(self) -> List[str]:
+        """Ids of the shards being scored that have no row yet."""
+        return [i for k, rows in self.rows.items() for i in sorted(self.expected[k] - set(rows))]
+
+
+def _init_ray(address: Optional[str], quiet: bool):
+    import ray
+
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": False, "log_to_driver": not quiet}
+        ray.init(address=None if address in (None, "", "local") else address, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = not quiet
+    return ray
+
+
+def score_dataset(
+    bundle, sources: Sequence[str], out, address: Optional[str] = None, opts: Optional[JobOptions] = None
+):
+    """Score every input of `sources` with the bundle on a Ray cluster into shard files under
+    `out`; returns the job summary (also written to out/_summary.json)."""
+    from dlsr_deploy.io import atomic_write_text
+    from dlsr_deploy.manifest import read_manifest
+    from dlsr_deploy.scale.sources import list_inputs
+
+    opts = opts or JobOptions()
+    if opts.fmt not in FORMATS:
+        raise DataError(f"format: expected one of {list(FORMATS)}, got {opts.fmt!r}")
+    if opts.shard_size < 1 or opts.batch_size < 1:
+        raise DataError(f"shard_size and batch_size must be positive, got {opts.shard_size}, {opts.batch_size}")
+    m = read_manifest(Path(bundle), trusted_keys=opts.trusted_keys)
+    out = Path(out)
+    for src in sources:  # shards written into an input folder would become inputs of the next run
+        p = Path(src).resolve()
+        if p.is_dir() and (p == out.resolve() or p in out.resolve().parents):
+            raise DataError(f"--out {out} lies inside the input folder {src}; choose a folder outside it")
+    items = list_inputs(sources)
+    n = len(items["id"])
+    shard = np.arange(n) // opts.shard_size
+    n_shards = int(shard[-1]) + 1
+    sizes = np.bincount(shard, minlength=n_shards).tolist()
+    todo = prepare_folder(out, _job_record(m.data["digest"], items, opts), n_shards, sizes, opts.resume)
+    columns = ["image", *m.output_names, "normalized", "is_ood", "error"]
+    expected = {k: set(items["id"][shard == k].tolist()) for k in todo}
+    collector = ShardCollector(out, todo, expected, columns, opts.fmt)
+    ray = _init_ray(address, opts.quiet) if todo else None
+    t0 = time.perf_counter()  # from here: actors start, open the bundle, score; cluster start excluded
+    if todo:
+        _run_pipeline(ray, bundle, m, items, shard, todo, collector, opts)
+    missing = collector.missing()
+    if missing:
+        raise DataError(f"{len(missing)} input(s) got no row (first: {missing[:3]}); re-run with --resume")
+    sec = time.perf_counter() - t0
+    scored = sum(len(expected[k]) for k in todo)
+    summary = {
+        "bundle": str(bundle),
+        "inputs": n,
+        "shards": n_shards,
+        "shards_skipped": n_shards - len(todo),
+        "scored_now": scored,
+        "flagged_ood_now": collector.flagged,
+        "unreadable_now": collector.errors,
+        "duplicate_rows_dropped": collector.duplicates,
+        "seconds": sec,
+        "images_per_s": scored / sec if sec > 0 else None,
+        "options": asdict(opts),
+        "out": str(out),
+    }
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    print(summary_line(summary, m), file=sys.stderr)  # the one line a job ends with, --quiet or not
+    return summary
+
+
+def summary_line(s: dict, m) -> str:
+    """The one line a job ends with."""
+    rate = f" at {s['images_per_s']:.1f} images/s" if s["images_per_s"] else ""
+    return (
+        f"{s['scored_now']} of {s['inputs']} inputs scored now{rate} ({s['shards_skipped']} of {s['shards']} shards "
+        f"were already written); {s['flagged_ood_now']} flagged OOD, {s['unreadable_now']} unreadable (rows with an "
+        f"error); threshold {m.threshold.score} > {m.threshold.value:.6g}; shards in {s['out']}"
+    )
+
+
+def _run_pipeline(ray, bundle, m, items, shard, todo, collector, opts: JobOptions) -> None:
+    from dlsr_deploy.scale.sources import decode_batch
+
+    keep = np.isin(shard, todo)
+    rows = [
+        {"id": i, "kind": k, "path": p, "index": int(j), "shard": int(s)}
+        for i, k, p, j, s in zip(
+            items["id"][keep], items["kind"][keep], items["path"][keep], items["index"][keep], shard[keep]
+        )
+    ]
+    cpus = float(ray.cluster_resources().get("CPU", 1))
+    actors = opts.actors or max(1, int(cpus // max(opts.cpus_per_actor, 1)))
+    threads = max(1, int(round(opts.cpus_per_actor)))
+    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // opts.batch_size, 4 * len(todo))))
+    ds = ds.map_batches(
+        decode_batch,
+        fn_kwargs={"size": m.input_size},
+        batch_size=opts.batch_size,
+        batch_format="numpy",
+        num_cpus=DECODE_CPUS,
+    )
+    ds = ds.map_batches(
+        Scorer,
+        fn_constructor_kwargs={
+            "bundle": str(Path(bundle).resolve()),
+            "backend": opts.backend,
+            "threads": threads,
+            "trusted_keys": opts.trusted_keys,
+        },
+        batch_size=opts.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        # Ray's scheduler reserves CPUs; the decode tasks keep a share so they can run beside
+        # a pool that holds every core (ORT still runs `threads` threads per actor)
+        num_cpus=max(opts.cpus_per_actor - DECODE_CPUS, 0.1),
+        num_gpus=opts.gpus_per_actor or None,
+        # Ray Data restarts a dead actor and retries its batches by default (max_restarts and
+        # max_task_retries -1); the collector drops any row that comes twice
+    )
+    for batch in ds.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=0):
+        collector.add(batch)
+
+
+# Ray CPUs a decode task reserves (decoding a small image costs far less than scoring it)
+DECODE_CPUS = 0.25
