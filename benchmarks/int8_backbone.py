@@ -14,26 +14,16 @@ threshold, and backbone p50 at batch 1 / 32. Writes benchmarks/results/int8_back
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import machine, ort_session  # benchmarks/common.py
 
 OUT = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _session(model_or_path, threads):
-    import onnxruntime as ort
-
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = threads
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    src = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
-    return ort.InferenceSession(src, o, providers=["CPUExecutionProvider"])
 
 
 def _scores(backbone, denoiser, images):
@@ -51,17 +41,6 @@ def _p50(sess, x, reps):
         sess.run(["z0"], {"images": x})
         t.append(time.perf_counter() - s)
     return float(np.median(t)) * 1e3
-
-
-def _machine() -> str:
-    model, flags = platform.machine(), set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-    simd = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-    return f"{model} [{' '.join(f for f in simd if f in flags)}]"
 
 
 def main():
@@ -87,12 +66,12 @@ def main():
     }
     calib = test[5000:5256]
     fp32 = onnx.load(str(m.file("backbone")))
-    den = _session(str(m.file("denoiser")), a.threads)
-    ref_b = _session(str(m.file("backbone")), a.threads)
+    den = ort_session(str(m.file("denoiser")), a.threads)
+    ref_b = ort_session(str(m.file("backbone")), a.threads)
     ref = {k: _scores(ref_b, den, x) for k, x in sets.items()}
     rows = []
     for fb in [None, *a.from_blocks]:
-        sess = ref_b if fb is None else _session(ou.quantize_backbone_int8(fp32, calib, from_block=fb), a.threads)
+        sess = ref_b if fb is None else ort_session(ou.quantize_backbone_int8(fp32, calib, from_block=fb), a.threads)
         got = ref if fb is None else {k: _scores(sess, den, x) for k, x in sets.items()}
         z_ref, z = ref["id"][0], got["id"][0]
         row = {
@@ -112,7 +91,7 @@ def main():
         row["images"] = len(a_ref)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    res = {"bundle": a.bundle, "machine": _machine(), "threads": a.threads, "headline": head, "rows": rows}
+    res = {"bundle": a.bundle, "machine": machine(), "threads": a.threads, "headline": head, "rows": rows}
     OUT.mkdir(exist_ok=True)
     (OUT / "int8_backbone.json").write_text(json.dumps(res, indent=2) + "\n")
     md = _markdown(res)

@@ -13,13 +13,14 @@ over `--repeats` rounds. Writes benchmarks/results/ray_batch.{json,md}.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine  # benchmarks/common.py
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -76,21 +77,6 @@ def run_ray(exe, bundle, packs, tmp, k, cpus_per_actor):
     return sec, summary["images_per_s"], rows
 
 
-def _machine() -> str:
-    """CPU model and the SIMD flags that matter for these numbers (from /proc/cpuinfo)."""
-    model, flags = platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-    return f"{model} [{' '.join(f for f in simd if f in flags)}]"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle")
@@ -100,7 +86,7 @@ def main():
     a = ap.parse_args()
     exe = str(Path(sys.executable).parent / "dlsr-score")
     cpus = os.cpu_count()
-    res = {"bundle": a.bundle, "cpus": cpus, "machine": _machine(), "rounds": []}
+    res = {"bundle": a.bundle, "cpus": cpus, "machine": machine(), "rounds": []}
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         packs, n = _packs(a.data, a.n, tmp)

@@ -16,12 +16,12 @@ Writes benchmarks/results/roofline.{json,md}.
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import machine  # benchmarks/common.py
 
 OUT = Path(__file__).resolve().parent / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -146,17 +146,6 @@ def stage_times(bundle, backend, batch, rounds, threads):
     return {k: float(np.median([r[k] for r in st])) for k in st[0]}
 
 
-def _machine() -> str:
-    model, flags = platform.machine(), set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-    simd = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-    return f"{model} [{' '.join(f for f in simd if f in flags)}]"
-
-
 def main():
     from dlsr_deploy.manifest import read_manifest
 
@@ -165,7 +154,7 @@ def main():
     ap.add_argument("int8_bundle")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    res = {"machine": _machine(), "threads": a.threads}
+    res = {"machine": machine(), "threads": a.threads}
     res["sgemm"] = sgemm_gflops()
     res["int8_gemm"] = int8_gemm_gops(threads=a.threads)
     res["bandwidth"] = bandwidth_gbs()

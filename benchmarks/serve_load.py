@@ -16,13 +16,13 @@ import asyncio
 import io
 import json
 import os
-import platform
 import signal
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+from common import machine  # benchmarks/common.py
 
 OUT = Path(__file__).resolve().parent / "results"
 PORT = 8477
@@ -189,21 +189,6 @@ def _plot(res, stem):
     fig.savefig(OUT / f"{stem}.png", dpi=120)
 
 
-def _machine() -> str:
-    """CPU model and the SIMD flags that matter for these numbers (from /proc/cpuinfo)."""
-    model, flags = platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-    return f"{model} [{' '.join(f for f in simd if f in flags)}]"
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle")
@@ -220,7 +205,7 @@ def main():
     res = {
         "bundle": a.bundle,
         "cpus": cpus,
-        "machine": _machine(),
+        "machine": machine(),
         "settings": {
             "ingress": a.ingress,
             "replicas": 1,

@@ -83,6 +83,8 @@ def _open_image(src, what: str, size: Optional[int]) -> np.ndarray:
             return to_square(pil_to_rgb(img, what), size)
     except InputError:
         raise
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{what}: cannot read image (not a format Pillow can read)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise InputError(f"{what}: cannot read image ({exc.__class__.__name__}: {exc})") from None
 

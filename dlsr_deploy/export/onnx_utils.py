@@ -170,16 +170,12 @@ def fp32_matmuls(model, weight_marker: str = "density.") -> List[str]:
     ]
 
 
-def quantize_matmuls_int8(model):
-    """Dynamic 8-bit quantisation of the MatMul weights (ONNX Runtime's quantizer): weights
-    stored uint8 per output channel, activations quantized on the fly. Only MatMul nodes with a
-    constant weight are touched; norms, DDIM arithmetic, density heads and score reductions
-    stay FP32."""
+def _quantized(model, quantize):
+    """Run one of ONNX Runtime's file-based quantizers on an in-memory model: quantize(src, dst)."""
     import logging
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
     level = root.level
@@ -188,22 +184,35 @@ def quantize_matmuls_int8(model):
         src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
         onnx.save(model, str(src))
         try:
-            # uint8 weights (asymmetric, per output channel) with uint8 activations: ONNX Runtime's
-            # U8U8 kernels multiply in 16 bits on every x86 CPU, so no product can saturate. The
-            # U8S8 default uses vpmaddubsw on CPUs without VNNI, whose saturating 16-bit pair sums
-            # made the same bundle pass parity on AVX-512-VNNI and fail it on AVX2 (4 of 64 flips).
-            # Measured on the test model: U8S8 0 flips, U8S8 reduce_range 2, U8U8 1 (rank 1.000000).
-            quantize_dynamic(
-                str(src),
-                str(dst),
-                weight_type=QuantType.QUInt8,
-                per_channel=True,
-                op_types_to_quantize=["MatMul"],
-                nodes_to_exclude=fp32_matmuls(model),
-            )
+            quantize(str(src), str(dst))
         finally:
             root.setLevel(level)
         return onnx.load(str(dst))
+
+
+def quantize_matmuls_int8(model):
+    """Dynamic 8-bit quantisation of the MatMul weights (ONNX Runtime's quantizer): weights
+    stored uint8 per output channel, activations quantized on the fly. Only MatMul nodes with a
+    constant weight are touched; norms, DDIM arithmetic, density heads and score reductions
+    stay FP32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # uint8 weights (asymmetric, per output channel) with uint8 activations: ONNX Runtime's
+    # U8U8 kernels multiply in 16 bits on every x86 CPU, so no product can saturate. The
+    # U8S8 default uses vpmaddubsw on CPUs without VNNI, whose saturating 16-bit pair sums
+    # made the same bundle pass parity on AVX-512-VNNI and fail it on AVX2 (4 of 64 flips).
+    # Measured on the test model: U8S8 0 flips, U8S8 reduce_range 2, U8U8 1 (rank 1.000000).
+    return _quantized(
+        model,
+        lambda src, dst: quantize_dynamic(
+            src,
+            dst,
+            weight_type=QuantType.QUInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=fp32_matmuls(model),
+        ),
+    )
 
 
 # what the static INT8 backbone quantizes: Clip (ReLU6) with its Conv, so the conv's output
@@ -235,16 +244,12 @@ def quantize_backbone_int8(model, calib_images: np.ndarray, from_block: int = 1,
 
     Activations uint8 per tensor (min/max of the calibration run), weights int8 per output
     channel with reduce_range (7 bits): on CPUs without VNNI, ONNX Runtime's u8 x s8 kernels
-    (vpmaddubsw) add two products in 16 bits, and 255 x 63 x 2 = 32,130 cannot saturate, so the
+    (vpmaddubsw) add two products in 16 bits, and 255 x 64 x 2 = 32,640 cannot saturate, so the
     numbers do not depend on the instruction set. Only Conv / Clip / Add of those blocks are
     quantized: the stem (its input is the resized image, where 8-bit steps add texture the
     features react to), earlier blocks, the in-graph preprocessing, the pooling, the per-layer
     z-score and everything after stay FP32. benchmarks/results/int8_backbone.md measures what
     each choice costs in accuracy and gains in time."""
-    import logging
-    import tempfile
-
-    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -261,26 +266,19 @@ def quantize_backbone_int8(model, calib_images: np.ndarray, from_block: int = 1,
             i = next(self.batches, None)
             return None if i is None else {"images": calib_images[i : i + batch]}
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as d:
-        src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
-        onnx.save(model, str(src))
-        try:
-            quantize_static(
-                str(src),
-                str(dst),
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                reduce_range=True,
-                op_types_to_quantize=list(INT8_BACKBONE_OPS),
-                nodes_to_exclude=backbone_fp32_nodes(model, from_block),
-                calibrate_method=CalibrationMethod.MinMax,
-            )
-        finally:
-            root.setLevel(level)
-        return onnx.load(str(dst))
+    return _quantized(
+        model,
+        lambda src, dst: quantize_static(
+            src,
+            dst,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            op_types_to_quantize=list(INT8_BACKBONE_OPS),
+            nodes_to_exclude=backbone_fp32_nodes(model, from_block),
+            calibrate_method=CalibrationMethod.MinMax,
+        ),
+    )
