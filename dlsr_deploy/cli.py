@@ -408,7 +408,7 @@ def score(bundle, inputs, backend, out, batch_size, strict_providers, no_resize,
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Serve replicas (each opens the bundle once).")
 @click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Most images one replica batches into one backend call (@serve.batch).")
-@click.option("--batch-wait-ms", type=click.FloatRange(min=0.0), default=5.0, show_default=True, help="How long a replica waits for a batch to fill. 5 keeps one client's latency low; with --ingress haproxy, 20 reached 91 %% of in-process batch-32 throughput at 32 clients on 2 cores (README).")
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0.0), default=5.0, show_default=True, help="How long a replica waits for a batch to fill. 5 keeps one client's latency low; with --ingress haproxy, 20 reached 91 % of in-process batch-32 throughput at 32 clients on 2 cores (README).")
 @click.option("--cpus-per-replica", type=click.FloatRange(min=0.5), default=1.0, show_default=True, help="Ray CPUs per replica; also its ONNX Runtime threads unless --threads is given.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads per replica.")
 @click.option("--backend", type=click.Choice(["auto", *ENGINE_BACKENDS]), default="auto", show_default=True)
