@@ -240,6 +240,7 @@ def _tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Bundle folder (default: export/<run name>-<precision>).")
 @click.option("--fp16", is_flag=True, help="FP16 weights and activations in the graph (FP32 I/O, norms, z-score, DDIM arithmetic and score reductions); for a strongly typed TensorRT build.")
 @click.option("--int8", is_flag=True, help="8-bit denoiser MatMuls (dynamic, U8U8) for ONNX Runtime on CPU (not TensorRT); backbone FP32 unless --int8-backbone-from. Refused when parity fails, with the reason and what to keep in FP32.")
+@click.option("--int8-scheme", type=click.Choice(["dynamic", "weight-only"]), default="dynamic", show_default=True, help="With --int8, the denoiser's 8 bits: 'dynamic' = uint8 weights, activations quantized per call (U8U8, the same numbers on every x86 CPU); 'weight-only' = MatMulNBits int8 blocks of 32 (faster at batch 1 and closer to FP32; ONNX Runtime only; not verified on a CPU without VNNI, the load-time self-check guards it there).")
 @click.option("--int8-backbone-from", type=click.IntRange(min=0), default=None, help="With --int8: also static INT8 (QDQ, calibrated on held-out ID images) for backbone blocks from this index on (EfficientNet-Lite0: 0-15); the stem and earlier blocks stay FP32. On the default model it costs more accuracy than the guard allows (benchmarks/results/int8_backbone.md).")
 @click.option("--t-start", type=int, default=3, show_default=True, help="Noise level the reconstruction starts from.")
 @click.option("--steps", type=int, default=2, show_default=True, help="DDIM steps K unrolled into the graph.")
@@ -285,9 +286,10 @@ def export(**o):
         "force",
         "quiet",
         "int8_backbone_from",
+        "int8_scheme",
     )
-    if o["int8_backbone_from"] is not None and not o["int8"]:
-        raise click.UsageError("--int8-backbone-from needs --int8")
+    if (o["int8_backbone_from"] is not None or o["int8_scheme"] != "dynamic") and not o["int8"]:
+        raise click.UsageError("--int8-backbone-from and --int8-scheme need --int8")
     export_bundle(
         o["model_dir"],
         out,

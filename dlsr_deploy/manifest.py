@@ -31,8 +31,9 @@ SCORE_DEFINITIONS = {
 PRECISION_HOW = {
     "fp16": "FP16 weights and activations written into the graph (strongly typed); FP32 inputs/outputs, "
     "preprocessing, pooling, z-score, GroupNorm statistics, DDIM arithmetic, density heads and score reductions",
-    "int8": "denoiser MatMul weights 8-bit (uint8, asymmetric, per output channel; U8U8 kernels, exact on "
-    "every x86 CPU), activations quantized dynamically per call (ONNX Runtime DynamicQuantizeMatMul); "
+    "int8": "denoiser MatMul weights 8-bit: int8_scheme 'dynamic' = uint8 weights per output channel with "
+    "activations quantized per call (ONNX Runtime DynamicQuantizeMatMul, U8U8 kernels, exact on every x86 CPU), "
+    "'weight-only' = int8 weights in blocks of 32 (MatMulNBits, activations to int8 per block in the kernel); "
     "backbone FP32, or with int8_backbone_from its blocks from that index static INT8 (QDQ: uint8 activations "
     "calibrated on held-out ID images, int8 weights per channel in 7 bits); norms, DDIM arithmetic, density "
     "heads and scores FP32. For ONNX Runtime on CPUs; TensorRT does not run dynamic quantization",

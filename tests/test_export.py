@@ -161,6 +161,37 @@ def test_int8_bundle_for_onnx_runtime(tiny_run, tmp_path):
         export_bundle(run, tmp_path / "both", fp16=True, int8=True, quiet=True)
 
 
+def test_int8_weight_only_denoiser_runs_on_ort_only(tiny_run, tmp_path):
+    from dlsr_deploy.errors import BackendUnavailable
+    from dlsr_deploy.export.exporter import export_bundle
+    from dlsr_deploy.parity import Tolerances
+    from dlsr_deploy.runtime import Detector
+
+    run, _, ood = tiny_run
+    loose = Tolerances(rank_corr=0.0, auroc_change=1.0, flip_rate=1.0, z0_rel=1e-4)  # parity is CPU-dependent here
+    m = export_bundle(
+        run,
+        tmp_path / "w",
+        int8=True,
+        int8_scheme="weight-only",
+        verify_ood=[str(ood)],
+        n_verify=48,
+        tolerances=loose,
+        quiet=True,
+    )
+    assert m["precision"]["int8_scheme"] == "weight-only" and m["backends"] == ["ort-cpu", "ort-cuda"]
+    assert "MatMulNBits" in m["files"]["denoiser"]["ops"], m["files"]["denoiser"]["ops"]
+    assert m["parity"]["tensors"]["z0"]["max_rel_l2"] < 1e-4  # the backbone is untouched
+    with Detector.load(tmp_path / "w", backend="auto") as det:
+        assert (
+            det.backend_name == "ort-cpu" and np.isfinite(det.score(np.zeros((2, 32, 32, 3), np.uint8))["mfsim"]).all()
+        )
+    with pytest.raises(BackendUnavailable):
+        Detector.load(tmp_path / "w", backend="openvino")
+    with pytest.raises(ConfigError, match="int8 scheme"):
+        export_bundle(run, tmp_path / "x", int8=True, int8_scheme="4bit", quiet=True)
+
+
 def test_int8_backbone_is_quantized_and_guarded_by_parity(tiny_run, tmp_path):
     from dlsr_deploy.export.exporter import export_bundle
     from dlsr_deploy.export.onnx_utils import backbone_fp32_nodes

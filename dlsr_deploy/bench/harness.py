@@ -431,7 +431,12 @@ def _jobs(manifests, bundles, wanted, avail, eager: bool, unavailable: list, pee
             jobs.append(("torch-eager", m, b))
             if peers:
                 jobs += [(p, m, b) for p in CPU_PEERS if p != "plain-export-openvino" or "openvino" in avail]
-        jobs += [(be, m, b) for be in wanted if be in avail]
+        jobs += [(be, m, b) for be in wanted if be in avail and be in m.backends]
+        unavailable += [
+            {"backend": be, "bundle": m.name, "reason": f"the bundle is for {m.backends}"}
+            for be in wanted
+            if be in avail and be not in m.backends
+        ]
         if eager and cuda:
             jobs += [(n, m, b) for n in GPU_EAGER]
     if eager and not cuda:

@@ -74,7 +74,14 @@ def markdown(res: BenchResult, command: str = "") -> str:
         "",
     ]
     if res.unavailable:
-        out += ["Not run:", ""] + [f"- {u['backend']}: {u['reason']}" for u in res.unavailable] + [""]
+        out += (
+            ["Not run:", ""]
+            + [
+                f"- {u['backend']}" + (f" on {u['bundle']}" if u.get("bundle") else "") + f": {u['reason']}"
+                for u in res.unavailable
+            ]
+            + [""]
+        )
     warns = [f"- {r.bundle} {r.backend} batch {r.batch}: {r.warning}" for r in res.rows if r.warning]
     if warns:
         out += ["Warnings:", ""] + warns + [""]

@@ -98,10 +98,19 @@ def run_bundle_graphs(folder: Path, images: np.ndarray, batch: Optional[int] = N
 # held-out ID images the static INT8 backbone is calibrated on (taken from the end of the
 # calibration set; parity uses its first --n-verify images)
 INT8_CALIBRATION_IMAGES = 256
+INT8_SCHEMES = ("dynamic", "weight-only")
 
 
 def _export_graphs(
-    tmp: Path, ref, precision: str, fused: bool, native: int, say, int8_images=None, int8_backbone_from=None
+    tmp: Path,
+    ref,
+    precision: str,
+    fused: bool,
+    native: int,
+    say,
+    int8_images=None,
+    int8_backbone_from=None,
+    int8_scheme: str = "dynamic",
 ) -> Tuple[dict, dict]:
     """backbone.onnx, denoiser.onnx (and pipeline.onnx) into tmp -> (files, FP16 shares)."""
     import torch
@@ -131,7 +140,8 @@ def _export_graphs(
         if precision == "int8" and int8_backbone_from is not None and role in ("backbone", "pipeline"):
             model = ou.quantize_backbone_int8(model, int8_images, from_block=int8_backbone_from)
         if precision == "int8" and role in ("denoiser", "pipeline"):
-            model = ou.quantize_matmuls_int8(model)
+            weight_only = int8_scheme == "weight-only"
+            model = ou.quantize_matmuls_weight_only(model) if weight_only else ou.quantize_matmuls_int8(model)
         model.producer_name, model.producer_version = "dlsr-deploy", dlsr_deploy.__version__
         d = ref.cfg.denoiser.dim
         ou.fix_dims(model, {"images": [None, native, native, 3], "z0": [None, d], "z0_hat": [None, d]})
@@ -252,6 +262,7 @@ class ExportRequest:
     quiet: bool = False
     sign: Optional[str] = None  # Ed25519 private key (PEM) that signs the manifest
     int8_backbone_from: Optional[int] = None  # --int8: static INT8 backbone blocks >= this; None = FP32 backbone
+    int8_scheme: str = "dynamic"  # --int8 denoiser: "dynamic" (U8U8 DynamicQuantizeMatMul) or "weight-only"
 
     @property
     def precision(self) -> str:
@@ -270,6 +281,8 @@ def _check_request(req: ExportRequest, out: Path, run_dir: Path) -> None:
         raise BundleError(f"--force replaces bundle folders only, and {out} has no manifest.json; choose another --out")
     if req.fp16 and req.int8:
         raise ConfigError("choose one of --fp16 and --int8")
+    if req.int8_scheme not in INT8_SCHEMES:
+        raise ConfigError(f"int8 scheme: expected one of {list(INT8_SCHEMES)}, got {req.int8_scheme!r}")
     if req.headline == "auto" and not req.verify_ood:
         raise ConfigError("--headline auto needs known-OOD images: pass --verify-ood PATH")
     if req.sign is not None:  # an unreadable or wrong key fails now, not after the export
@@ -405,6 +418,10 @@ def _manifest(
         parity=({**parity, "summary": summary_line(parity)} if parity else None),
         export_seconds=None,
     )
+    if req.int8:
+        m["precision"]["int8_scheme"] = req.int8_scheme
+        if req.int8_scheme == "weight-only":  # MatMulNBits is an ONNX Runtime contrib op
+            m["backends"] = [b for b in m["backends"] if b.startswith("ort-")]
     if req.int8_backbone_from is not None:
         m["precision"].update(
             int8_backbone_from=req.int8_backbone_from,
@@ -461,7 +478,7 @@ def export_bundle(run_dir: Path, out: Path, **options) -> dict:
         say(f"[2/5] exporting ONNX ({req.precision}, dynamic batch)")
         int8_images = cal_images[-INT8_CALIBRATION_IMAGES:] if req.int8_backbone_from is not None else None
         files, shares = _export_graphs(
-            tmp, ref, req.precision, req.fused, native, say, int8_images, req.int8_backbone_from
+            tmp, ref, req.precision, req.fused, native, say, int8_images, req.int8_backbone_from, req.int8_scheme
         )
         thresholds, cal, parity, head, choice = _calibrate_and_verify(tmp, ref, req, cal_images, ood_images, say)
         if req.int8 and parity and not parity["passed"]:  # an 8-bit bundle that fails parity is not written

@@ -215,6 +215,30 @@ def quantize_matmuls_int8(model):
     )
 
 
+def quantize_matmuls_weight_only(model, bits: int = 8, block: int = 32):
+    """Weight-only 8-bit denoiser MatMuls (ONNX Runtime's MatMulNBits, com.microsoft): weights
+    int8, symmetric, one scale per 32 inputs of each output column; activations quantized per
+    block to int8 inside the kernel (accuracy_level 4). Built for batch 1, where the FP32
+    denoiser only streams its 278 MB of weights per call (benchmarks/results/roofline.md): a
+    quarter of the bytes, and no separate dynamic-quantization pass. Density heads stay FP32.
+    ONNX Runtime only (OpenVINO and TensorRT do not run the contrib op)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    q = MatMulNBitsQuantizer(
+        model, bits=bits, block_size=block, is_symmetric=True, accuracy_level=4, nodes_to_exclude=fp32_matmuls(model)
+    )
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        q.process()
+    finally:
+        root.setLevel(level)
+    return q.model.model
+
+
 # what the static INT8 backbone quantizes: Clip (ReLU6) with its Conv, so the conv's output
 # range is the activation's [0, 6], not the raw conv's (-90..90 at the stem: 1.26 per step, which
 # made z0 67 % wrong), and the residual Adds, so blocks stay in 8 bits between convs

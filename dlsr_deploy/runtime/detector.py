@@ -106,6 +106,11 @@ class Detector:
         if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
             raise InputError(f"max_batch: expected a positive integer, got {max_batch!r}")
         m = read_manifest(Path(bundle), verify=verify, trusted_keys=trusted_keys)
+        if backend != "auto" and backend not in m.backends:
+            raise BackendUnavailable(
+                f"bundle {m.name} ({m.precision}) is for {m.backends}, not {backend!r} (see its manifest's "
+                "'backends'; e.g. 8-bit bundles run on ONNX Runtime, not TensorRT)"
+            )
         chosen = pick_backend(m.backends) if backend == "auto" else backend
         if cuda_graphs and chosen != "trt":
             raise BackendUnavailable(f"cuda_graphs=True needs the TensorRT backend, got {chosen!r}")
