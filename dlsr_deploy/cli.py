@@ -398,6 +398,8 @@ def score(bundle, inputs, backend, out, batch_size, strict_providers, no_resize,
 
         score_inputs(bundle, inputs, backend, out, batch_size, strict_providers, not no_resize, quiet, trusted_keys=keys)
         return
+    if ray_address != "local" and Path(ray_address).exists():  # `--ray images/`: an input, not an address
+        inputs, ray_address = (*inputs, ray_address), "local"
     if out is None or str(out) == "-":
         raise click.UsageError("--ray writes shard files: give --out FOLDER")
     from dlsr_deploy.scale.batch import JobOptions, score_dataset

@@ -292,6 +292,12 @@ def test_cli_ray_scoring_and_usage_errors(cluster, bundles, inputs, tmp_path):
     assert sum(len(p.read_text().splitlines()) - 1 for p in out.glob("part-*.csv")) == 200
     r = CliRunner().invoke(score, [*args, "--quiet"])
     assert r.exit_code == 1 and "--resume" in r.output
+    # `--ray SOURCE`: an existing path after --ray is an input, not a cluster address
+    r = CliRunner().invoke(
+        score,
+        [str(bundles["fp32"]), inputs["sources"][0], "--ray", inputs["sources"][1], "--out", str(tmp_path / "o2")],
+    )
+    assert r.exit_code == 0 and "200 of 200 inputs" in r.output, r.output
     r = CliRunner().invoke(
         score, [str(bundles["fp32"]), inputs["sources"][1], "--ray", "--out", inputs["sources"][1] + "/o"]
     )
