@@ -248,16 +248,16 @@ def test_auto_on_cpu_keeps_the_backend_that_measures_faster(bundles, monkeypatch
 
     def open_backend(name):
         opened.append(name)
-        return Slow(0.02 if name == "openvino" else 0.001)
+        return Slow(0.02 if name == "openvino" else 0.001), 4
 
     m.data["backends"] = ["ort-cpu", "openvino"]
-    first = autoselect.choose_cpu_backend(m, open_backend, chunk=4)
+    first, kept = autoselect.choose_cpu_backend(m, open_backend)
     assert first["choice"] == "ort-cpu" and set(first["seconds"]) == {"ort-cpu", "openvino"} and not first["cached"]
-    again = autoselect.choose_cpu_backend(m, open_backend, chunk=4)
+    assert kept is None  # the winner was not the last one measured: closed, the Detector opens it
+    again, _ = autoselect.choose_cpu_backend(m, open_backend)
     assert again["choice"] == "ort-cpu" and again["cached"] and opened == ["ort-cpu", "openvino"]
     m.data["backends"] = ["ort-cpu"]  # a bundle that does not list OpenVINO: nothing to measure
-    assert autoselect.choose_cpu_backend(m, open_backend, chunk=4) == {
-        "choice": "ort-cpu",
-        "seconds": {},
-        "cached": False,
-    }
+    assert autoselect.choose_cpu_backend(m, open_backend) == (
+        {"choice": "ort-cpu", "seconds": {}, "cached": False},
+        None,
+    )

@@ -4,7 +4,8 @@ Which CPU runtime is faster depends on the machine (on the 2-core AVX-512 dev bo
 FP32 scored 241 images/s at batch 32 vs ORT's 150, at par at batch 1; an 8-bit bundle's dynamic
 quantization runs best on ORT), so `auto` does not guess: the first time a bundle meets a
 machine + library versions, both backends score the bundle's golden images at the Detector's
-chunk size (one warm-up, then the median of three rounds) and the faster one is kept. The
+chunk size (one warm-up, then the median of three rounds; seconds per image compared) and the
+faster one is kept. The
 verdict (with the timings) is cached like the self-check's, so later loads cost nothing.
 """
 
@@ -14,7 +15,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -62,36 +63,48 @@ def time_backend(backend, images: np.ndarray, rounds: int = 3) -> float:
     return float(np.median(times))
 
 
-def choose_cpu_backend(manifest, open_backend: Callable[[str], object], chunk: int, threads=None) -> Dict:
-    """{'choice': name, 'seconds': {name: s}, 'cached': bool} for the CPU candidates the bundle
-    lists and this machine can import; open_backend(name) opens one."""
+def choose_cpu_backend(manifest, open_backend: Callable[[str], tuple], threads=None) -> Tuple[Dict, Optional[tuple]]:
+    """(verdict, kept) for the CPU candidates the bundle lists and this machine can import.
+
+    verdict: {'choice': name, 'seconds': {name: s per image}, 'cached': bool}. open_backend(name)
+    -> (backend, its chunk); each candidate is timed on a batch of its own chunk size (what a
+    Detector on it would run), one at a time. kept: the winner's (backend, chunk) when it was the
+    last one measured and is still open (so it is not compiled twice), else None."""
     from dlsr_deploy.io import atomic_write_text
+    from dlsr_deploy.runtime.backend import release_heap
 
     names = [n for n in CANDIDATES if n in manifest.backends and _importable(n)]
     if len(names) < 2:
-        return {"choice": names[0] if names else "ort-cpu", "seconds": {}, "cached": False}
+        return {"choice": names[0] if names else "ort-cpu", "seconds": {}, "cached": False}, None
     path = cache_dir() / f"{_key(manifest, threads)}.json"
     if path.exists():
         try:
             verdict = json.loads(path.read_text())
             if verdict.get("choice") in names:
-                return {**verdict, "cached": True}
+                return {**verdict, "cached": True}, None
         except (OSError, ValueError):
             pass
-    images = _images(manifest, chunk)
-    seconds = {}
+    seconds, last = {}, None
     for name in names:
-        backend = open_backend(name)
+        if last is not None:
+            last[0].close()
+            release_heap()  # the next candidate must not stack on this one's freed pages
+        last = open_backend(name)
         try:
-            seconds[name] = time_backend(backend, images)
-        finally:
-            backend.close()
-    verdict = {"choice": min(seconds, key=seconds.get), "seconds": seconds, "images": len(images)}
+            seconds[name] = time_backend(last[0], _images(manifest, last[1])) / last[1]
+        except BaseException:
+            last[0].close()
+            raise
+    verdict = {"choice": min(seconds, key=seconds.get), "seconds": seconds}  # per image
+    kept = last if verdict["choice"] == names[-1] else None
+    if kept is None:
+        last[0].close()
+        release_heap()
     try:
         atomic_write_text(path, json.dumps(verdict, indent=2) + "\n")
     except OSError:  # a read-only home: measure again next time
         pass
-    return {**verdict, "cached": False}
+    return {**verdict, "cached": False}, kept
 
 
 def _importable(name: str) -> bool:

@@ -27,6 +27,12 @@ BACKENDS = ("auto",) + ENGINE_BACKENDS
 # 10,000 images on the default bundle peaked at 571 MB with chunks of 24 vs 624 MB with 32 at the
 # same 158 images/s (and 7.5 GB with the TensorRT profile's 256); benchmarks/results/memory.md
 CPU_CHUNK = 24
+# OpenVINO keeps its activation buffers for the largest batch it has run: at 24 images a process
+# scoring 2,000 images held 711 MB; at 12 it peaked at 566 MB for 258.6 images/s, at 8 at 521 MB
+# for 239.0 (ORT at 24: 525 MB, ~157 images/s); measured on the default bundle, 2-core EPYC. With
+# the auto measurement and the self-check on a first load, 12 peaked at 610 MB: 8 keeps the whole
+# path under 600 MB (benchmarks/results/memory.md)
+OPENVINO_CHUNK = 8
 
 
 def _open_backend(
@@ -36,7 +42,7 @@ def _open_backend(
     if chosen == "openvino":
         from dlsr_deploy.runtime.openvino import OpenVinoBackend
 
-        return OpenVinoBackend(m, threads=threads), max_batch or CPU_CHUNK
+        return OpenVinoBackend(m, threads=threads), max_batch or OPENVINO_CHUNK
     if chosen == "trt":
         from dlsr_deploy.runtime.trt import TrtBackend
 
@@ -124,13 +130,13 @@ class Detector:
             build=build,
             cuda_graphs=cuda_graphs,
         )
-        choice = None
+        choice = kept = None
         if backend == "auto" and chosen == "ort-cpu" and not fused:  # ORT or OpenVINO: the faster one here
             from dlsr_deploy.runtime.autoselect import choose_cpu_backend
 
-            choice = choose_cpu_backend(m, lambda n: _open_backend(m, n, **opts)[0], max_batch or CPU_CHUNK, threads)
+            choice, kept = choose_cpu_backend(m, lambda n: _open_backend(m, n, **opts), threads)
             chosen = choice["choice"]
-        impl, mb = _open_backend(m, chosen, **opts)
+        impl, mb = kept if choice is not None and kept is not None else _open_backend(m, chosen, **opts)
         release_heap()  # the parsed model copies are freed by now; give their pages back
         try:
             from dlsr_deploy.runtime.selfcheck import self_check as run_check
