@@ -293,11 +293,12 @@ def test_cli_ray_scoring_and_usage_errors(cluster, bundles, inputs, tmp_path):
     r = CliRunner().invoke(score, [*args, "--quiet"])
     assert r.exit_code == 1 and "--resume" in r.output
     # `--ray SOURCE`: an existing path after --ray is an input, not a cluster address
-    r = CliRunner().invoke(
-        score,
-        [str(bundles["fp32"]), inputs["sources"][0], "--ray", inputs["sources"][1], "--out", str(tmp_path / "o2")],
-    )
+    two = [str(bundles["fp32"]), inputs["sources"][0], "--ray", inputs["sources"][1], "--out", str(tmp_path / "o2")]
+    r = CliRunner().invoke(score, [*two, "--cpus-per-actor", "1"])
     assert r.exit_code == 0 and "200 of 200 inputs" in r.output, r.output
+    # an actor the cluster has no room for is an error, not a job that waits forever
+    r = CliRunner().invoke(score, [*two[:-1], str(tmp_path / "o3"), "--cpus-per-actor", "8"])
+    assert r.exit_code == 1 and "GPU(s) in all" in r.output and "--cpus-per-actor" in r.output, r.output
     r = CliRunner().invoke(
         score, [str(bundles["fp32"]), inputs["sources"][1], "--ray", "--out", inputs["sources"][1] + "/o"]
     )

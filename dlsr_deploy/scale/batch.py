@@ -302,6 +302,7 @@ def _run_pipeline(ray, bundle, m, items, shard, todo, collector, opts: JobOption
     cpus = float(ray.cluster_resources().get("CPU", 1))
     actors = opts.actors or max(1, int(cpus // max(opts.cpus_per_actor, 1)))
     threads = max(1, int(round(opts.cpus_per_actor)))
+    _check_room(ray, actor_cpus(opts), opts.gpus_per_actor)
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // opts.batch_size, 4 * len(todo))))
     ds = ds.map_batches(
         decode_batch,
@@ -323,7 +324,7 @@ def _run_pipeline(ray, bundle, m, items, shard, todo, collector, opts: JobOption
         compute=ray.data.ActorPoolStrategy(size=actors),
         # Ray's scheduler reserves CPUs; the decode tasks keep a share so they can run beside
         # a pool that holds every core (ORT still runs `threads` threads per actor)
-        num_cpus=max(opts.cpus_per_actor - DECODE_CPUS, 0.1),
+        num_cpus=actor_cpus(opts),
         num_gpus=opts.gpus_per_actor or None,
         # Ray Data restarts a dead actor and retries its batches by default (max_restarts and
         # max_task_retries -1); the collector drops any row that comes twice
@@ -334,3 +335,33 @@ def _run_pipeline(ray, bundle, m, items, shard, todo, collector, opts: JobOption
 
 # Ray CPUs a decode task reserves (decoding a small image costs far less than scoring it)
 DECODE_CPUS = 0.25
+
+
+def actor_cpus(opts: JobOptions) -> float:
+    """Ray CPUs one scoring actor reserves: its threads minus the decode tasks' share."""
+    return max(opts.cpus_per_actor - DECODE_CPUS, 0.1)
+
+
+def _check_room(ray, cpus: float, gpus: float, wait_s: float = 30.0) -> None:
+    """Fail, not hang: Ray Data waits forever for an actor the cluster has no room for. Too small
+    a cluster is an error at once; a busy one gets `wait_s` to free room (a previous job's actors
+    take a moment to go) before the error."""
+
+    def short(res):
+        return float(res.get("CPU", 0.0)) + 1e-9 < cpus + DECODE_CPUS or float(res.get("GPU", 0.0)) + 1e-9 < gpus
+
+    def error(res, what):
+        return DataError(
+            f"the Ray cluster has {float(res.get('CPU', 0.0)):g} CPU(s) and {float(res.get('GPU', 0.0)):g} GPU(s) "
+            f"{what}, but one scoring actor needs {cpus:g} CPU(s) + {DECODE_CPUS:g} for decoding and {gpus:g} GPU(s); "
+            "lower --cpus-per-actor / --gpus-per-actor" + (" or free the cluster" if what == "free" else "")
+        )
+
+    total = ray.cluster_resources()
+    if short(total):
+        raise error(total, "in all")
+    deadline = time.monotonic() + wait_s
+    while short(free := ray.available_resources()):
+        if time.monotonic() > deadline:
+            raise error(free, "free")
+        time.sleep(0.5)
