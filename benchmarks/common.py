@@ -1,23 +1,18 @@
 """Helpers shared by the benchmark scripts (imported as `common` from benchmarks/)."""
 
-import platform
+import sys
 from pathlib import Path
 
-SIMD = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def machine() -> str:
-    """CPU model and the SIMD flags that matter for the numbers, e.g. 'AMD EPYC [avx2 fma ...]'."""
-    model, flags = platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return f"{model} [{' '.join(f for f in SIMD if f in flags)}]"
+    """CPU model and its SIMD flags, e.g. 'AMD EPYC [avx avx2 avx512f ... avx512_vnni]' (the same
+    reading the self-check keys its verdicts on)."""
+    from dlsr_deploy.runtime.selfcheck import cpu_info
+
+    cpu = cpu_info()
+    return f"{cpu.get('model', cpu.get('machine', '?'))} [{cpu.get('simd', '')}]"
 
 
 def ort_session(model_or_path, threads=None):

@@ -14,7 +14,6 @@ threshold, and backbone p50 at batch 1 / 32. Writes benchmarks/results/int8_back
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -22,8 +21,6 @@ import numpy as np
 from common import machine, ort_session  # benchmarks/common.py
 
 OUT = Path(__file__).resolve().parent / "results"
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _scores(backbone, denoiser, images):

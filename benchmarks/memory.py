@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import machine  # benchmarks/common.py
+
 OUT = Path(__file__).resolve().parent / "results"
 
 PREDICT = r"""
@@ -110,7 +112,7 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("-n", type=int, default=10_000)
     a = ap.parse_args()
-    res = {"bundle": a.bundle, "n": a.n, "predict": run_predict(a.bundle, a.data, a.n)}
+    res = {"bundle": a.bundle, "n": a.n, "machine": machine(), "predict": run_predict(a.bundle, a.data, a.n)}
     with tempfile.TemporaryDirectory() as tmp:
         res["dlsr_score"] = run_score_cli(a.bundle, a.data, a.n, tmp)
     p = res["predict"]
@@ -120,9 +122,10 @@ def main():
     OUT.mkdir(exist_ok=True)
     (OUT / "memory.json").write_text(json.dumps(res, indent=2) + "\n")
     md = [
-        "# Runtime memory on ONNX Runtime CPU (`python benchmarks/memory.py`)",
+        "# Runtime memory on the CPU (`python benchmarks/memory.py`)",
         "",
-        f"Bundle `{a.bundle}`, {a.n} images of `{a.data}`, each measurement in a fresh process.",
+        f"Bundle `{a.bundle}`, {a.n} images of `{a.data}`, each measurement in a fresh process. "
+        f"Machine: {res['machine']}.",
         "",
         "| path | peak RSS | resident after load | resident after the call | images/s |",
         "|---|---|---|---|---|",

@@ -16,7 +16,6 @@ Writes benchmarks/results/roofline.{json,md}.
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import numpy as np
 from common import machine  # benchmarks/common.py
 
 OUT = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 HEAVY = ("Conv", "MatMul", "Gemm", "MatMulInteger", "ConvInteger", "QLinearConv", "DynamicQuantizeMatMul")

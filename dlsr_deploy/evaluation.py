@@ -130,17 +130,16 @@ def plot_scores(scores: dict, path: Path) -> None:
 
 
 def machine_info() -> dict:
+    """Platform, Python, CPU count, CPU model and its SIMD flags (timings are only read with these)."""
     import os
 
+    from dlsr_deploy.runtime.selfcheck import cpu_info
+
+    cpu = cpu_info()
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    if "model" in cpu:
+        info["cpu"] = cpu["model"]
+    info["simd"] = cpu.get("simd", "")
     return info
 
 

@@ -48,7 +48,8 @@ def markdown(res: BenchResult, command: str = "") -> str:
     if command:
         out += [f"Command: `{command}`", ""]
     out += [
-        f"Machine: {h.get('cpu', '?')}, {h.get('cpu_count')} cores, {h.get('platform')}; GPU: {h.get('gpu', 'none')}",
+        f"Machine: {h.get('cpu', '?')} [{h.get('simd', '?')}], {h.get('cpu_count')} cores, {h.get('platform')}; "
+        f"GPU: {h.get('gpu', 'none')}",
         f"Versions: torch {h.get('torch')} ({h.get('torch_threads')} threads), onnxruntime "
         f"{h.get('onnxruntime')}, TensorRT {h.get('tensorrt')}, numpy {h.get('numpy')}; load average at start "
         f"{h.get('load_avg_at_start')}",

@@ -30,9 +30,9 @@ def cache_dir() -> Path:
 
 
 def _key(manifest, threads) -> str:
-    from dlsr_deploy.runtime.selfcheck import _cpu
+    from dlsr_deploy.runtime.selfcheck import cpu_info
 
-    info = {"digest": manifest.data.get("digest"), "threads": threads, **_cpu()}
+    info = {"digest": manifest.data.get("digest"), "threads": threads, **cpu_info()}
     for mod in ("onnxruntime", "openvino"):
         try:
             info[mod] = __import__(mod).__version__

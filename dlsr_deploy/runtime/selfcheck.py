@@ -35,7 +35,8 @@ def cache_dir() -> Path:
     return cache_root() / "selfcheck"
 
 
-def _cpu() -> Dict[str, str]:
+def cpu_info() -> Dict[str, str]:
+    """CPU model, a hash of all its flags and the SIMD ones (avx*, amx*, *vnni*) from /proc/cpuinfo."""
     info = {"machine": platform.machine(), "cpu": platform.processor() or "?"}
     try:
         with open("/proc/cpuinfo") as f:
@@ -54,7 +55,7 @@ def _cpu() -> Dict[str, str]:
 
 def platform_info(backend) -> Dict[str, str]:
     """What the numerics of this backend depend on."""
-    info = {"backend": backend.name, "provider": str(getattr(backend, "provider", "?")), **_cpu()}
+    info = {"backend": backend.name, "provider": str(getattr(backend, "provider", "?")), **cpu_info()}
     for mod in ("numpy", "onnxruntime", "tensorrt"):
         try:
             info[mod] = __import__(mod).__version__
