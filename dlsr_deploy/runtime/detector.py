@@ -29,9 +29,9 @@ BACKENDS = ("auto",) + ENGINE_BACKENDS
 CPU_CHUNK = 24
 # OpenVINO keeps its activation buffers for the largest batch it has run: at 24 images a process
 # scoring 2,000 images held 711 MB; at 12 it peaked at 566 MB for 258.6 images/s, at 8 at 521 MB
-# for 239.0 (ORT at 24: 525 MB, ~157 images/s); measured on the default bundle, 2-core EPYC. With
-# the auto measurement and the self-check on a first load, 12 peaked at 610 MB: 8 keeps the whole
-# path under 600 MB (benchmarks/results/memory.md)
+# for 239.0 (ORT at 24: 525 MB, ~157 images/s); measured on the default bundle, 2-core EPYC. A
+# first load through `auto` (both backends timed, then the self-check) peaked at 610 MB with 12
+# and at 597-604 MB with 8 (benchmarks/results/memory.md): OpenVINO is the larger runtime
 OPENVINO_CHUNK = 8
 
 
@@ -99,8 +99,9 @@ class Detector:
         runtime/autoselect.py; `det.backend_choice` holds the timings).
 
         max_batch: the largest batch one backend call gets; larger inputs are split. Default:
-        the bundle's profile maximum on a GPU, CPU_CHUNK on the CPU (memory stays bounded and
-        throughput is already flat there). cuda_graphs: TensorRT only, capture one CUDA graph per
+        the bundle's profile maximum on a GPU, CPU_CHUNK on ORT CPU, OPENVINO_CHUNK on OpenVINO
+        (memory stays bounded and throughput is already near flat there). cuda_graphs: TensorRT
+        only, capture one CUDA graph per
         batch size and replay it (fewer launches at small batches). trusted_keys: Ed25519 public
         keys (PEM paths or bytes); the bundle must be signed by one of them. self_check: 'auto'
         replays the bundle's golden set the first time it meets this machine + backend + library
@@ -136,7 +137,7 @@ class Detector:
 
             choice, kept = choose_cpu_backend(m, lambda n: _open_backend(m, n, **opts), threads)
             chosen = choice["choice"]
-        impl, mb = kept if choice is not None and kept is not None else _open_backend(m, chosen, **opts)
+        impl, mb = kept or _open_backend(m, chosen, **opts)
         release_heap()  # the parsed model copies are freed by now; give their pages back
         try:
             from dlsr_deploy.runtime.selfcheck import self_check as run_check

@@ -147,21 +147,19 @@ def prepare_folder(out: Path, record: dict, n_shards: int, sizes: List[int], res
 
 def write_shard(path: Path, rows: List[dict], columns: List[str], fmt: str) -> None:
     """One shard, written to a temporary file and renamed (never half-written)."""
-    import os
-
     import pyarrow as pa
 
+    from dlsr_deploy.io import atomic_write
+
     table = pa.table({c: [r[c] for r in rows] for c in columns})
-    tmp = path.with_name(f".{path.name}.tmp")
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        pq.write_table(table, tmp)
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     else:
         import pyarrow.csv as pcsv
 
-        pcsv.write_csv(table, tmp)
-    os.replace(tmp, path)
+        atomic_write(path, lambda tmp: pcsv.write_csv(table, tmp))
 
 
 def _row_of(batch: Dict[str, np.ndarray], i: int, score_cols: List[str]) -> dict:
@@ -179,6 +177,7 @@ class ShardCollector:
 
     def __init__(self, out: Path, todo: List[int], expected: Dict[int, set], columns: List[str], fmt: str):
         self.out, self.fmt, self.columns = out, fmt, columns
+        self.score_cols = [c for c in columns if c not in ("image", "is_ood", "error")]  # scores + normalized
         self.expected = expected
         self.rows: Dict[int, Dict[str, dict]] = {k: {} for k in todo}
         self.written: List[int] = []
@@ -188,13 +187,12 @@ class ShardCollector:
 
     def add(self, batch: Dict[str, np.ndarray]) -> None:
         """Take a scored batch; write each shard it completes."""
-        score_cols = self.columns[1:-2]
         for i in range(len(batch["id"])):
             k = int(batch["shard"][i])
             rows = self.rows.get(k)
             if rows is None or str(batch["id"][i]) not in self.expected[k]:
                 raise DataError(f"row for {batch['id'][i]!r} in shard {k}, which is not being scored")
-            row = _row_of(batch, i, score_cols)
+            row = _row_of(batch, i, self.score_cols)
             if row["image"] in rows:
                 self.duplicates += 1  # a retried batch: the row is already there
                 continue

@@ -29,14 +29,12 @@ from dlsr_deploy.errors import InputError
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def parse_body(body: bytes, max_bytes: int) -> np.ndarray:
+def parse_body(body: bytes) -> np.ndarray:
     """Request body -> uint8 [N, H, W, 3] (InputError with the reason otherwise)."""
     from dlsr_deploy.preprocess import as_images, decode_image
 
     if not body:
         raise InputError("empty request body (expected PNG/JPEG bytes or a .npy array)")
-    if len(body) > max_bytes:
-        raise InputError(f"request body is {len(body)} bytes, more than the limit of {max_bytes}")
     if body.startswith(NPY_MAGIC):
         try:
             arr = np.load(io.BytesIO(body), allow_pickle=False)
@@ -101,17 +99,21 @@ class ScoreService:
             return 404, {"error": f"unknown path {path}; use POST /score, GET /healthz, /info or /stats"}
         if method != "POST":
             return 405, {"error": f"/score takes POST with the image bytes, got {method}"}
+        too_large = {"error": f"request body is over the limit of {self.max_bytes} bytes"}
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return 413, {"error": f"request body is {length} bytes, more than the limit of {self.max_bytes}"}
+            return 413, too_large  # refused before the body is read
         body = await body_reader()
+        if len(body) > self.max_bytes:  # no (or a lying) Content-Length
+            return 413, too_large
         try:
-            images = parse_body(body, self.max_bytes)
+            images = parse_body(body)
             if images.shape[1:3] != (self.info["native_size"],) * 2:
+                # requests are concatenated into one batch, so each is brought to the native size here
                 from dlsr_deploy.preprocess import resize_images
 
                 images = resize_images(images, self.info["native_size"])
         except InputError as exc:
-            return (413 if "more than the limit" in str(exc) else 400), {"error": str(exc)}
+            return 400, {"error": str(exc)}
         results = await self.score_batch(images)
         return 200, {
             **{k: self.info[k] for k in ("bundle", "precision", "score_name", "threshold")},
