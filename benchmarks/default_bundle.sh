@@ -17,10 +17,13 @@ if [ "${EXPORT:-1}" = 1 ]; then
   $BIN/dlsr-export --model "$RUN" --out "export/$NAME-int8" --int8 "${V[@]}" || echo "INT8 export failed its parity check (see above)"
   $BIN/dlsr-export --model "$RUN" --out "export/$NAME-int8w" --int8 --int8-scheme weight-only "${V[@]}" \
     || echo "INT8 weight-only export failed its parity check (see above)"
+  $BIN/dlsr-export --model "$RUN" --out "export/$NAME-int8ov" --int8 --int8-scheme openvino "${V[@]}" \
+    || echo "INT8 OpenVINO export failed its parity check (see above)"
 fi
 B=("export/$NAME-fp32" "export/$NAME-fp16")
 [ -f "export/$NAME-int8/manifest.json" ] && B+=("export/$NAME-int8")
 [ -f "export/$NAME-int8w/manifest.json" ] && B+=("export/$NAME-int8w")
+[ -f "export/$NAME-int8ov/manifest.json" ] && B+=("export/$NAME-int8ov")
 $BIN/python benchmarks/collect_parity.py "${B[@]}" > benchmarks/results/parity_default.md
 OOD=(--ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz")
 $BIN/dlsr-bench "${B[@]}" --data "$DATA/cifar10_test.npz" "${OOD[@]}" --n-eval 300 --batch 1 --batch 32 \

@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 BIN=${BIN:-.venv/bin}
 B=${B:-export/c50k-fp32}
-$BIN/dlsr-bench "$B" ${EXTRA_BUNDLES:-export/c50k-int8 export/c50k-int8w} --data "$DATA/cifar10_test.npz" \
+$BIN/dlsr-bench "$B" ${EXTRA_BUNDLES:-export/c50k-int8 export/c50k-int8w export/c50k-int8ov} --data "$DATA/cifar10_test.npz" \
   --ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz" \
   --n-eval 300 --batch 1 --batch 32 --backend ort-cpu --backend openvino --peers --stem bench_cpu_peers --quiet

@@ -214,6 +214,46 @@ def test_int8_backbone_is_quantized_and_guarded_by_parity(tiny_run, tmp_path):
     assert not (tmp_path / "refused").exists() and not list(tmp_path.glob(".refused*"))
 
 
+def test_openvino_int8_scheme_dq_weights_and_nncf_backbone(tiny_run, tmp_path):
+    """--int8-scheme openvino: int8 per-channel denoiser weights behind DequantizeLinear (one per
+    shared weight, density heads FP32), calibrated and verified on OpenVINO; with
+    --int8-backbone-from an NNCF QDQ backbone whose taps and last block stay FP32."""
+    pytest.importorskip("nncf", reason="the int8 extra (nncf) is not installed")
+    pytest.importorskip("openvino", reason="the int8 extra (openvino) is not installed")
+    from dlsr_deploy.export.exporter import export_bundle
+    from dlsr_deploy.export.onnx_utils import backbone_tap_nodes
+    from dlsr_deploy.parity import Tolerances
+    from dlsr_deploy.runtime import Detector
+
+    run, _, ood = tiny_run
+    loose = Tolerances(rank_corr=0.0, auroc_change=1.0, flip_rate=1.0, z0_rel=1.0)  # the tiny model is not the point
+    opts = dict(int8=True, int8_scheme="openvino", verify_ood=[str(ood)], n_verify=32, tolerances=loose, quiet=True)
+    m = export_bundle(run, tmp_path / "ov", **opts)
+    assert m["backends"] == ["openvino"] and "OpenVINO CPU" in m["self_check"]["reference"]
+    den = onnx.load(str(tmp_path / "ov" / "denoiser.onnx"))
+    int8 = [i for i in den.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    dq = [n for n in den.graph.node if n.op_type == "DequantizeLinear"]
+    assert int8 and len(dq) == len(int8), (len(int8), len(dq))
+    assert not any("density." in i.name for i in int8)
+    assert m["parity"]["tensors"]["z0"]["max_rel_l2"] < 1e-4  # backbone untouched without --int8-backbone-from
+    with Detector.load(tmp_path / "ov", backend="openvino") as det:
+        assert np.isfinite(det.score(np.zeros((2, 32, 32, 3), np.uint8))["mfsim"]).all()
+    m = export_bundle(run, tmp_path / "ovq", int8_backbone_from=1, **opts)
+    bb = onnx.load(str(tmp_path / "ovq" / "backbone.onnx"))
+    prod = {o: n for n in bb.graph.node for o in n.output}
+    quantized = {
+        n.name
+        for n in bb.graph.node
+        if any(prod.get(i) is not None and prod[i].op_type == "DequantizeLinear" for i in n.input)
+    }
+    taps = backbone_tap_nodes(bb)
+    assert any("_blocks.1/" in n for n in quantized), sorted(quantized)[:5]
+    assert not quantized & set(taps) and not any("_conv_stem" in n for n in quantized)
+    assert m["files"]["backbone"]["int8_fp32_taps"] == taps and "tap" in m["precision"]["int8_fp32"]
+    with pytest.raises(ConfigError, match="drop --fused"):
+        export_bundle(run, tmp_path / "f", fused=True, **opts)
+
+
 def test_force_never_deletes_a_model_or_a_foreign_folder(tiny_run, tmp_path):
     from dlsr_deploy.export.exporter import export_bundle
 

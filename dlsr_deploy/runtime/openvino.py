@@ -28,6 +28,35 @@ def import_ov():
     return import_optional("openvino", "openvino")
 
 
+def ov_config(mode: str = "latency", threads: Optional[int] = None, cache_dir: Optional[Path] = None) -> dict:
+    """The CPU plugin's settings for every graph: f32 precision hint (see the module's notes),
+    the performance hint, the thread count and the compiled-model cache."""
+    config = {
+        "PERFORMANCE_HINT": mode.upper(),
+        "INFERENCE_PRECISION_HINT": "f32",
+        "CACHE_DIR": str(cache_dir or cache_root() / "openvino"),
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
+class OpenVinoSession:
+    """One ONNX graph compiled for OpenVINO's CPU plugin, with OrtSession's `run(feeds)`: the
+    exporter calibrates and verifies bundles made for OpenVINO (`--int8-scheme openvino`) with it."""
+
+    def __init__(self, path: Path, threads: Optional[int] = None):
+        ov = import_ov()
+        self.compiled = ov.Core().compile_model(str(path), "CPU", ov_config(threads=threads))
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """All outputs of the graph, by name."""
+        feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
+        result = self.request.infer(feeds)
+        return {o.get_any_name(): np.array(result[o]) for o in self.compiled.outputs}
+
+
 class OpenVinoBackend(BackendBase):
     """backbone.onnx + denoiser.onnx compiled for OpenVINO's CPU plugin."""
 
@@ -41,13 +70,7 @@ class OpenVinoBackend(BackendBase):
         self.manifest = manifest
         self.mode = mode
         core = ov.Core()
-        config = {
-            "PERFORMANCE_HINT": mode.upper(),
-            "INFERENCE_PRECISION_HINT": "f32",
-            "CACHE_DIR": str(cache_dir or cache_root() / "openvino"),
-        }
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+        config = ov_config(mode, threads, cache_dir)
         self.compiled, self.requests = {}, {}
         for graph in ("backbone", "denoiser"):
             cm = core.compile_model(str(manifest.file(graph)), "CPU", config)
