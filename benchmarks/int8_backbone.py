@@ -14,11 +14,10 @@ threshold, and backbone p50 at batch 1 / 32. Writes benchmarks/results/int8_back
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
-from common import machine, ort_session  # benchmarks/common.py
+from common import accuracy_row, backbone_table, machine, ort_session, p50_ms  # benchmarks/common.py
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -30,22 +29,11 @@ def _scores(backbone, denoiser, images):
     return z, {k: np.concatenate([p[k] for p in parts]) for k in outs}
 
 
-def _p50(sess, x, reps):
-    sess.run(["z0"], {"images": x})
-    t = []
-    for _ in range(reps):
-        s = time.perf_counter()
-        sess.run(["z0"], {"images": x})
-        t.append(time.perf_counter() - s)
-    return float(np.median(t)) * 1e3
-
-
 def main():
     import onnx
 
     from dlsr_deploy.export import onnx_utils as ou
-    from dlsr_deploy.manifest import output_name, read_manifest
-    from dlsr_deploy.metrics import auroc
+    from dlsr_deploy.manifest import read_manifest
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle")
@@ -70,22 +58,9 @@ def main():
     for fb in [None, *a.from_blocks]:
         sess = ref_b if fb is None else ort_session(ou.quantize_backbone_int8(fp32, calib, from_block=fb), a.threads)
         got = ref if fb is None else {k: _scores(sess, den, x) for k, x in sets.items()}
-        z_ref, z = ref["id"][0], got["id"][0]
-        row = {
-            "from_block": fb,
-            "z0_rel": float(np.linalg.norm(z - z_ref, axis=1).mean() / np.linalg.norm(z_ref, axis=1).mean()),
-            "backbone_b1_ms": _p50(sess, test[:1], 30),
-            "backbone_b32_ms": _p50(sess, test[:32], 8),
-        }
-        for score in ("mfsim", head):
-            o = output_name(score)
-            for s in ("tinyimagenet", "dtd"):
-                row[f"auroc_{score}_{s}"] = 100 * auroc(got["id"][1][o], got[s][1][o])
-        h = output_name(head)
-        a_ref = np.concatenate([ref[k][1][h] for k in sets])
-        a_got = np.concatenate([got[k][1][h] for k in sets])
-        row["flips"] = int(((a_ref > thr) != (a_got > thr)).sum())
-        row["images"] = len(a_ref)
+        row = {"from_block": fb, **accuracy_row(ref, got, head, thr)}
+        row["backbone_b1_ms"] = p50_ms(lambda s=sess: s.run(["z0"], {"images": test[:1]}), 30)
+        row["backbone_b32_ms"] = p50_ms(lambda s=sess: s.run(["z0"], {"images": test[:32]}), 8)
         rows.append(row)
         print(json.dumps(row), flush=True)
     res = {"bundle": a.bundle, "machine": machine(), "threads": a.threads, "headline": head, "rows": rows}
@@ -97,28 +72,14 @@ def main():
 
 
 def _markdown(res):
-    head = res["headline"]
-    base = res["rows"][0]
-    lines = [
-        "# Static INT8 backbone on ONNX Runtime CPU (`python benchmarks/int8_backbone.py`)",
-        "",
+    return backbone_table(
+        res,
+        "Static INT8 backbone on ONNX Runtime CPU (`python benchmarks/int8_backbone.py`)",
         f"Bundle `{res['bundle']}`; {res['threads']} threads; {res['machine']}. Blocks >= FROM quantized (stem and "
         "earlier blocks FP32); the denoiser is the bundle's FP32 one. AUROC in % (600 CIFAR-10 test images vs 600 per "
-        f"OOD set); flips of the {head} decision at the bundle threshold over all 1,800 images.",
-        "",
-        f"| backbone | z0 rel. error | MFsim TIN / DTD | {head} TIN / DTD | flips | backbone p50 b1 | b32 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in res["rows"]:
-        name = "FP32" if r["from_block"] is None else f"INT8 blocks >= {r['from_block']}"
-        lines.append(
-            f"| {name} | {r['z0_rel']:.3f} | {r['auroc_mfsim_tinyimagenet']:.2f} / {r['auroc_mfsim_dtd']:.2f} | "
-            f"{r[f'auroc_{head}_tinyimagenet']:.2f} / {r[f'auroc_{head}_dtd']:.2f} | {r['flips']} "
-            f"({r['flips'] / r['images']:.1%}) | {r['backbone_b1_ms']:.2f} ms "
-            f"({base['backbone_b1_ms'] / r['backbone_b1_ms']:.2f}x) | {r['backbone_b32_ms']:.1f} ms "
-            f"({base['backbone_b32_ms'] / r['backbone_b32_ms']:.2f}x) |"
-        )
-    return "\n".join(lines)
+        f"OOD set); flips of the {res['headline']} decision at the bundle threshold over all 1,800 images.",
+        lambda r: "FP32" if r["from_block"] is None else f"INT8 blocks >= {r['from_block']}",
+    )
 
 
 if __name__ == "__main__":

@@ -15,11 +15,10 @@ all 1,800 images, backbone p50 at batch 1 / 32. Writes benchmarks/results/int8_o
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from common import machine  # benchmarks/common.py
+from common import accuracy_row, backbone_table, machine, p50_ms  # benchmarks/common.py
 
 OUT = Path(__file__).resolve().parent / "results"
 # (label, from_block, fast bias correction, taps + last block FP32)
@@ -49,7 +48,6 @@ def main():
 
     from dlsr_deploy.export import onnx_utils as ou
     from dlsr_deploy.manifest import output_name, read_manifest
-    from dlsr_deploy.metrics import auroc
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle")
@@ -73,17 +71,8 @@ def main():
         out = {}
         for k, x in sets.items():
             z = np.concatenate([bb("images", x[i : i + 50], "z0") for i in range(0, len(x), 50)])
-            out[k] = (z, {s: den("z0", z, output_name(s)) for s in scores})
+            out[k] = (z, {output_name(s): den("z0", z, output_name(s)) for s in scores})
         return out
-
-    def p50(bb, x, reps):
-        bb("images", x, "z0")
-        t = []
-        for _ in range(reps):
-            s = time.perf_counter()
-            bb("images", x, "z0")
-            t.append(time.perf_counter() - s)
-        return float(np.median(t)) * 1e3
 
     fp32 = onnx.load(str(m.file("backbone")))
     ref_bb = Compiled(core, str(m.file("backbone")), a.threads)
@@ -98,20 +87,9 @@ def main():
                 onnx.save(q, f"{d}/backbone.onnx")
                 bb = Compiled(core, f"{d}/backbone.onnx", a.threads)
             got = run(bb)
-        z_ref, z = ref["id"][0], got["id"][0]
-        row = {
-            "variant": label,
-            "from_block": fb,
-            "z0_rel": float(np.linalg.norm(z - z_ref, axis=1).mean() / np.linalg.norm(z_ref, axis=1).mean()),
-            "backbone_b1_ms": p50(bb, test[:1], 40),
-            "backbone_b32_ms": p50(bb, test[:32], 10),
-        }
-        for s in scores:
-            for o in ("tinyimagenet", "dtd"):
-                row[f"auroc_{s}_{o}"] = 100 * auroc(got["id"][1][s], got[o][1][s])
-        a_ref = np.concatenate([ref[k][1][head] for k in sets])
-        a_got = np.concatenate([got[k][1][head] for k in sets])
-        row["flips"], row["images"] = int(((a_ref > thr) != (a_got > thr)).sum()), len(a_ref)
+        row = {"variant": label, "from_block": fb, **accuracy_row(ref, got, head, thr)}
+        row["backbone_b1_ms"] = p50_ms(lambda b=bb: b("images", test[:1], "z0"), 40)
+        row["backbone_b32_ms"] = p50_ms(lambda b=bb: b("images", test[:32], "z0"), 10)
         rows.append(row)
         print(json.dumps(row), flush=True)
     res = {"bundle": a.bundle, "machine": machine(), "threads": a.threads, "headline": head, "rows": rows}
@@ -123,27 +101,15 @@ def main():
 
 
 def _markdown(res):
-    head, base = res["headline"], res["rows"][0]
-    lines = [
-        "# Static INT8 backbone on OpenVINO CPU (NNCF; `python benchmarks/int8_openvino.py`)",
-        "",
+    return backbone_table(
+        res,
+        "Static INT8 backbone on OpenVINO CPU (NNCF; `python benchmarks/int8_openvino.py`)",
         f"Bundle `{res['bundle']}`; OpenVINO CPU, f32 hint, LATENCY, {res['threads']} threads; {res['machine']}. "
         "Calibrated on 300 CIFAR-10 train images; the denoiser is the bundle's FP32 one. AUROC in % (600 CIFAR-10 "
-        f"test images vs 600 per OOD set); flips of the {head} decision at the bundle threshold over all 1,800 images "
-        "(the guard allows 0.5 % = 9).",
-        "",
-        f"| backbone | z0 rel. error | MFsim TIN / DTD | {head} TIN / DTD | flips | backbone p50 b1 | b32 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in res["rows"]:
-        lines.append(
-            f"| {r['variant']} | {r['z0_rel']:.3f} | {r['auroc_mfsim_tinyimagenet']:.2f} / "
-            f"{r['auroc_mfsim_dtd']:.2f} | {r[f'auroc_{head}_tinyimagenet']:.2f} / {r[f'auroc_{head}_dtd']:.2f} | "
-            f"{r['flips']} ({r['flips'] / r['images']:.1%}) | {r['backbone_b1_ms']:.2f} ms "
-            f"({base['backbone_b1_ms'] / r['backbone_b1_ms']:.2f}x) | {r['backbone_b32_ms']:.1f} ms "
-            f"({base['backbone_b32_ms'] / r['backbone_b32_ms']:.2f}x) |"
-        )
-    return "\n".join(lines)
+        f"test images vs 600 per OOD set); flips of the {res['headline']} decision at the bundle threshold over all "
+        "1,800 images (the guard allows 0.5 % = 9).",
+        lambda r: r["variant"],
+    )
 
 
 if __name__ == "__main__":

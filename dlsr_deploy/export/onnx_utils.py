@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -170,23 +172,31 @@ def fp32_matmuls(model, weight_marker: str = "density.") -> List[str]:
     ]
 
 
+@contextmanager
+def _quiet_logger(name: Optional[str] = None):
+    """Errors only from one logger (the root logger by default) while the block runs: the
+    quantizers log a generic "consider pre-processing" warning (ONNX Runtime) or one INFO line
+    per node they leave alone (NNCF)."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _quantized(model, quantize):
     """Run one of ONNX Runtime's file-based quantizers on an in-memory model: quantize(src, dst)."""
-    import logging
     import tempfile
 
     import onnx
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs a generic "consider pre-processing" warning
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
         onnx.save(model, str(src))
-        try:
+        with _quiet_logger():
             quantize(str(src), str(dst))
-        finally:
-            root.setLevel(level)
         return onnx.load(str(dst))
 
 
@@ -227,15 +237,8 @@ def quantize_matmuls_weight_only(model, bits: int = 8, block: int = 32):
     q = MatMulNBitsQuantizer(
         model, bits=bits, block_size=block, is_symmetric=True, accuracy_level=4, nodes_to_exclude=fp32_matmuls(model)
     )
-    import logging
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
+    with _quiet_logger():
         q.process()
-    finally:
-        root.setLevel(level)
     return q.model.model
 
 
@@ -378,12 +381,7 @@ def quantize_backbone_openvino(
     nncf = import_optional("nncf", "int8")
     keep = [n.name for n in model.graph.node if (_block_of(n.name) is None or _block_of(n.name) < from_block)]
     keep += backbone_tap_nodes(model) if fp32_taps else []
-    import logging
-
-    log = logging.getLogger("nncf")
-    level = log.level
-    log.setLevel(logging.ERROR)  # one INFO line per node it leaves alone
-    try:
+    with _quiet_logger("nncf"):
         return nncf.quantize(
             model,
             nncf.Dataset([calib_images[i : i + 1] for i in range(len(calib_images))], lambda x: {"images": x}),
@@ -391,5 +389,3 @@ def quantize_backbone_openvino(
             fast_bias_correction=fast_bias_correction,
             ignored_scope=nncf.IgnoredScope(names=sorted(set(keep)), validate=False),
         )
-    finally:
-        log.setLevel(level)

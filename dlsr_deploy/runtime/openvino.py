@@ -42,23 +42,48 @@ def ov_config(mode: str = "latency", threads: Optional[int] = None, cache_dir: O
 
 
 class OpenVinoSession:
-    """One ONNX graph compiled for OpenVINO's CPU plugin, with OrtSession's `run(feeds)`: the
-    exporter calibrates and verifies bundles made for OpenVINO (`--int8-scheme openvino`) with it."""
+    """One ONNX graph compiled for OpenVINO's CPU plugin, with OrtSession's `run(feeds)`. The
+    backend holds one per graph; the exporter calibrates and verifies bundles made for OpenVINO
+    (`--int8-scheme openvino`) with it."""
 
-    def __init__(self, path: Path, threads: Optional[int] = None):
-        ov = import_ov()
-        self.compiled = ov.Core().compile_model(str(path), "CPU", ov_config(threads=threads))
+    def __init__(
+        self,
+        path: Path,
+        threads: Optional[int] = None,
+        mode: str = "latency",
+        cache_dir: Optional[Path] = None,
+        core=None,
+    ):
+        self._ov = import_ov()
+        core = core or self._ov.Core()
+        self.compiled = core.compile_model(str(path), "CPU", ov_config(mode, threads, cache_dir))
         self.request = self.compiled.create_infer_request()
+
+    def _outputs(self, get) -> Dict[str, np.ndarray]:
+        return {o.get_any_name(): np.array(get(o)) for o in self.compiled.outputs}
 
     def run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """All outputs of the graph, by name."""
-        feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
-        result = self.request.infer(feeds)
-        return {o.get_any_name(): np.array(result[o]) for o in self.compiled.outputs}
+        result = self.request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        return self._outputs(result.__getitem__)
+
+    def run_split(self, name: str, x: np.ndarray) -> Dict[str, np.ndarray]:
+        """One large batch split over the plugin's streams (THROUGHPUT mode), reassembled in order."""
+        cm = self.compiled
+        n_req = max(1, int(cm.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        parts: Dict[int, Dict[str, np.ndarray]] = {}
+        queue = self._ov.AsyncInferQueue(cm, n_req)
+        queue.set_callback(lambda req, i: parts.__setitem__(i, self._outputs(lambda o: req.get_tensor(o).data)))
+        for i, idx in enumerate(np.array_split(np.arange(len(x)), n_req)):
+            if len(idx):
+                queue.start_async({name: np.ascontiguousarray(x[idx])}, i)
+        queue.wait_all()
+        keys = sorted(parts)
+        return {k: np.concatenate([parts[i][k] for i in keys]) for k in parts[keys[0]]}
 
 
 class OpenVinoBackend(BackendBase):
-    """backbone.onnx + denoiser.onnx compiled for OpenVINO's CPU plugin."""
+    """backbone.onnx + denoiser.onnx compiled for OpenVINO's CPU plugin (one OpenVinoSession each)."""
 
     def __init__(
         self, manifest, threads: Optional[int] = None, mode: str = "latency", cache_dir: Optional[Path] = None
@@ -70,45 +95,20 @@ class OpenVinoBackend(BackendBase):
         self.manifest = manifest
         self.mode = mode
         core = ov.Core()
-        config = ov_config(mode, threads, cache_dir)
-        self.compiled, self.requests = {}, {}
-        for graph in ("backbone", "denoiser"):
-            cm = core.compile_model(str(manifest.file(graph)), "CPU", config)
-            self.compiled[graph] = cm
-            self.requests[graph] = cm.create_infer_request()
-        hint = self.compiled["backbone"].get_property("INFERENCE_PRECISION_HINT")
+        self.sessions = {
+            g: OpenVinoSession(manifest.file(g), threads, mode, cache_dir, core) for g in ("backbone", "denoiser")
+        }
+        hint = self.sessions["backbone"].compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision_hint = str(getattr(hint, "type_name", None) or hint)  # e.g. "f32"
         self.provider = f"OpenVINO {ov.__version__} CPU ({mode}, {self.precision_hint})"
-        self._ov = ov
-
-    def _outputs(self, graph: str, result) -> Dict[str, np.ndarray]:
-        return {o.get_any_name(): np.array(result[o]) for o in self.compiled[graph].outputs}
 
     def run_graph(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """One graph; in throughput mode a large batch is split over the plugin's streams."""
         name, x = next(iter(feeds.items()))
         if self.mode == "throughput" and len(x) >= 16:
-            return self._run_async(graph, name, x)
-        return self._outputs(graph, self.requests[graph].infer({name: np.ascontiguousarray(x)}))
-
-    def _run_async(self, graph: str, name: str, x: np.ndarray) -> Dict[str, np.ndarray]:
-        cm = self.compiled[graph]
-        n_req = max(1, int(cm.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        chunks = np.array_split(np.arange(len(x)), n_req)
-        parts: Dict[int, Dict[str, np.ndarray]] = {}
-        queue = self._ov.AsyncInferQueue(cm, n_req)
-        queue.set_callback(
-            lambda req, i: parts.__setitem__(
-                i, {o.get_any_name(): np.array(req.get_tensor(o).data) for o in cm.outputs}
-            )
-        )
-        for i, idx in enumerate(chunks):
-            if len(idx):
-                queue.start_async({name: np.ascontiguousarray(x[idx])}, i)
-        queue.wait_all()
-        keys = sorted(parts)
-        return {k: np.concatenate([parts[i][k] for i in keys]) for k in parts[keys[0]]}
+            return self.sessions[graph].run_split(name, x)
+        return self.sessions[graph].run({name: x})
 
     def close(self) -> None:
         """Drop the compiled models and requests."""
-        self.requests, self.compiled = {}, {}
+        self.sessions = {}
