@@ -89,7 +89,7 @@ class Graphs:
     def __init__(self, threads: int):
         self.threads = threads
 
-    def tensor(self, model, name: str, images: np.ndarray, batch: int = 16) -> np.ndarray:
+    def _session(self, model, names):
         import onnx
         import onnxruntime as ort
         from onnx import helper
@@ -97,12 +97,29 @@ class Graphs:
         m = onnx.ModelProto()
         m.CopyFrom(model)
         del m.graph.output[:]
-        m.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        m.graph.output.extend([helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, None) for x in names])
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+    def tensor(self, model, name: str, images: np.ndarray, batch: int = 16) -> np.ndarray:
+        s = self._session(model, [name])
         return np.concatenate([s.run(None, {"images": images[i : i + batch]})[0] for i in range(0, len(images), batch)])
+
+    def hessians(self, model, convs, images: np.ndarray, batch: int = 16) -> dict:
+        """E[x x^T] of every conv's input features (conv_features), in one pass over the images."""
+        names = sorted({n.input[0] for n in convs})
+        s = self._session(model, names)
+        acc, count = {}, {}
+        for i in range(0, len(images), batch):
+            out = dict(zip(names, s.run(None, {"images": images[i : i + batch]})))
+            for n in convs:
+                X = conv_features(out[n.input[0]], n)
+                h = X.T @ X if X.ndim == 2 else np.einsum("csp,csq->cpq", X, X)
+                acc[n.name] = acc.get(n.name, 0) + h
+                count[n.name] = count.get(n.name, 0) + X.shape[-2]
+        return {k: v / count[k] for k, v in acc.items()}
 
 
 def quantized_convs(model, from_block: int):
@@ -119,14 +136,14 @@ def weights_only(fp32, calib, graphs: Graphs, from_block: int, gptq: bool):
     m = onnx.ModelProto()
     m.CopyFrom(fp32)
     ini = {i.name: i for i in m.graph.initializer}
-    for j, n in enumerate(quantized_convs(fp32, from_block)):
+    convs = quantized_convs(fp32, from_block)
+    hess = graphs.hessians(fp32, convs, calib) if gptq else {}
+    for j, n in enumerate(convs):
         w = nh.to_array(ini[n.input[1]])
         W = w.reshape(len(w), -1)
         s, qmax = _grid(W, j == 0)
         if gptq:
-            X = conv_features(graphs.tensor(fp32, n.input[0], calib), n)
-            H = X.T @ X / len(X) if X.ndim == 2 else np.einsum("csp,csq->cpq", X, X) / X.shape[1]
-            Q = gptq_round(W, H, s, qmax)
+            Q = gptq_round(W, hess[n.name], s, qmax)
         else:
             Q = np.clip(np.round(W / s[:, None]), -qmax, qmax)
         ini[n.input[1]].CopyFrom(nh.from_array((Q * s[:, None]).reshape(w.shape).astype(np.float32), n.input[1]))
