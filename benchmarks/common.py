@@ -86,3 +86,17 @@ def backbone_table(res: dict, title: str, note: str, label) -> str:
             f"({base['backbone_b32_ms'] / r['backbone_b32_ms']:.2f}x) |"
         )
     return "\n".join(lines)
+
+
+def write_results(stem: str, res: dict, markdown) -> None:
+    """benchmarks/results/<stem>.json and .md (markdown(res)), each written to a temporary file
+    and renamed (no half-written result after an interrupted run); prints the Markdown."""
+    import json
+
+    from dlsr_deploy.io import atomic_write_bytes
+
+    out = Path(__file__).resolve().parent / "results"
+    md = markdown(res)
+    atomic_write_bytes(out / f"{stem}.json", (json.dumps(res, indent=2) + "\n").encode())
+    atomic_write_bytes(out / f"{stem}.md", (md + "\n").encode())
+    print(md)

@@ -17,9 +17,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import accuracy_row, backbone_table, machine, ort_session, p50_ms  # benchmarks/common.py
-
-OUT = Path(__file__).resolve().parent / "results"
+from common import accuracy_row, backbone_table, machine, ort_session, p50_ms, write_results  # benchmarks/common.py
 
 
 def _scores(backbone, denoiser, images):
@@ -64,11 +62,7 @@ def main():
         rows.append(row)
         print(json.dumps(row), flush=True)
     res = {"bundle": a.bundle, "machine": machine(), "threads": a.threads, "headline": head, "rows": rows}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "int8_backbone.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = _markdown(res)
-    (OUT / "int8_backbone.md").write_text(md + "\n")
-    print(md)
+    write_results("int8_backbone", res, _markdown)
 
 
 def _markdown(res):

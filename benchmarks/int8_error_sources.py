@@ -26,9 +26,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import machine, p50_ms  # benchmarks/common.py
-
-OUT = Path(__file__).resolve().parent / "results"
+from common import machine, p50_ms, write_results  # benchmarks/common.py
 
 
 def _attr(node, name, default=None):
@@ -293,11 +291,7 @@ def main():
         rows.append(row)
         print(json.dumps(row), flush=True)
     res = {"bundle": a.bundle, "machine": machine(), "threads": a.threads, "headline": head, "rows": rows}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "int8_error_sources.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = _markdown(res)
-    (OUT / "int8_error_sources.md").write_text(md + "\n")
-    print(md)
+    write_results("int8_error_sources", res, _markdown)
 
 
 def _markdown(res):

@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import accuracy_row, backbone_table, machine, p50_ms  # benchmarks/common.py
+from common import accuracy_row, backbone_table, machine, p50_ms, write_results  # benchmarks/common.py
 
-OUT = Path(__file__).resolve().parent / "results"
 # (label, from_block, fast bias correction, taps + last block FP32)
 VARIANTS = [
     ("NNCF defaults (fast bias correction), blocks >= 1", 1, True, False),
@@ -93,11 +92,7 @@ def main():
         rows.append(row)
         print(json.dumps(row), flush=True)
     res = {"bundle": a.bundle, "machine": machine(), "threads": a.threads, "headline": head, "rows": rows}
-    OUT.mkdir(exist_ok=True)
-    (OUT / "int8_openvino.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = _markdown(res)
-    (OUT / "int8_openvino.md").write_text(md + "\n")
-    print(md)
+    write_results("int8_openvino", res, _markdown)
 
 
 def _markdown(res):

@@ -20,10 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine  # benchmarks/common.py
-
-OUT = Path(__file__).resolve().parent / "results"
-
+from common import machine, write_results  # benchmarks/common.py
 
 HEAVY = ("Conv", "MatMul", "Gemm", "MatMulInteger", "ConvInteger", "QLinearConv", "DynamicQuantizeMatMul")
 
@@ -182,11 +179,7 @@ def main():
         row["images_per_s"] = batch / (st["backbone"] + st["denoiser"])
         res["stages"].append(row)
         print(json.dumps(row), flush=True)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "roofline.json").write_text(json.dumps(res, indent=2) + "\n")
-    md = _markdown(res)
-    (OUT / "roofline.md").write_text(md + "\n")
-    print(md)
+    write_results("roofline", res, _markdown)
 
 
 def _markdown(res):
