@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from dlsr_deploy.errors import BundleError
 from dlsr_deploy.io import atomic_write_text, sha256_file
@@ -204,6 +204,32 @@ class Manifest:
     def parity_passed(self) -> bool:
         """Whether the export's parity check passed (True when none was run)."""
         return bool((self.data.get("parity") or {}).get("passed", True))
+
+    @property
+    def relaxed_parity(self) -> Dict[str, Tuple[float, float]]:
+        """The score tolerances the export's parity check ran looser than its precision's defaults,
+        as {name: (used, default)} (e.g. a bundle exported with --flip-rate 0.02); empty for the
+        defaults or when no parity check ran. z0_rel is left out: an 8-bit backbone loosens it by
+        design, and the scores' checks are what the decisions depend on."""
+        from dlsr_deploy.parity import Tolerances
+
+        used = (self.data.get("parity") or {}).get("tolerances") or {}
+        default = Tolerances.for_precision(self.precision).to_dict()
+        out = {}
+        for k, looser in (("rank_corr", min), ("auroc_change", max), ("flip_rate", max)):
+            if k in used and looser(float(used[k]), default[k]) != default[k]:
+                out[k] = (float(used[k]), default[k])
+        return out
+
+    @property
+    def relaxed_parity_note(self) -> str:
+        """relaxed_parity in words ('' for the defaults): what dlsr-export and dlsr-bench print."""
+        relaxed = self.relaxed_parity
+        if not relaxed:
+            return ""
+        return "parity passed at relaxed tolerances: " + ", ".join(
+            f"{k} {u:g} (default {d:g})" for k, (u, d) in relaxed.items()
+        )
 
 
 def build_manifest(

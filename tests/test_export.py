@@ -164,6 +164,7 @@ def test_int8_bundle_for_onnx_runtime(tiny_run, tmp_path):
 def test_int8_weight_only_denoiser_runs_on_ort_only(tiny_run, tmp_path):
     from dlsr_deploy.errors import BackendUnavailable
     from dlsr_deploy.export.exporter import export_bundle
+    from dlsr_deploy.manifest import read_manifest
     from dlsr_deploy.parity import Tolerances
     from dlsr_deploy.runtime import Detector
 
@@ -182,6 +183,9 @@ def test_int8_weight_only_denoiser_runs_on_ort_only(tiny_run, tmp_path):
     assert m["precision"]["int8_scheme"] == "weight-only" and m["backends"] == ["ort-cpu", "ort-cuda"]
     assert "MatMulNBits" in m["files"]["denoiser"]["ops"], m["files"]["denoiser"]["ops"]
     assert m["parity"]["tensors"]["z0"]["max_rel_l2"] < 1e-4  # the backbone is untouched
+    relaxed = read_manifest(tmp_path / "w").relaxed_parity  # what dlsr-bench shows next to its rows
+    assert relaxed == {"rank_corr": (0.0, 0.999), "auroc_change": (1.0, 0.002), "flip_rate": (1.0, 0.005)}, relaxed
+    assert "flip_rate 1 (default 0.005)" in read_manifest(tmp_path / "w").relaxed_parity_note
     with Detector.load(tmp_path / "w", backend="auto") as det:
         assert (
             det.backend_name == "ort-cpu" and np.isfinite(det.score(np.zeros((2, 32, 32, 3), np.uint8))["mfsim"]).all()

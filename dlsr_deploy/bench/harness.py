@@ -387,6 +387,7 @@ class _Live:
     auroc: Dict[str, float]
     err: float
     key: str
+    note: str = ""  # shown after an "ok" status, e.g. the relaxed tolerances its parity passed at
 
 
 GPU_EAGER = ("torch-eager-cuda", "torch-eager-cuda-fp16", "torch-compile-cuda")
@@ -498,7 +499,7 @@ def _load_and_score(jobs, threads, id_images, ood_sets, unavailable: list, rows:
             else float("nan")
         )
         status = "ok" if m.parity_passed else "exported-but-failed-parity"
-        live.append(_Live(be, m, runner, status, aur, err, key))
+        live.append(_Live(be, m, runner, status, aur, err, key, m.relaxed_parity_note))
     return live
 
 
@@ -545,6 +546,7 @@ def _row(
     )
     keys = ("compile_seconds", "compiled_graphs")
     row.extra = {k: getattr(lv.runner, k) for k in keys if getattr(lv.runner, k, None)}
+    row.reason = lv.note
     row._key = lv.key  # not serialised: matches rows to their eager baseline
     if failure is not None:
         row.status, row.reason = "failed", failure
