@@ -10,6 +10,8 @@ test images + 600 Tiny ImageNet + 600 DTD images (indices disjoint from the expo
 * weights only, round to nearest: int8 per output channel (max-abs scale), activations FP32;
 * weights only, GPTQ: the same grid, each conv's rounding chosen column by column to minimise
   its output error on calibration activations (Frantar et al. 2022, the Hessian from 256 images);
+* activations only: NNCF's activation quantizers with every conv's FP32 weights and bias put back
+  (what 8-bit activations cost on their own; no weight rounding can remove it);
 * NNCF static INT8 (weights + activations, full bias correction): what `dlsr-export` builds;
 * sequential least squares + GPTQ: NNCF's activation quantizers, then conv by conv in graph
   order the weights and bias refitted to the FP32 conv's output from the *quantized* model's
@@ -17,7 +19,9 @@ test images + 600 Tiny ImageNet + 600 DTD images (indices disjoint from the expo
 
 Per variant: z0 relative L2 error, the worst score's rank correlation and AUROC change, decisions
 flipped at each score's bundle threshold (worst score, and the headline), the backbone's batch 32
-p50 (the weights-only variants run FP32 kernels). Writes benchmarks/results/int8_error_sources.{json,md}.
+p50 (the weights-only variants run FP32 kernels). Then NNCF's INT8 on one block at a time (the
+others FP32): how many of the allowed flips each block spends alone, and whether the blocks' errors
+add up (they add in quadrature). Writes benchmarks/results/int8_error_sources.{json,md}.
 """
 
 import argparse
@@ -148,32 +152,61 @@ def weights_only(fp32, calib, graphs: Graphs, from_block: int, gptq: bool):
     return m
 
 
-def sequential_lsq(fp32, calib_nncf, calib, graphs: Graphs, from_block: int, ridge: float = 0.01, say=print):
-    """NNCF's QDQ graph (activation scales; bias correction off), then per conv in graph order:
-    weights refitted to the FP32 output from the quantized input, GPTQ-rounded, bias re-fitted."""
+def nncf_int8(fp32, calib, blocks, bias_correction: bool = True):
+    """NNCF static INT8 (its defaults, full bias correction or none) of the backbone blocks whose index
+    `blocks(i)` accepts; everything else (stem, preprocessing, pooling, z-score) stays FP32."""
     import nncf
-    import onnx  # noqa: F401
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-    from onnx import numpy_helper as nh
 
     from dlsr_deploy.export.onnx_utils import _block_of, _quiet_logger
 
-    keep = [n.name for n in fp32.graph.node if (_block_of(n.name) is None or _block_of(n.name) < from_block)]
+    keep = [n.name for n in fp32.graph.node if _block_of(n.name) is None or not blocks(_block_of(n.name))]
     with _quiet_logger("nncf"):
-        q = nncf.quantize(
+        return nncf.quantize(
             fp32,
-            nncf.Dataset([calib_nncf[i : i + 1] for i in range(len(calib_nncf))], lambda x: {"images": x}),
-            subset_size=len(calib_nncf),
+            nncf.Dataset([calib[i : i + 1] for i in range(len(calib))], lambda x: {"images": x}),
+            subset_size=len(calib),
+            fast_bias_correction=False,
             ignored_scope=nncf.IgnoredScope(names=keep, validate=False),
-            advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=True),
+            advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=not bias_correction),
         )
+
+
+def _int8_convs(q):
+    """The convs of an NNCF graph whose weights it quantized, and each one's FP32 weight name."""
+    convs = [n for n in q.graph.node if n.op_type == "Conv" and n.input[1].startswith("dq_output_")]
+    return [(n, n.input[1][len("dq_output_") : -len("_1")]) for n in convs]
+
+
+def activations_only(fp32, calib, from_block: int):
+    """NNCF's activation quantizers (bias correction off) with every conv's FP32 weights and bias put
+    back: what 8-bit activations cost when the weights are exact."""
+    q = nncf_int8(fp32, calib, lambda b: b >= from_block, bias_correction=False)
+    fp_nodes = {n.name: n for n in fp32.graph.node}
+    fi = {i.name: i for i in fp32.graph.initializer}
+    have = {i.name for i in q.graph.initializer}
+    for n, _ in _int8_convs(q):
+        for j in (1, 2):
+            name = fp_nodes[n.name].input[j]
+            if name not in have:
+                q.graph.initializer.append(fi[name])
+                have.add(name)
+            n.input[j] = name
+    return q
+
+
+def sequential_lsq(fp32, calib_nncf, calib, graphs: Graphs, from_block: int, ridge: float = 0.01, say=print):
+    """NNCF's QDQ graph (activation scales; bias correction off), then per conv in graph order:
+    weights refitted to the FP32 output from the quantized input, GPTQ-rounded, bias re-fitted."""
+    from onnx import numpy_helper as nh
+
+    q = nncf_int8(fp32, calib_nncf, lambda b: b >= from_block, bias_correction=False)
     fp_nodes = {n.name: n for n in fp32.graph.node}
     fi = {i.name: nh.to_array(i) for i in fp32.graph.initializer}
     qi = {i.name: i for i in q.graph.initializer}
-    convs = [n for n in q.graph.node if n.op_type == "Conv" and n.input[1].startswith("dq_output_")]
-    for j, n in enumerate(convs):
+    convs = _int8_convs(q)
+    for j, (n, wname) in enumerate(convs):
         f = fp_nodes[n.name]
-        wname = n.input[1][len("dq_output_") : -len("_1")]
         w, b = fi[f.input[1]], fi[f.input[2]].astype(np.float64)
         W = w.reshape(len(w), -1).astype(np.float64)
         Xf = conv_features(graphs.tensor(fp32, f.input[0], calib), f)
@@ -252,19 +285,9 @@ def main():
     fp32 = onnx.load(str(m.file("backbone")))
     z_ref, ref = scores(compiled(fp32))
     graphs = Graphs(a.threads)
-    variants = [
-        ("weights only, round to nearest", lambda: weights_only(fp32, calib[:256], graphs, 1, gptq=False)),
-        ("weights only, GPTQ", lambda: weights_only(fp32, calib[:256], graphs, 1, gptq=True)),
-        (
-            "NNCF static INT8, full bias correction (dlsr-export)",
-            lambda: ou.quantize_backbone_openvino(fp32, calib, from_block=1, fp32_taps=False),
-        ),
-        ("sequential least squares + GPTQ", lambda: sequential_lsq(fp32, calib, calib[: a.n_seq], graphs, 1)),
-    ]
-    rows = []
-    for label, make in variants:
-        print(label, flush=True)
-        bb = compiled(make())
+
+    def measure(label, model):
+        bb = compiled(model)
         z, got = scores(bb)
         row = {
             "variant": label,
@@ -288,9 +311,33 @@ def main():
             max_dauroc=float(max(dau)),
             backbone_b32_ms=p50_ms(lambda b=bb: b({"images": test[:32]}), 8),
         )
-        rows.append(row)
         print(json.dumps(row), flush=True)
-    res = {"bundle": a.bundle, "machine": machine(), "threads": a.threads, "headline": head, "rows": rows}
+        return row
+
+    variants = [
+        ("weights only, round to nearest", lambda: weights_only(fp32, calib[:256], graphs, 1, gptq=False)),
+        ("weights only, GPTQ", lambda: weights_only(fp32, calib[:256], graphs, 1, gptq=True)),
+        ("activations only (NNCF's quantizers, FP32 weights)", lambda: activations_only(fp32, calib, 1)),
+        (
+            "NNCF static INT8, full bias correction (dlsr-export)",
+            lambda: ou.quantize_backbone_openvino(fp32, calib, from_block=1, fp32_taps=False),
+        ),
+        ("sequential least squares + GPTQ", lambda: sequential_lsq(fp32, calib, calib[: a.n_seq], graphs, 1)),
+    ]
+    rows = [measure(label, make()) for label, make in variants]
+    blocks = sorted({b for b in map(ou._block_of, (n.name for n in fp32.graph.node)) if b is not None and b >= 1})
+    per_block = []
+    for b in blocks:  # sensitivity: NNCF full bias correction on this one block, the rest FP32
+        per_block.append(dict(measure(f"block {b} only", nncf_int8(fp32, calib, lambda i, b=b: i == b)), block=b))
+    res = {
+        "bundle": a.bundle,
+        "machine": machine(),
+        "threads": a.threads,
+        "headline": head,
+        "rows": rows,
+        "per_block": per_block,
+        "fp32_b32_ms": p50_ms(lambda b=compiled(fp32): b({"images": test[:32]}), 8),
+    }
     write_results("int8_error_sources", res, _markdown)
 
 
@@ -309,13 +356,37 @@ def _markdown(res):
         "| backbone b32 p50 |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in res["rows"]:
-        lines.append(
-            f"| {r['variant']} | {r['z0_rel']:.3f} | {r['min_rank']:.6f} | {100 * r['max_dauroc']:.2f} | "
-            f"{r['worst_flips']} ({r['worst_score']}, {r['worst_flips'] / n:.1%}) | {r['head_flips']} "
-            f"({r['head_flips'] / n:.1%}) | {r['backbone_b32_ms']:.1f} ms |"
-        )
+    lines += [_row(r, n) for r in res["rows"]]
+    blocks = res.get("per_block", [])
+    if not blocks:
+        return "\n".join(lines)
+    allowed = int(0.005 * n)
+    rss = float(np.sqrt(sum(r["z0_rel"] ** 2 for r in blocks)))
+    whole = next(r for r in res["rows"] if r["variant"].startswith("NNCF"))
+    fit = [r["block"] for r in blocks if r["worst_flips"] <= allowed]
+    lines += [
+        "",
+        "## One block at a time (NNCF static INT8, full bias correction; the other blocks FP32)",
+        "",
+        f"FP32 backbone b32 p50 in the same run: {res['fp32_b32_ms']:.1f} ms. The single-block errors add in "
+        f"quadrature: sqrt(sum of squares) = {rss:.3f}, against {whole['z0_rel']:.3f} measured with all of them "
+        f"quantized. Blocks that stay within the {allowed} allowed flips on their own: "
+        f"{', '.join(map(str, fit)) or 'none'}; each spends {min(r['worst_flips'] for r in blocks)}-"
+        f"{max(r['worst_flips'] for r in blocks)} of them.",
+        "",
+        lines[4],
+        lines[5],
+    ]
+    lines += [_row(r, n) for r in blocks]
     return "\n".join(lines)
+
+
+def _row(r, n):
+    return (
+        f"| {r['variant']} | {r['z0_rel']:.3f} | {r['min_rank']:.6f} | {100 * r['max_dauroc']:.2f} | "
+        f"{r['worst_flips']} ({r['worst_score']}, {r['worst_flips'] / n:.1%}) | {r['head_flips']} "
+        f"({r['head_flips'] / n:.1%}) | {r['backbone_b32_ms']:.1f} ms |"
+    )
 
 
 if __name__ == "__main__":
