@@ -315,10 +315,12 @@ def export(**o):
 @click.option("--quiet", is_flag=True)
 @_friendly
 def check(bundle, model_dir, data, ood, n_verify, report, on_target, backend, rank_corr, auroc_change, flip_rate, z0_rel, quiet):
-    """Compare a bundle (ONNX Runtime CPU) with PyTorch eager FP32: z0, z0_hat and every
-    score (abs/rel error, Spearman rank correlation, AUROC change, decisions that flip at
-    the calibrated threshold). With --on-target, compare this machine's backend with the
-    golden outputs stored in the bundle. Exit code 1 when a tolerance is exceeded."""
+    """Compare a bundle with PyTorch eager FP32: z0, z0_hat and every score (abs/rel error,
+    Spearman rank correlation, AUROC change, decisions that flip at the calibrated threshold),
+    on the engine its export verified it on (ONNX Runtime CPU; OpenVINO CPU for --int8-scheme
+    openvino bundles) and with the precision's default tolerances unless given others (z0 is not
+    checked for an 8-bit backbone, as at export). With --on-target, compare this machine's backend
+    with the golden outputs stored in the bundle. Exit code 1 when a tolerance is exceeded."""
     if on_target:
         rep = _check_on_target(bundle, backend, report, quiet)
     else:

@@ -131,6 +131,7 @@ def summary_line(report: dict) -> str:
 def format_report(rep: dict) -> str:
     """The multi-line report dlsr-check prints (per tensor and per score, then PASS / FAIL)."""
     where = f" on {rep['platform']['backend']} ({rep['platform']['provider']})" if "platform" in rep else ""
+    where = where or (f" on {rep['engine']}" if "engine" in rep else "")
     lines = [
         f"parity of {rep.get('bundle', '')} ({rep.get('precision', '')}){where} vs PyTorch eager FP32 on "
         f"{rep['n_images']} images ({rep['n_ood']} OOD)"

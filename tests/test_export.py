@@ -254,6 +254,17 @@ def test_openvino_int8_scheme_dq_weights_and_nncf_backbone(tiny_run, tmp_path):
     assert any("_blocks.1/" in n for n in quantized), sorted(quantized)[:5]
     assert not quantized & set(taps) and not any("_conv_stem" in n for n in quantized)
     assert m["files"]["backbone"]["int8_fp32_taps"] == taps and "tap" in m["precision"]["int8_fp32"]
+    # dlsr-check re-verifies on the engine the export verified on (OpenVINO here, not ORT) and, as
+    # the export did, does not hold an 8-bit backbone's z0 to the 1e-4 default
+    from dataclasses import replace
+
+    from dlsr_deploy.export.check import check_bundle
+
+    assert m["parity"]["tensors"]["z0"]["max_rel_l2"] > 1e-4
+    rep = check_bundle(tmp_path / "ovq", run, None, [str(ood)], 32, lambda p: replace(loose, z0_rel=1e-4), quiet=True)
+    assert rep["engine"] == "OpenVINO CPU" and rep["passed"], rep["failures"]
+    for k, sc in m["parity"]["scores"].items():  # the export's own numbers, reproduced
+        assert rep["scores"][k]["spearman"] == pytest.approx(sc["spearman"], abs=1e-9), k
     with pytest.raises(ConfigError, match="drop --fused"):
         export_bundle(run, tmp_path / "f", fused=True, **opts)
 

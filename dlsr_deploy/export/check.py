@@ -20,7 +20,14 @@ def check_bundle(
     report_path: Optional[Path] = None,
     quiet: bool = False,
 ) -> dict:
-    from dlsr_deploy.export.exporter import calibration_images, verify_bundle_graphs, verify_sets
+    from dlsr_deploy.export.exporter import (
+        ENGINE_NAMES,
+        calibration_images,
+        graph_engine,
+        guard_tolerances,
+        verify_bundle_graphs,
+        verify_sets,
+    )
     from dlsr_deploy.io import atomic_write_text
     from dlsr_deploy.manifest import read_manifest
     from dlsr_deploy.model.reference import EagerReference
@@ -38,16 +45,20 @@ def check_bundle(
             "pass the right --model"
         )
     id_images, _ = calibration_images(model_dir, data, m.input_size)
+    precision = m.data["precision"]
+    engine = graph_engine(precision.get("int8_scheme"))  # where the export verified it, not always ORT
     rep, _ = verify_bundle_graphs(
         m.path,
         ref,
         id_images[:n_verify],
         verify_sets(ood, m.input_size, n_verify),
         m.threshold.all,
-        tol_for(m.precision),
+        guard_tolerances(tol_for(m.precision), precision.get("int8_backbone_from")),
+        engine=engine,
     )
     rep["bundle"] = str(m.path)
     rep["precision"] = m.precision
+    rep["engine"] = ENGINE_NAMES[engine]
     if not quiet:
         print(format_report(rep))
     if report_path:
