@@ -326,7 +326,7 @@ def _threshold(headline: str, t: dict) -> dict:
         "score": headline,
         **{k: t[k] for k in ("value", "all", "center", "scale", "target_tpr", "n_images")},
         "method": f"{t['target_tpr']:.0%} quantile of ID scores; ID only ({t['how']})",
-        "backend": "onnxruntime CPU on this bundle's graphs",
+        "backend": "ONNX Runtime CPU on this bundle's graphs",  # the exporter names the engine it used
         "normalized": "(score - center) / scale: 0 = median ID score, 1.0 = threshold",
     }
 
@@ -610,4 +610,6 @@ def describe(m: Manifest) -> str:
     par = d.get("parity")
     if par:
         lines.append(f"parity   {par.get('summary', '')}")
+        if m.relaxed_parity_note:
+            lines.append(f"         {m.relaxed_parity_note}")
     return "\n".join(lines)

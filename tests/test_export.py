@@ -164,7 +164,7 @@ def test_int8_bundle_for_onnx_runtime(tiny_run, tmp_path):
 def test_int8_weight_only_denoiser_runs_on_ort_only(tiny_run, tmp_path):
     from dlsr_deploy.errors import BackendUnavailable
     from dlsr_deploy.export.exporter import export_bundle
-    from dlsr_deploy.manifest import read_manifest
+    from dlsr_deploy.manifest import describe, read_manifest
     from dlsr_deploy.parity import Tolerances
     from dlsr_deploy.runtime import Detector
 
@@ -186,6 +186,8 @@ def test_int8_weight_only_denoiser_runs_on_ort_only(tiny_run, tmp_path):
     relaxed = read_manifest(tmp_path / "w").relaxed_parity  # what dlsr-bench shows next to its rows
     assert relaxed == {"rank_corr": (0.0, 0.999), "auroc_change": (1.0, 0.002), "flip_rate": (1.0, 0.005)}, relaxed
     assert "flip_rate 1 (default 0.005)" in read_manifest(tmp_path / "w").relaxed_parity_note
+    assert "relaxed tolerances" in describe(read_manifest(tmp_path / "w"))  # dlsr-inspect
+    assert m["threshold"]["backend"] == "ONNX Runtime CPU on this bundle's graphs"
     with Detector.load(tmp_path / "w", backend="auto") as det:
         assert (
             det.backend_name == "ort-cpu" and np.isfinite(det.score(np.zeros((2, 32, 32, 3), np.uint8))["mfsim"]).all()
@@ -234,6 +236,7 @@ def test_openvino_int8_scheme_dq_weights_and_nncf_backbone(tiny_run, tmp_path):
     opts = dict(int8=True, int8_scheme="openvino", verify_ood=[str(ood)], n_verify=32, tolerances=loose, quiet=True)
     m = export_bundle(run, tmp_path / "ov", **opts)
     assert m["backends"] == ["openvino"] and "OpenVINO CPU" in m["self_check"]["reference"]
+    assert m["threshold"]["backend"] == "OpenVINO CPU on this bundle's graphs"  # calibrated there
     den = onnx.load(str(tmp_path / "ov" / "denoiser.onnx"))
     int8 = [i for i in den.graph.initializer if i.data_type == onnx.TensorProto.INT8]
     dq = [n for n in den.graph.node if n.op_type == "DequantizeLinear"]

@@ -459,6 +459,7 @@ def _manifest(
         parity=({**parity, "summary": summary_line(parity)} if parity else None),
         export_seconds=None,
     )
+    m["threshold"]["backend"] = f"{ENGINE_NAMES[graph_engine(req.int8 and req.int8_scheme)]} on this bundle's graphs"
     if req.int8:
         m["precision"]["int8_scheme"] = req.int8_scheme
         if req.int8_scheme == "weight-only":  # MatMulNBits is an ONNX Runtime contrib op
