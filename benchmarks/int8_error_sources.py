@@ -238,15 +238,90 @@ def sequential_lsq(fp32, calib_nncf, calib, graphs: Graphs, from_block: int, rid
     return q
 
 
-def main():
-    import onnx
-    import openvino as ov
+class Evaluator:
+    """The bundle's FP32 backbone + FP32 denoiser on OpenVINO CPU (f32 hint) as the reference, the
+    2,200 dev images (1,000 CIFAR-10 test, 600 Tiny ImageNet, 600 DTD; disjoint from the export
+    guard's) and the 300 calibration images; measure() compares a backbone graph with it."""
 
+    def __init__(self, bundle: str, data: Path, threads: int):
+        import onnx
+        import openvino as ov
+
+        from dlsr_deploy.manifest import read_manifest
+        from dlsr_deploy.runtime.openvino import ov_config
+
+        m = read_manifest(Path(bundle))
+        self.thresholds, self.head = m.threshold.all, m.threshold.score
+        self.test = np.load(data / "cifar10_test.npz")["images"]
+        self.images = np.concatenate(
+            [
+                self.test[:1000],
+                np.load(data / "tinyimagenet_val_32.npz")["images"][1000:1600],
+                np.load(data / "dtd_subset10.npz")["images"][600:1200],
+            ]
+        )
+        self.is_ood = np.r_[np.zeros(1000, bool), np.ones(1200, bool)]
+        self.calib = np.load(data / "cifar10_train.npz")["images"][:300]
+        self.core = ov.Core()
+        self.cfg = {k: v for k, v in ov_config("latency", threads).items() if k != "CACHE_DIR"}
+        self.den = self.core.compile_model(str(m.file("denoiser")), "CPU", self.cfg)
+        self.fp32 = onnx.load(str(m.file("backbone")))
+        self.z_ref, self.ref = self.scores(self.compiled(self.fp32))
+
+    def compiled(self, model):
+        import onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx.save(model, f"{tmp}/backbone.onnx")
+            return self.core.compile_model(f"{tmp}/backbone.onnx", "CPU", self.cfg)
+
+    def z0(self, bb, images: np.ndarray) -> np.ndarray:
+        return np.concatenate([bb({"images": images[i : i + 50]})["z0"] for i in range(0, len(images), 50)])
+
+    def scores(self, bb):
+        z = self.z0(bb, self.images)
+        parts = [self.den({"z0": z[i : i + 64]}) for i in range(0, len(z), 64)]
+        return z, {o.get_any_name(): np.concatenate([p[o] for p in parts]) for o in self.den.outputs}
+
+    def b32_ms(self, bb) -> float:
+        return p50_ms(lambda: bb({"images": self.test[:32]}), 8)
+
+    def measure(self, label: str, model) -> dict:
+        """z0 error, every score's flips at its bundle threshold, rank correlation and AUROC change,
+        and the backbone's batch 32 p50; printed as a JSON line."""
+        from dlsr_deploy.metrics import auroc
+        from dlsr_deploy.parity import spearman
+
+        bb = self.compiled(model)
+        z, got = self.scores(bb)
+        zr, ood = self.z_ref, self.is_ood
+        row = {
+            "variant": label,
+            "z0_rel": float(np.linalg.norm(z - zr, axis=1).mean() / np.linalg.norm(zr, axis=1).mean()),
+        }
+        flips, ranks, dau = {}, [], []
+        for s, t in self.thresholds.items():
+            r, g = self.ref["score_" + s], got["score_" + s]
+            flips[s] = int(((r > t) != (g > t)).sum())
+            ranks.append(spearman(r, g))
+            dau.append(abs(auroc(g[~ood], g[ood]) - auroc(r[~ood], r[ood])))
+        worst = max(flips, key=flips.get)
+        row.update(
+            flips=flips,
+            worst_score=worst,
+            worst_flips=flips[worst],
+            head_flips=flips[self.head],
+            images=len(self.images),
+            min_rank=float(min(ranks)),
+            max_dauroc=float(max(dau)),
+            backbone_b32_ms=self.b32_ms(bb),
+        )
+        print(json.dumps(row), flush=True)
+        return row
+
+
+def main():
     from dlsr_deploy.export import onnx_utils as ou
-    from dlsr_deploy.manifest import read_manifest
-    from dlsr_deploy.metrics import auroc
-    from dlsr_deploy.parity import spearman
-    from dlsr_deploy.runtime.openvino import ov_config
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle")
@@ -254,66 +329,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-seq", type=int, default=64, help="calibration images of the sequential refit")
     a = ap.parse_args()
-    m = read_manifest(Path(a.bundle))
-    thr_all, head = m.threshold.all, m.threshold.score
-    d = a.data
-    test = np.load(d / "cifar10_test.npz")["images"]
-    images = np.concatenate(
-        [
-            test[:1000],
-            np.load(d / "tinyimagenet_val_32.npz")["images"][1000:1600],
-            np.load(d / "dtd_subset10.npz")["images"][600:1200],
-        ]
-    )
-    is_ood = np.r_[np.zeros(1000, bool), np.ones(1200, bool)]
-    calib = np.load(d / "cifar10_train.npz")["images"][:300]
-    core = ov.Core()
-    cfg = {k: v for k, v in ov_config("latency", a.threads).items() if k != "CACHE_DIR"}
-
-    def compiled(model):
-        with tempfile.TemporaryDirectory() as tmp:
-            onnx.save(model, f"{tmp}/backbone.onnx")
-            return core.compile_model(f"{tmp}/backbone.onnx", "CPU", cfg)
-
-    den = core.compile_model(str(m.file("denoiser")), "CPU", cfg)
-
-    def scores(bb):
-        z = np.concatenate([bb({"images": images[i : i + 50]})["z0"] for i in range(0, len(images), 50)])
-        parts = [den({"z0": z[i : i + 64]}) for i in range(0, len(z), 64)]
-        return z, {o.get_any_name(): np.concatenate([p[o] for p in parts]) for o in den.outputs}
-
-    fp32 = onnx.load(str(m.file("backbone")))
-    z_ref, ref = scores(compiled(fp32))
+    ev = Evaluator(a.bundle, a.data, a.threads)
+    fp32, calib = ev.fp32, ev.calib
     graphs = Graphs(a.threads)
-
-    def measure(label, model):
-        bb = compiled(model)
-        z, got = scores(bb)
-        row = {
-            "variant": label,
-            "z0_rel": float(np.linalg.norm(z - z_ref, axis=1).mean() / np.linalg.norm(z_ref, axis=1).mean()),
-        }
-        flips, ranks, dau = {}, [], []
-        for s, t in thr_all.items():
-            k = "score_" + s
-            r, g = ref[k], got[k]
-            flips[s] = int(((r > t) != (g > t)).sum())
-            ranks.append(spearman(r, g))
-            dau.append(abs(auroc(g[~is_ood], g[is_ood]) - auroc(r[~is_ood], r[is_ood])))
-        worst = max(flips, key=flips.get)
-        row.update(
-            flips=flips,
-            worst_score=worst,
-            worst_flips=flips[worst],
-            head_flips=flips[head],
-            images=len(images),
-            min_rank=float(min(ranks)),
-            max_dauroc=float(max(dau)),
-            backbone_b32_ms=p50_ms(lambda b=bb: b({"images": test[:32]}), 8),
-        )
-        print(json.dumps(row), flush=True)
-        return row
-
     variants = [
         ("weights only, round to nearest", lambda: weights_only(fp32, calib[:256], graphs, 1, gptq=False)),
         ("weights only, GPTQ", lambda: weights_only(fp32, calib[:256], graphs, 1, gptq=True)),
@@ -324,19 +342,19 @@ def main():
         ),
         ("sequential least squares + GPTQ", lambda: sequential_lsq(fp32, calib, calib[: a.n_seq], graphs, 1)),
     ]
-    rows = [measure(label, make()) for label, make in variants]
+    rows = [ev.measure(label, make()) for label, make in variants]
     blocks = sorted({b for b in map(ou._block_of, (n.name for n in fp32.graph.node)) if b is not None and b >= 1})
     per_block = []
     for b in blocks:  # sensitivity: NNCF full bias correction on this one block, the rest FP32
-        per_block.append(dict(measure(f"block {b} only", nncf_int8(fp32, calib, lambda i, b=b: i == b)), block=b))
+        per_block.append(dict(ev.measure(f"block {b} only", nncf_int8(fp32, calib, lambda i, b=b: i == b)), block=b))
     res = {
         "bundle": a.bundle,
         "machine": machine(),
         "threads": a.threads,
-        "headline": head,
+        "headline": ev.head,
         "rows": rows,
         "per_block": per_block,
-        "fp32_b32_ms": p50_ms(lambda b=compiled(fp32): b({"images": test[:32]}), 8),
+        "fp32_b32_ms": ev.b32_ms(ev.compiled(fp32)),
     }
     write_results("int8_error_sources", res, _markdown)
 
@@ -381,11 +399,12 @@ def _markdown(res):
     return "\n".join(lines)
 
 
-def _row(r, n):
+def _row(r, n, extra=()):
+    """One table row of a measure() result on n images; extra: cells before the time's."""
     return (
         f"| {r['variant']} | {r['z0_rel']:.3f} | {r['min_rank']:.6f} | {100 * r['max_dauroc']:.2f} | "
         f"{r['worst_flips']} ({r['worst_score']}, {r['worst_flips'] / n:.1%}) | {r['head_flips']} "
-        f"({r['head_flips'] / n:.1%}) | {r['backbone_b32_ms']:.1f} ms |"
+        f"({r['head_flips'] / n:.1%}) | " + "".join(f"{c} | " for c in extra) + f"{r['backbone_b32_ms']:.1f} ms |"
     )
 
 
