@@ -155,21 +155,10 @@ def weights_only(fp32, calib, graphs: Graphs, from_block: int, gptq: bool):
 def nncf_int8(fp32, calib, blocks, bias_correction: bool = True):
     """NNCF static INT8 (its defaults, full bias correction or none) of the backbone blocks whose index
     `blocks(i)` accepts; everything else (stem, preprocessing, pooling, z-score) stays FP32."""
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-
-    from dlsr_deploy.export.onnx_utils import _block_of, _quiet_logger
+    from dlsr_deploy.export.onnx_utils import _block_of, nncf_quantize
 
     keep = [n.name for n in fp32.graph.node if _block_of(n.name) is None or not blocks(_block_of(n.name))]
-    with _quiet_logger("nncf"):
-        return nncf.quantize(
-            fp32,
-            nncf.Dataset([calib[i : i + 1] for i in range(len(calib))], lambda x: {"images": x}),
-            subset_size=len(calib),
-            fast_bias_correction=False,
-            ignored_scope=nncf.IgnoredScope(names=keep, validate=False),
-            advanced_parameters=AdvancedQuantizationParameters(disable_bias_correction=not bias_correction),
-        )
+    return nncf_quantize(fp32, calib, keep, disable_bias_correction=not bias_correction)
 
 
 def _int8_convs(q):

@@ -376,16 +376,26 @@ def quantize_backbone_openvino(
     block (`backbone_tap_nodes`), the pooling and the per-layer z-score. The choice is measured in
     benchmarks/results/int8_openvino.md: quantizing blocks 1-3 or the taps flipped 0.8-0.9 % of
     the decisions, over the 0.5 % tolerance."""
+    keep = [n.name for n in model.graph.node if (_block_of(n.name) is None or _block_of(n.name) < from_block)]
+    keep += backbone_tap_nodes(model) if fp32_taps else []
+    return nncf_quantize(model, calib_images, keep, fast_bias_correction=fast_bias_correction)
+
+
+def nncf_quantize(model, calib_images: np.ndarray, keep_fp32, fast_bias_correction: bool = False, **advanced):
+    """NNCF static INT8 of an image graph (input `images`, one calibration image per sample) with
+    the nodes named in keep_fp32 left FP32; advanced: AdvancedQuantizationParameters fields
+    (benchmarks/int8_error_sources.py turns bias correction off)."""
     from dlsr_deploy.runtime.backend import import_optional
 
     nncf = import_optional("nncf", "int8")
-    keep = [n.name for n in model.graph.node if (_block_of(n.name) is None or _block_of(n.name) < from_block)]
-    keep += backbone_tap_nodes(model) if fp32_taps else []
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+
     with _quiet_logger("nncf"):
         return nncf.quantize(
             model,
             nncf.Dataset([calib_images[i : i + 1] for i in range(len(calib_images))], lambda x: {"images": x}),
             subset_size=len(calib_images),
             fast_bias_correction=fast_bias_correction,
-            ignored_scope=nncf.IgnoredScope(names=sorted(set(keep)), validate=False),
+            ignored_scope=nncf.IgnoredScope(names=sorted(set(keep_fp32)), validate=False),
+            advanced_parameters=AdvancedQuantizationParameters(**advanced) if advanced else None,
         )
