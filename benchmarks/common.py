@@ -7,12 +7,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def machine() -> str:
-    """CPU model and its SIMD flags, e.g. 'AMD EPYC [avx avx2 avx512f ... avx512_vnni]' (the same
-    reading the self-check keys its verdicts on)."""
-    from dlsr_deploy.runtime.selfcheck import cpu_info
+    """CPU model and its SIMD flags (dlsr_deploy.machine.describe)."""
+    from dlsr_deploy.machine import describe
 
-    cpu = cpu_info()
-    return f"{cpu.get('model', cpu.get('machine', '?'))} [{cpu.get('simd', '')}]"
+    return describe()
 
 
 def ort_session(model_or_path, threads=None):
@@ -28,18 +26,33 @@ def ort_session(model_or_path, threads=None):
 
 
 def p50_ms(call, reps: int) -> float:
-    """Median wall time of call() in ms, after one warm-up call."""
-    import time
+    """Median wall time of call() in ms, after one warm-up call (dlsr_deploy.timing)."""
+    from dlsr_deploy.timing import median_seconds
 
-    import numpy as np
+    return median_seconds(call, reps) * 1e3
 
-    call()
-    t = []
-    for _ in range(reps):
-        s = time.perf_counter()
-        call()
-        t.append(time.perf_counter() - s)
-    return float(np.median(t)) * 1e3
+
+PEAK_RSS_SCRIPT = """
+import resource, sys, numpy as np
+from dlsr_deploy.runtime import Detector
+bundle, backend, path, n, data = sys.argv[1:6]
+images = np.load(data)["images"][: int(n)]
+with Detector.load(bundle, backend=backend) as det:
+    for i in range(0, len(images), 32):
+        det.predict(images[i : i + 32], None if path == "headline" else "all")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def peak_rss_mb(bundle, backend: str, path: str, n: int, data) -> float:
+    """Peak resident memory (MB) of a fresh process that loads the bundle and scores n images of
+    `data` (a .npz) in chunks of 32 on the given scoring path ('headline' or 'all')."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-c", PEAK_RSS_SCRIPT, str(bundle), backend, path, str(n), str(data)]
+    r = subprocess.run(args, capture_output=True, text=True, check=True)
+    return float(r.stdout.strip().splitlines()[-1])
 
 
 def accuracy_row(ref: dict, got: dict, head: str, thr: float) -> dict:

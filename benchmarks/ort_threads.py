@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ def variants(bundle: Path):
     bb = OrtSession(m.file("backbone"), "cpu")
     dn = OrtSession(m.file("denoiser"), "cpu")
     out = {"default-spin": lambda x: dn.run({"z0": bb.run({"images": x})["z0"]})}
-    shipped = OrtBackend(m, "cpu")
+    shipped = OrtBackend(m)
     out["shipped"] = shipped.run
     if "pipeline" in m.files:
         fused = OrtSession(m.file("pipeline"), "cpu")
@@ -44,14 +43,47 @@ def variants(bundle: Path):
 
 
 def p50_ms(f, x, seconds: float) -> float:
-    for _ in range(2):
-        f(x)
-    ts, t0 = [], time.perf_counter()
-    while time.perf_counter() - t0 < seconds or len(ts) < 5:
-        t = time.perf_counter()
-        f(x)
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts) * 1e3)
+    """Median ms of f(x) over at least `seconds` (dlsr_deploy.timing, two warm-up calls)."""
+    from dlsr_deploy.timing import measure
+
+    f(x)
+    return measure(lambda: f(x), min_duration=seconds, min_iters=5).p50_ms
+
+
+def measure_rounds(vs: dict, pool: np.ndarray, batches, rounds: int, seconds: float) -> dict:
+    """{variant: {batch: [p50 ms per round]}}, variants interleaved within each round."""
+    res = {v: {b: [] for b in batches} for v in vs}
+    for r in range(rounds):
+        for b in batches:
+            x = np.ascontiguousarray(pool[np.linspace(0, len(pool) - 1, b).astype(int)])
+            for v, f in vs.items():
+                res[v][b].append(p50_ms(f, x, seconds))
+                print(f"round {r + 1}/{rounds} batch {b:3d} {v:13s} {res[v][b][-1]:8.1f} ms", file=sys.stderr)
+    return res
+
+
+def markdown(doc: dict, rounds: int, seconds: float) -> str:
+    header = doc["header"]
+    lines = [
+        "# ONNX Runtime CPU thread pools: two sessions back to back",
+        "",
+        f"Command: `{doc['command']}`",
+        "",
+        f"Machine: {header.get('cpu')} [{header.get('simd')}], {header['cpu_count']} cores; onnxruntime "
+        f"{header['onnxruntime']}; created {header['created']}",
+        "",
+        f"p50 end-to-end latency (uint8 images in, scores out), median over {rounds} interleaved rounds of "
+        f"{seconds:g} s each.",
+        "",
+        "| variant | batch | p50 ms | images/s | x default-spin | rounds (ms) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in doc["rows"]:
+        lines.append(
+            f"| {r['variant']} | {r['batch']} | {r['p50_ms']:.1f} | {r['images_per_s']:.1f} | "
+            f"{r['x_default_spin']:.2f} | " + ", ".join(f"{x:.1f}" for x in r["rounds_ms"]) + " |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -64,21 +96,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     a = ap.parse_args()
     batches = a.batch or [1, 8, 32]
-    pool = np.load(a.data)["images"]
-    header = machine_header(None)
     vs = variants(a.bundle)
-    res = {v: {b: [] for b in batches} for v in vs}
-    for r in range(a.rounds):
-        for b in batches:
-            x = np.ascontiguousarray(pool[np.linspace(0, len(pool) - 1, b).astype(int)])
-            for v, f in vs.items():
-                res[v][b].append(p50_ms(f, x, a.seconds))
-                print(f"round {r + 1}/{a.rounds} batch {b:3d} {v:13s} {res[v][b][-1]:8.1f} ms", file=sys.stderr)
+    res = measure_rounds(vs, np.load(a.data)["images"], batches, a.rounds, a.seconds)
     rows = []
     for v in vs:
         for b in batches:
-            med = float(np.median(res[v][b]))
-            base = float(np.median(res["default-spin"][b]))
+            med, base = float(np.median(res[v][b])), float(np.median(res["default-spin"][b]))
             rows.append(
                 {
                     "variant": v,
@@ -90,7 +113,7 @@ def main() -> None:
                 }
             )
     doc = {
-        "header": header,
+        "header": machine_header(None),
         "bundle": str(a.bundle),
         "command": " ".join(["python"] + sys.argv),
         "rows": rows,
@@ -98,27 +121,9 @@ def main() -> None:
     }
     a.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(a.out / "ort_threads.json", json.dumps(doc, indent=1))
-    lines = [
-        "# ONNX Runtime CPU thread pools: two sessions back to back",
-        "",
-        f"Command: `{doc['command']}`",
-        "",
-        f"Machine: {header['cpu']}, {header['cpu_count']} cores; onnxruntime {header['onnxruntime']}; created "
-        f"{header['created']}",
-        "",
-        "p50 end-to-end latency (uint8 images in, scores out), median over "
-        f"{a.rounds} interleaved rounds of {a.seconds:g} s each.",
-        "",
-        "| variant | batch | p50 ms | images/s | x default-spin | rounds (ms) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['variant']} | {r['batch']} | {r['p50_ms']:.1f} | {r['images_per_s']:.1f} | "
-            f"{r['x_default_spin']:.2f} | " + ", ".join(f"{x:.1f}" for x in r["rounds_ms"]) + " |"
-        )
-    atomic_write_text(a.out / "ort_threads.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    md = markdown(doc, a.rounds, a.seconds)
+    atomic_write_text(a.out / "ort_threads.md", md + "\n")
+    print(md)
 
 
 if __name__ == "__main__":

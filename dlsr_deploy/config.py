@@ -14,7 +14,7 @@ from typing import Any, Optional, Tuple
 
 from dlsr_deploy.errors import ConfigError
 
-BACKBONES = ("efficientnet-lite0", "efficientnet-b4", "resnet50")
+BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "efficientnet-b4", "resnet50")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

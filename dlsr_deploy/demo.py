@@ -17,8 +17,9 @@ import numpy as np
 def run_demo(out: Path, epochs: int = 15, quiet: bool = False) -> dict:
     from dlsr_deploy.config import FeatureConfig, ScoreConfig, TrainConfig
     from dlsr_deploy.data.demo import demo_images
+    from dlsr_deploy.eval_pipeline import run_eval
     from dlsr_deploy.export.exporter import export_bundle
-    from dlsr_deploy.pipeline import run_eval, run_train
+    from dlsr_deploy.pipeline import run_train
     from dlsr_deploy.runtime import Detector
 
     out = Path(out)
@@ -38,6 +39,7 @@ def run_demo(out: Path, epochs: int = 15, quiet: bool = False) -> dict:
         preset="paper",
         tcfg=TrainConfig(epochs=epochs, checkpoint_every=5),
         quiet=quiet,
+        force=True,  # the demo's own folder: a rerun replaces its earlier run
     )
     say("[2/4] dlsr-eval: digits (ID) vs scikit-image photo/texture crops (OOD)")
     result = run_eval(

@@ -2,7 +2,15 @@
 
 
 class DLSRError(Exception):
-    """Base class; the CLI prints these as one line and exits with code 1."""
+    """Base class; the CLI prints these as one line and exits with code 1.
+
+    param: the library parameter the error is about (e.g. "headline"), when there is one. Messages
+    name the parameter the caller passed (`headline: expected ...`); the CLI rewrites that name to
+    the command's flag (`--headline: expected ...`), so each side reads its own language."""
+
+    def __init__(self, message: str = "", *, param: str = None):
+        super().__init__(message)
+        self.param = param
 
 
 class ConfigError(DLSRError, ValueError):

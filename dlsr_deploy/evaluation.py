@@ -7,10 +7,9 @@ positive class; FPR@95TPR and AUPR-In take ID as the positive class.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -22,50 +21,99 @@ METRIC_NAMES = ("auroc", "fpr95", "aupr_in", "aupr_out")
 
 
 def metrics_table(
-    id_scores: Dict[str, np.ndarray], ood_scores: Dict[str, Dict[str, np.ndarray]]
+    id_scores: Dict[str, np.ndarray],
+    ood_scores: Dict[str, Dict[str, np.ndarray]],
+    n_boot: int = 0,
+    probes: Sequence[str] = (),
+    seed: int = 0,
 ) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """{score: {ood_name | 'mean': {metric: value}}}"""
+    """{score: {set | 'mean' | 'probe_mean': {metric: value}}}. With n_boot > 0 every set's AUROC
+    and FPR95 carry a 95 % bootstrap interval (auroc_lo / auroc_hi, fpr95_lo / fpr95_hi; ID and OOD
+    resampled, one resample per set shared by every score). 'mean' is over the real OOD sets;
+    'probe_mean' (AUROC with its interval) over the synthetic *shift* probes named in `probes`
+    (sets named 'probe:<name>')."""
+    from dlsr_deploy.selection import Resample, auroc_replicates, fpr95_replicates, interval
+
+    real = [k for k in ood_scores if not k.startswith("probe:")]
+    shift = [k for k in ood_scores if k.startswith("probe:") and k.split(":", 1)[1] in probes]
+    n_id = len(next(iter(id_scores.values())))
+    rs = (
+        {
+            k: Resample.draw(n_id, len(next(iter(v.values()))), n_boot, seed + i)
+            for i, (k, v) in enumerate(ood_scores.items())
+        }
+        if n_boot
+        else {}
+    )
     out = {}
     for score, id_s in id_scores.items():
-        per = {name: ood_metrics(id_s, s[score]) for name, s in ood_scores.items()}
-        per["mean"] = {m: float(np.mean([v[m] for v in per.values()])) for m in METRIC_NAMES}
+        per, reps = {}, {}
+        for name, sets in ood_scores.items():
+            per[name] = ood_metrics(id_s, sets[score])
+            if n_boot:
+                reps[name] = auroc_replicates(id_s, sets[score], rs[name])
+                lo, hi = interval(reps[name])
+                flo, fhi = interval(fpr95_replicates(id_s, sets[score], rs[name]))
+                per[name].update(auroc_lo=lo, auroc_hi=hi, fpr95_lo=flo, fpr95_hi=fhi)
+        if real:
+            per["mean"] = {m: float(np.mean([per[k][m] for k in real])) for m in METRIC_NAMES}
+        if shift:
+            per["probe_mean"] = {"auroc": float(np.mean([per[k]["auroc"] for k in shift]))}
+            if n_boot:
+                lo, hi = interval(np.mean([reps[k] for k in shift], axis=0))
+                per["probe_mean"].update(auroc_lo=lo, auroc_hi=hi)
         out[score] = per
     return out
 
 
+def _cell(m: dict, key: str) -> str:
+    if key not in m:
+        return "-"
+    v = f"{100 * m[key]:.2f}"
+    if f"{key}_lo" in m:
+        v += f" [{100 * m[key + '_lo']:.2f}, {100 * m[key + '_hi']:.2f}]"
+    return v
+
+
 def format_table(table: Dict[str, Dict[str, Dict[str, float]]], title: str = "") -> str:
-    """Markdown table: one row per score, AUROC / FPR95 / AUPR-In / AUPR-Out per OOD set (percent)."""
-    sets = [k for k in next(iter(table.values())).keys()]
-    head = "| score | " + " | ".join(f"{s} AUROC | {s} FPR95 | {s} AUPR-In | {s} AUPR-Out" for s in sets) + " |"
-    sep = "|---" * (1 + 4 * len(sets)) + "|"
+    """Markdown table: one row per score, AUROC [95 % interval] / FPR95 [interval] / AUPR-In /
+    AUPR-Out per OOD set (percent), then the means."""
+    sets = list(next(iter(table.values())).keys())
+    head = (
+        "| score | "
+        + " | ".join(
+            f"{s} AUROC" if s == "probe_mean" else f"{s} AUROC | {s} FPR95 | {s} AUPR-In | {s} AUPR-Out" for s in sets
+        )
+        + " |"
+    )
+    sep = "|---" * (1 + sum(1 if s == "probe_mean" else 4 for s in sets)) + "|"
     rows = []
     for score, per in table.items():
         cells = []
         for s in sets:
-            m = per[s]
-            cells += [
-                f"{100 * m['auroc']:.2f}",
-                f"{100 * m['fpr95']:.2f}",
-                f"{100 * m['aupr_in']:.2f}",
-                f"{100 * m['aupr_out']:.2f}",
-            ]
+            keys = ("auroc",) if s == "probe_mean" else ("auroc", "fpr95", "aupr_in", "aupr_out")
+            cells += [_cell(per[s], k) for k in keys]
         rows.append(f"| {score} | " + " | ".join(cells) + " |")
     lines = ([f"**{title}**", ""] if title else []) + [head, sep] + rows
     return "\n".join(lines)
 
 
 def short_table(table: Dict[str, Dict[str, Dict[str, float]]]) -> str:
-    """Compact text table for stdout: AUROC / FPR95 per OOD set."""
+    """Compact text table for stdout: AUROC (with the half-width of its interval) / FPR95 per set."""
     sets = list(next(iter(table.values())).keys())
     w = max(12, *(len(k) for k in table))
     lines = [
-        f"{'score':<{w}} " + " ".join(f"{s[:18]:>20}" for s in sets),
-        f"{'':<{w}} " + " ".join(f"{'AUROC / FPR95':>20}" for _ in sets),
+        f"{'score':<{w}} " + " ".join(f"{s[:22]:>24}" for s in sets),
+        f"{'':<{w}} " + " ".join(f"{'AUROC (+-) / FPR95':>24}" for _ in sets),
     ]
     for score, per in table.items():
-        lines.append(
-            f"{score:<{w}} " + " ".join(f"{100 * per[s]['auroc']:>10.2f} / {100 * per[s]['fpr95']:>6.2f}" for s in sets)
-        )
+        cells = []
+        for s in sets:
+            m = per[s]
+            pm = f"+-{50 * (m['auroc_hi'] - m['auroc_lo']):.2f}" if "auroc_lo" in m else ""
+            fpr = f"{100 * m['fpr95']:6.2f}" if "fpr95" in m else "     -"
+            cells.append(f"{100 * m['auroc']:>8.2f} {pm:>7} / {fpr}")
+        lines.append(f"{score:<{w}} " + " ".join(f"{c:>24}" for c in cells))
     return "\n".join(lines)
 
 
@@ -131,15 +179,10 @@ def plot_scores(scores: dict, path: Path) -> None:
 
 def machine_info() -> dict:
     """Platform, Python, CPU count, CPU model and its SIMD flags (timings are only read with these)."""
-    import os
+    from dlsr_deploy.machine import summary
 
-    from dlsr_deploy.runtime.selfcheck import cpu_info
-
-    cpu = cpu_info()
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    if "model" in cpu:
-        info["cpu"] = cpu["model"]
-    info["simd"] = cpu.get("simd", "")
+    info = summary()
+    info.pop("created")
     return info
 
 

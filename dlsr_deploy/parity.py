@@ -8,8 +8,8 @@ from typing import Dict
 
 import numpy as np
 
-from dlsr_deploy.manifest import score_of
 from dlsr_deploy.metrics import auroc
+from dlsr_deploy.names import score_of
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from dlsr_deploy.config import DenoiserConfig, FeatureConfig, ModelConfig, ScheduleConfig, ScoreConfig, TrainConfig
+from dlsr_deploy.config import DenoiserConfig, FeatureConfig, ModelConfig, ScheduleConfig, TrainConfig
 
 
 def _log(quiet: bool):
@@ -53,15 +53,16 @@ def features_for(
     flip: bool = False,
     reports: Optional[list] = None,
     digests: Optional[list] = None,
+    split: str = "test",
 ) -> Tuple[np.ndarray, str, int]:
     """(z0, set name, skipped count) for an image source, through the feature cache.
 
-    flip: the features of the horizontally flipped images (training views)."""
+    flip: the features of the horizontally flipped images (training views). split: the CIFAR
+    split of a CIFAR folder given without #train / #test."""
     from dlsr_deploy.data import load_images
-    from dlsr_deploy.model.features import extract_features
 
     log = _log(quiet)
-    iset = load_images(source, size=fcfg.native_size, limit=limit)
+    iset = load_images(source, size=fcfg.native_size, limit=limit, split=split)
     if iset.skipped:
         log(
             f"warning: {len(iset.skipped)} unreadable file(s) in {source} skipped: "
@@ -73,17 +74,34 @@ def features_for(
 
         digests.append(images_digest(iset.images))
     images = np.ascontiguousarray(iset.images[:, :, ::-1]) if flip else iset.images
-    z = extract_features(
+    desc = f"features {iset.name}" + (" (flipped)" if flip else "")
+    z = features_of(images, fcfg, cache_dir, quiet, engine, desc, extractor, reports)
+    return z, iset.name, len(iset.skipped)
+
+
+def features_of(
+    images: np.ndarray,
+    fcfg: FeatureConfig,
+    cache_dir: Optional[Path],
+    quiet: bool = False,
+    engine: str = "eager",
+    desc: str = "features",
+    extractor=None,
+    reports: Optional[list] = None,
+) -> np.ndarray:
+    """z0 of uint8 images [N, H, W, 3] through the feature cache (keyed by content and config)."""
+    from dlsr_deploy.model.features import extract_features
+
+    return extract_features(
         images,
         fcfg,
         extractor=extractor,
         cache_dir=cache_dir,
         progress=not quiet,
-        desc=f"features {iset.name}" + (" (flipped)" if flip else ""),
+        desc=desc,
         engine=engine,
-        engine_factory=feature_engine_factory(fcfg, engine, log, reports),
+        engine_factory=feature_engine_factory(fcfg, engine, _log(quiet), reports),
     )
-    return z, iset.name, len(iset.skipped)
 
 
 def training_features(
@@ -99,12 +117,18 @@ def training_features(
     """(z0 of every source concatenated, flipped-view z0 or None, names, skipped count, content digests)."""
     zs, flips, names, skipped, digests = [], [], [], 0, []
     for src in sources:
-        z, name, sk = features_for(src, fcfg, cache_dir, limit, quiet, engine=engine, reports=reports, digests=digests)
+        z, name, sk = features_for(
+            src, fcfg, cache_dir, limit, quiet, engine=engine, reports=reports, digests=digests, split="train"
+        )
         zs.append(z)
         names.append(name)
         skipped += sk
         if flip:
-            flips.append(features_for(src, fcfg, cache_dir, limit, quiet, engine=engine, flip=True, reports=reports)[0])
+            flips.append(
+                features_for(
+                    src, fcfg, cache_dir, limit, quiet, engine=engine, flip=True, reports=reports, split="train"
+                )[0]
+            )
     return np.concatenate(zs), (np.concatenate(flips) if flip else None), names, skipped, digests
 
 
@@ -115,9 +139,18 @@ def _describe(d: DenoiserConfig) -> str:
 
 def _training_data(sources, fcfg: FeatureConfig, cache_dir: Path, limit, quiet: bool, engine: str, flip: bool):
     """(z0, flipped z0 or None, set names, the feature part of run.json)."""
+    from dlsr_deploy.errors import DataError
+
     reports: list = []
     t = time.time()
     z, zf, names, skipped, digests = training_features(sources, fcfg, cache_dir, limit, quiet, engine, flip, reports)
+    same = sorted({sources[i] for i, d in enumerate(digests) if digests.count(d) > 1})
+    if same:
+        raise DataError(
+            f"data: {same} hold the same images (identical content); each training image must come once, or it is "
+            "trained on twice and leaks into the held-out calibration images",
+            param="data",
+        )
     feat = {
         "data": [str(Path(s).resolve()) if not str(s).startswith("demo:") else str(s) for s in sources],
         "data_sha256": digests,
@@ -148,12 +181,13 @@ def _split(n: int, holdout: float, seed: int):
     from dlsr_deploy.errors import ConfigError
 
     if not 0.0 <= holdout < 0.9:
-        raise ConfigError(f"--holdout: expected a fraction in [0, 0.9), got {holdout}")
+        raise ConfigError(f"holdout: expected a fraction in [0, 0.9), got {holdout}", param="holdout")
     n_hold = int(round(holdout * n))
     if holdout > 0 and (n_hold < 1 or n - n_hold < 2):
         raise ConfigError(
-            f"--holdout {holdout} of {n} images leaves {n_hold} held out and {n - n_hold} for training; "
-            "give more images, a larger --holdout, or --holdout 0"
+            f"holdout: {holdout} of {n} images leaves {n_hold} held out and {n - n_hold} for training; "
+            "give more images, a larger holdout, or holdout 0",
+            param="holdout",
         )
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[:n_hold]), np.sort(perm[n_hold:])
@@ -172,6 +206,53 @@ def _train_summary(res, tcfg: TrainConfig, held_out: bool) -> dict:
     }
 
 
+def resolve_native_size(sources, fcfg: FeatureConfig, native_size, limit, log) -> Tuple[FeatureConfig, str]:
+    """(feature config with the native size set, how it was chosen). native_size: 'auto' = the
+    median shorter side of the training images (capped at the input size); an int = given; 0 or
+    None = each source's own size. Warns when bringing the images to it rescales them a lot."""
+    import dataclasses
+
+    from dlsr_deploy.inputs import image_sizes, list_inputs, native_size_from
+
+    if not isinstance(native_size, str):
+        n = native_size or None
+        return dataclasses.replace(fcfg, native_size=n), ("given" if n else "source size")
+    listed = [list_inputs([s], cifar_split="train", limit=limit) for s in sources if not str(s).startswith("demo:")]
+    sizes = [hw for lst in listed for hw in image_sizes(lst)]
+    if not sizes:  # only the demo set: its own 32 px
+        return dataclasses.replace(fcfg, native_size=32), "data: the demo set's 32 px"
+    native = native_size_from(sizes, fcfg.input_size)
+    short = np.array([min(h, w) for h, w in sizes], float)
+    up, down = float(np.mean(native / short > 2.0)), float(np.mean(short / native > 4.0))
+    if up > 0.1 or down > 0.1:
+        log(
+            f"warning: native size {native} px upsamples {up:.0%} of the training images by more than 2x and shrinks "
+            f"{down:.0%} by more than 4x (shorter sides {int(short.min())}..{int(short.max())} px); give native_size "
+            "to choose another"
+        )
+    med = int(np.median(short))
+    how = f"data: median shorter side of {len(sizes)} training images ({med} px), capped at {fcfg.input_size}"
+    return dataclasses.replace(fcfg, native_size=native), how
+
+
+def _identity(feat: dict, cfg: ModelConfig, holdout: float, how: str) -> dict:
+    from dlsr_deploy.run_folder import identity
+
+    c = cfg.to_dict()
+    for k in ("epochs", "patience", "checkpoint_every"):  # a resume may train longer
+        c["train"].pop(k, None)
+    return identity(
+        feat["data"],
+        feat["data_sha256"],
+        c,
+        flip=feat["flip"],
+        limit=feat["limit"],
+        holdout=holdout,
+        native_size=cfg.feature.native_size,
+        feature_engine=feat["feature_engine"],
+    )
+
+
 def run_train(
     data,
     out: Path,
@@ -182,49 +263,76 @@ def run_train(
     tcfg: TrainConfig = TrainConfig(),
     holdout: float = 0.1,
     resume: bool = False,
+    force: bool = False,
     limit: Optional[int] = None,
     cache_dir: Optional[Path] = None,
     quiet: bool = False,
     flip: bool = False,
     feature_engine: str = "eager",
+    native_size="auto",
 ) -> dict:
     """Train on one or several ID sources (`data`: a source or a list of them; a folder of
     .npz packs counts as all its packs). flip: add the horizontally flipped view of every
-    training image as an extra training vector (held-out images and their flips stay out)."""
+    training image as an extra training vector (held-out images and their flips stay out).
+    native_size: 'auto' (default: the median shorter side of the training images, capped at the
+    input size), a number (0 = each source's own size), or 'given' (fcfg.native_size). An existing run in `out`
+    is refused unless resume (same data and settings, checked) or force (replaced)."""
+    from dlsr_deploy import run_folder
     from dlsr_deploy.data import expand_sources
-    from dlsr_deploy.io import atomic_write_text
     from dlsr_deploy.model.features import default_cache_dir
-    from dlsr_deploy.model.train import train_denoiser
-    from dlsr_deploy.scoring import fit_density_heads, save_density_heads
 
     log = _log(quiet)
-    t0 = time.time()
-    out = Path(out)
+    t0, out = time.time(), Path(out)
+    run_folder.prepare(out, resume, force)
     sources = expand_sources([data] if isinstance(data, (str, Path)) else list(data))
+    if native_size != "given":
+        fcfg, native_how = resolve_native_size(sources, fcfg, native_size, limit, log)
+    else:
+        native_how = "given" if fcfg.native_size else "source size"
     z, zf, names, feat = _training_data(
         sources, fcfg, cache_dir or default_cache_dir(), limit, quiet, feature_engine, flip
     )
     cfg = _model_config(fcfg, tcfg, preset, width, blocks, z.shape[1])
-    hold_idx, train_idx = _split(len(z), holdout, tcfg.seed)
-    train_z = z[train_idx] if zf is None else np.concatenate([z[train_idx], zf[train_idx]])
+    ident = _identity(feat, cfg, holdout, native_how)
+    if resume:
+        run_folder.check_resume(out, ident)
     out.mkdir(parents=True, exist_ok=True)
+    run_folder.write_started(out, ident, {"native_size_source": native_how})
+    return _fit(out, z, zf, names, feat, cfg, preset, holdout, resume, quiet, log, t0, ident, native_how)
+
+
+def _fit(out, z, zf, names, feat, cfg, preset, holdout, resume, quiet, log, t0, ident, native_how) -> dict:
+    """Train the LFDN on the cached z0, fit the density heads, write run.json (status 'done')."""
+    from dlsr_deploy.io import atomic_write_text
+    from dlsr_deploy.model.train import train_denoiser
+    from dlsr_deploy.scoring import fit_density_heads, save_density_heads
+
+    hold_idx, train_idx = _split(len(z), holdout, cfg.train.seed)
+    train_z = z[train_idx] if zf is None else np.concatenate([z[train_idx], zf[train_idx]])
     np.save(out / "train_z0.npy", train_z)
     np.save(out / "holdout_z0.npy", z[hold_idx])
-    what = f"{len(train_z)} z0 vectors of {'+'.join(names)}" + (" (with flipped views)" if flip else "")
-    log(f"training LFDN ({preset}: {_describe(cfg.denoiser)}) on {what} ({len(hold_idx)} images held out)")
+    what = f"{len(train_z)} z0 vectors of {'+'.join(names)}" + (" (with flipped views)" if zf is not None else "")
+    log(
+        f"training LFDN ({preset}: {_describe(cfg.denoiser)}) on {what} ({len(hold_idx)} images held out; native size "
+        f"{cfg.feature.native_size} px, {native_how})"
+    )
     res = train_denoiser(
         train_z, cfg, out, resume=resume, progress=not quiet, log=log, val_z=z[hold_idx] if len(hold_idx) else None
     )
     t_dens = time.time()
     save_density_heads(out / "density.npz", fit_density_heads(train_z, cfg.layer_sizes))
     info = {  # run.json
+        "status": "done",
+        "identity": ident,
         **feat,
+        "native_size": cfg.feature.native_size,
+        "native_size_source": native_how,
         "n_images": int(len(z)),
         "n_train": int(len(train_idx)),
         "n_train_vectors": int(len(train_z)),
         "n_holdout": int(len(hold_idx)),
         "holdout_indices": [int(i) for i in hold_idx],
-        **_train_summary(res, tcfg, bool(len(hold_idx))),
+        **_train_summary(res, cfg.train, bool(len(hold_idx))),
         "density_heads": "density.npz, fitted on the training z0 (train_z0.npy)",
         "density_seconds": round(time.time() - t_dens, 1),
         "total_seconds": round(time.time() - t0, 1),
@@ -232,136 +340,3 @@ def run_train(
     atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
     log(f"done: {out} (model = EMA of epoch {res.best_epoch}, {info['train_seconds']:.0f} s training)")
     return info
-
-
-PLOT_SCORES = ("mfsim", "mse", "gauss_layer", "sum_mfsim_gauss_layer")
-
-
-def _eval_config(
-    model_dir: Path, sc: ScoreConfig, hold_z, z_id: np.ndarray, z_ood: Dict[str, np.ndarray], quiet: bool, log
-):
-    """Every score of one score config on the ID and OOD sets -> (report block, ID scores, OOD scores)."""
-    from dlsr_deploy.evaluation import DIRECTION, metrics_table, short_table
-    from dlsr_deploy.model.reference import EagerReference, fit_combinations
-
-    t = time.time()
-    ref = EagerReference.from_run(model_dir, sc, with_lr=None, combos=[])
-    if hold_z is not None and len(hold_z):  # standardised on held-out ID scores only
-        ref.combos = fit_combinations(ref.score_z0(hold_z))
-    s_id = ref.score_z0(z_id, progress=not quiet, desc=f"score ID t={sc.t_start}")
-    s_ood = {k: ref.score_z0(v, progress=not quiet, desc=f"score {k}") for k, v in z_ood.items()}
-    table = metrics_table(s_id, s_ood)
-    log(
-        f"\nscore config t_start={sc.t_start} steps={sc.steps} eta={sc.eta} n_noise={sc.n_noise} "
-        f"mode={sc.mode}  ({DIRECTION})"
-    )
-    log(short_table(table))
-    block = {
-        "score_config": sc.to_dict(),
-        "metrics": table,
-        "combinations": [c.to_dict() for c in ref.combos],
-        "seconds": round(time.time() - t, 1),
-    }
-    return block, s_id, s_ood
-
-
-def run_eval(
-    model_dir: Path,
-    id_source: str,
-    ood_sources: Sequence[Tuple[str, str]],
-    score_cfgs: Sequence[ScoreConfig],
-    *,
-    out_dir: Optional[Path] = None,
-    knn_k: int = 10,
-    limit: Optional[int] = None,
-    cache_dir: Optional[Path] = None,
-    stem: str = "eval",
-    command: str = "",
-    quiet: bool = False,
-    plot: bool = True,
-    feature_engine: str = "eager",
-) -> dict:
-    """dlsr-eval: every score per score config on ID vs each OOD set -> JSON, Markdown, PNG, scores."""
-    from dlsr_deploy.errors import ConfigError
-    from dlsr_deploy.evaluation import DIRECTION, POSITIVE, machine_info, now
-    from dlsr_deploy.model.features import default_cache_dir
-
-    log = _log(quiet)
-    model_dir = Path(model_dir)
-    names = [n for n, _ in ood_sources]
-    if not ood_sources:
-        raise ConfigError("dlsr-eval: give at least one --ood set")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"dlsr-eval: OOD set names must be unique, got {names}; name them NAME=PATH")
-    cfg = ModelConfig.load(model_dir / "config.json")
-    cache_dir = cache_dir or default_cache_dir()
-    hold_z = np.load(model_dir / "holdout_z0.npy") if (model_dir / "holdout_z0.npy").exists() else None
-    feats = lambda src: features_for(src, cfg.feature, cache_dir, limit, quiet, engine=feature_engine)  # noqa: E731
-    z_id, id_name, _ = feats(id_source)
-    z_ood = {name: feats(src)[0] for name, src in ood_sources}
-    result = {
-        "direction": DIRECTION,
-        "positive_class": POSITIVE,
-        "command": command,
-        "created": now(),
-        "machine": machine_info(),
-        "model": str(model_dir),
-        "model_config": cfg.to_dict(),
-        "feature_engine": feature_engine,
-        "id_set": {"name": id_name, "source": str(id_source), "n": int(len(z_id))},
-        "ood_sets": [{"name": k, "source": str(src), "n": int(len(z_ood[k]))} for k, src in ood_sources],
-        "runs": [],
-    }
-    plot_scores = None
-    for sc in score_cfgs:
-        block, s_id, s_ood = _eval_config(model_dir, sc, hold_z, z_id, z_ood, quiet, log)
-        result["runs"].append(block)
-        plot_scores = plot_scores or {"id": s_id, "ood": s_ood}
-    result["baselines"] = _baselines(model_dir, z_id, z_ood, knn_k, log)
-    _write_eval(
-        result, Path(out_dir) if out_dir else model_dir / "eval", stem, plot_scores if plot else None, plot_scores, log
-    )
-    return result
-
-
-def _baselines(model_dir: Path, z_id: np.ndarray, z_ood: Dict[str, np.ndarray], knn_k: int, log) -> Optional[dict]:
-    """The earlier Mahalanobis baseline (ridge) and cosine KNN, fitted on the training z0."""
-    from dlsr_deploy.baselines import CosineKNN, Mahalanobis
-    from dlsr_deploy.evaluation import metrics_table, short_table
-
-    if not (model_dir / "train_z0.npy").exists():
-        return None
-    train_z = np.load(model_dir / "train_z0.npy")
-    maha = Mahalanobis.fit(train_z)
-    knn = CosineKNN.fit(train_z, k=min(knn_k, len(train_z)))
-    b_id = {"mahalanobis": maha.score(z_id), f"knn{knn.k}": knn.score(z_id)}
-    b_ood = {k: {"mahalanobis": maha.score(v), f"knn{knn.k}": knn.score(v)} for k, v in z_ood.items()}
-    table = metrics_table(b_id, b_ood)
-    log("\nfeature baselines on the same z0 (fitted on the training z0)")
-    log(short_table(table))
-    return table
-
-
-def _write_eval(
-    result: dict, out_dir: Path, stem: str, plot_scores: Optional[dict], all_scores: Optional[dict], log
-) -> None:
-    """STEM.json / .md / .png (a few headline scores plotted) and STEM_scores.npz (every score)."""
-    from dlsr_deploy.evaluation import write_report
-
-    shown = None
-    if plot_scores is not None:
-        keep = [k for k in PLOT_SCORES if k in plot_scores["id"]]
-        shown = {
-            "id": {k: plot_scores["id"][k] for k in keep},
-            "ood": {n: {k: d[k] for k in keep} for n, d in plot_scores["ood"].items()},
-        }
-    if result.get("baselines") is None:
-        result.pop("baselines", None)
-    paths = write_report(result, out_dir, shown, stem=stem)
-    if all_scores is not None:
-        np.savez_compressed(
-            out_dir / f"{stem}_scores.npz",
-            **{f"id.{k}": v for k, v in all_scores["id"].items() if k != "z0_hat"},
-            **{f"{n}.{k}": v for n, d in all_scores["ood"].items() for k, v in d.items() if k != "z0_hat"},
-        )
-    log("\nwrote " + ", ".join(str(p) for p in paths))

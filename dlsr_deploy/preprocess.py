@@ -9,9 +9,12 @@ CLI and the exporter, so every path applies the same rules:
   others refused (channel-first input gets a hint).
 - float arrays: Python API only, values in [0, 1], converted as round(x * 255); NaN, inf and
   values out of range are refused. `.npz` packs must be uint8.
-- image files: any Pillow format; palette, greyscale, CMYK, LA / RGBA -> RGB (alpha dropped);
-  16-bit greyscale scaled to 8 bits (65535 -> 255), not clipped; animated files: the first
-  frame; zero-sized images refused.
+- image files: any Pillow format; the EXIF orientation is applied; palette, greyscale, CMYK,
+  LA / RGBA -> RGB (alpha dropped); 16-bit greyscale scaled to 8 bits (65535 -> 255), not
+  clipped; 32-bit integer greyscale scaled by the smallest of 8 / 16 / 24 / 32 bits that holds
+  its maximum; float greyscale (TIFF mode F) in [0, 1] scaled by 255, else read as levels by the
+  same bit-depth rule (NaN, inf and negative values refused); animated files: the first frame;
+  zero-sized images refused; `max_pixels` refuses an image from its header, before decoding.
 - size: every image is brought to the model's native size by a centre square crop, then
   Pillow bilinear (the training data's own path).
 - empty batches are refused; unreadable files are named (dlsr-score gives each a row).
@@ -30,16 +33,41 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 ImagesLike = Union[np.ndarray, Sequence]
 
 
+def _scale_levels(a: np.ndarray, what: str) -> np.ndarray:
+    """A greyscale array of any numeric type -> uint8 levels (the module docstring's rules)."""
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise InputError(f"{what}: {int((~np.isfinite(a)).sum())} pixels are NaN or infinite")
+    lo, hi = float(a.min(initial=0.0)), float(a.max(initial=0.0))
+    if lo < 0:
+        raise InputError(f"{what}: negative pixel values (min {lo:.3g}); expected light levels >= 0")
+    if a.dtype.kind == "f" and hi <= 1.0:
+        depth = 1.0
+    else:
+        depth = next((d for d in (255.0, 65535.0, 2.0**24 - 1, 2.0**32 - 1) if hi <= d), None)
+        if depth is None:
+            raise InputError(f"{what}: pixel values up to {hi:.3g}, beyond 32 bits")
+    return np.clip(np.round(a * (255.0 / depth)), 0, 255).astype(np.uint8)
+
+
 def pil_to_rgb(img, what: str = "image") -> np.ndarray:
     """A Pillow image (first frame) -> uint8 [H, W, 3] by the rules in the module docstring."""
+    from PIL import ImageOps
+
     if img.size[0] == 0 or img.size[1] == 0:
         raise InputError(f"{what}: the image is empty ({img.size[0]}x{img.size[1]} pixels)")
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(img).astype(np.float64)
-        depth = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
-        g = np.clip(np.round(a * (255.0 / depth)), 0, 255).astype(np.uint8)
+    img = ImageOps.exif_transpose(img) or img  # a phone photo taken sideways is upright here too
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img)
+        if img.mode.startswith("I;16"):
+            a = a.astype(np.float64) * (255.0 / 65535.0)
+            g = np.clip(np.round(a), 0, 255).astype(np.uint8)
+        elif img.mode == "F":
+            g = _scale_levels(a.astype(np.float32), what)
+        else:
+            g = _scale_levels(a.astype(np.int64), what)
         return np.repeat(g[..., None], 3, axis=-1)
     if img.mode != "RGB":
         img = img.convert("RGBA" if img.mode in ("P", "PA", "LA") else "RGB").convert("RGB")
@@ -61,31 +89,37 @@ def to_square(image: np.ndarray, size: Optional[int]) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def read_image(path: Union[str, Path], size: Optional[int] = None) -> np.ndarray:
-    """An image file -> uint8 [size, size, 3] (or its own size when size is None)."""
-    return _open_image(path, str(path), size)
+def read_image(path: Union[str, Path], size: Optional[int] = None, max_pixels: Optional[int] = None) -> np.ndarray:
+    """An image file -> uint8 [size, size, 3] (or its own size when size is None). max_pixels:
+    refuse images with more pixels, checked from the file header before any decoding."""
+    return _open_image(path, str(path), size, max_pixels)
 
 
-def decode_image(data: bytes, size: Optional[int] = None, what: str = "image") -> np.ndarray:
+def decode_image(
+    data: bytes, size: Optional[int] = None, what: str = "image", max_pixels: Optional[int] = None
+) -> np.ndarray:
     """Encoded image bytes (PNG, JPEG, any Pillow format) -> uint8 [size, size, 3]."""
     import io
 
     if not data:
         raise InputError(f"{what}: empty (0 bytes)")
-    return _open_image(io.BytesIO(data), what, size)
+    return _open_image(io.BytesIO(data), what, size, max_pixels)
 
 
-def _open_image(src, what: str, size: Optional[int]) -> np.ndarray:
+def _open_image(src, what: str, size: Optional[int], max_pixels: Optional[int] = None) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(src) as img:
+            w, h = img.size  # from the header: nothing is decoded yet
+            if max_pixels is not None and w * h > max_pixels:
+                raise InputError(f"{what}: {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
             return to_square(pil_to_rgb(img, what), size)
     except InputError:
         raise
     except Image.UnidentifiedImageError:
         raise InputError(f"{what}: cannot read image (not a format Pillow can read)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError, MemoryError) as exc:
         raise InputError(f"{what}: cannot read image ({exc.__class__.__name__}: {exc})") from None
 
 

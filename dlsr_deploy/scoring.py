@@ -9,7 +9,7 @@ Direction everywhere: higher score = more OOD.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -52,6 +52,37 @@ def mfsim(
     return -np.mean(cos, axis=0)
 
 
+def mfsim_score(z0: np.ndarray, zh: np.ndarray, sizes: Sequence[int], options: dict) -> np.ndarray:
+    """Registry form of `mfsim` (options: skip_first)."""
+    return mfsim(z0, zh, sizes, skip_first=bool(options.get("skip_first", False)))
+
+
+def mse_score(z0: np.ndarray, zh: np.ndarray, sizes: Sequence[int], options: dict) -> np.ndarray:
+    """Registry form of `mse`."""
+    return mse(z0, zh)
+
+
+def reconstruction_scores(z0: np.ndarray, zh: np.ndarray, sizes: Sequence[int], options: dict) -> Dict[str, np.ndarray]:
+    """Every registered reconstruction score (dlsr_deploy.registry) of z0 and its reconstruction."""
+    from dlsr_deploy.registry import SCORES, resolve
+
+    return {n: np.asarray(resolve(spec.numpy)(z0, zh, sizes, options), np.float64) for n, spec in SCORES.items()}
+
+
+def dlsr_score_names(with_lr: bool) -> List[str]:
+    """The DLSR scores of a bundle, in graph order: every registered reconstruction score, then
+    lr_<score> for those with an LR variant when the first-epoch model is exported."""
+    from dlsr_deploy.registry import SCORES
+
+    names = list(SCORES)
+    return names + ([f"lr_{n}" for n, spec in SCORES.items() if spec.lr] if with_lr else [])
+
+
+def bundle_score_names(with_lr: bool, heads: Sequence[str], combos: Sequence[str]) -> List[str]:
+    """Every score of a bundle in graph order: DLSR scores, density heads, combinations."""
+    return dlsr_score_names(with_lr) + list(heads) + list(combos)
+
+
 def threshold_at_tpr(id_scores: np.ndarray, tpr: float = 0.95) -> float:
     """Score below or at which `tpr` of ID images fall (ID = positive, flagged OOD iff score > t)."""
     s = np.asarray(id_scores, np.float64)
@@ -85,8 +116,13 @@ def normalisation(id_scores: np.ndarray, threshold: float) -> Tuple[float, float
 #   maha_l2      maha_lw on l2-normalised z0 (Mahalanobis++, Mueller et al. 2025). NB: z0 is
 #                z-scored per layer, so every z0 already has the same norm and this head
 #                equals maha_lw up to a constant factor (measured: identical AUROC)
+#   gauss_layer_dn  gauss_layer with each layer's distance divided by that layer's dimension:
+#                a squared Mahalanobis distance of a d-dimensional Gaussian has mean d, so in
+#                gauss_layer the 320-dimensional last tap outweighs the 16-dimensional first one
+#                20:1; normalised, every tap (texture, stroke, contrast statistics in the shallow
+#                ones) weighs alike
 
-DENSITY_HEADS = ("maha_lw", "gauss_layer", "maha_l2", "maha_ridge")
+DENSITY_HEADS = ("maha_lw", "gauss_layer", "maha_l2", "maha_ridge", "gauss_layer_dn")
 # the heads a bundle carries by default (dlsr-eval reports them all): maha_l2 equals maha_lw on
 # per-layer z-scored z0, and maha_ridge is the earlier baseline
 BUNDLE_HEADS = ("maha_lw", "gauss_layer")
@@ -155,14 +191,15 @@ class DensityHead:
         x = _l2(z) if l2 else z
         mean = x.mean(axis=0)
         xc = x - mean
-        if name == "gauss_layer":
+        if name in ("gauss_layer", "gauss_layer_dn"):
             if sum(sizes) != z.shape[1]:
-                raise InputError(f"gauss_layer: layer sizes {list(sizes)} do not add up to D={z.shape[1]}")
+                raise InputError(f"{name}: layer sizes {list(sizes)} do not add up to D={z.shape[1]}")
             proj = np.zeros((z.shape[1], z.shape[1]))
             shrinks = []
             for a, b in layer_bounds(sizes):
                 cov, s = ledoit_wolf(xc[:, a:b])
-                proj[a:b, a:b] = _precision_factor(cov)
+                # gauss_layer_dn: ||d P / sqrt(dim)||^2 = (d^T inv(cov) d) / dim
+                proj[a:b, a:b] = _precision_factor(cov) / (np.sqrt(b - a) if name == "gauss_layer_dn" else 1.0)
                 shrinks.append(s)
             info = {"shrinkage_per_layer": shrinks}
             return cls(name, mean, proj, l2, {**info, "n_fit": int(len(z))}, tuple(int(s) for s in sizes))
@@ -221,9 +258,23 @@ def load_density_heads(path) -> Dict[str, DensityHead]:
 # maximum ("max"). All constants come from ID data only.
 
 
-# the combinations dlsr-eval reports (each as "sum" and "max"): a DLSR score with a density head
-COMBINATIONS = (("mfsim", "gauss_layer"), ("mfsim", "maha_lw"), ("mse", "gauss_layer"))
+# the combinations dlsr-eval reports (each as "sum" and "max"): a DLSR score with a density head,
+# and complementary density views (a global Gaussian, dominated by the last tap, with the
+# dimension-normalised per-layer one, which weighs every tap alike)
+COMBINATIONS = (
+    ("mfsim", "gauss_layer"),
+    ("mfsim", "maha_lw"),
+    ("mse", "gauss_layer"),
+    ("maha_ridge", "gauss_layer_dn"),
+    ("maha_lw", "gauss_layer_dn"),
+    ("mfsim", "maha_ridge", "gauss_layer_dn"),
+)
 COMBINE_HOWS = ("sum", "max")
+
+
+def combination_names(available: Sequence[str]) -> List[str]:
+    """The combinations (COMBINATIONS x COMBINE_HOWS) whose components are all `available`, by name."""
+    return [f"{how}_" + "_".join(c) for c in COMBINATIONS for how in COMBINE_HOWS if all(x in available for x in c)]
 
 
 @dataclass(frozen=True)

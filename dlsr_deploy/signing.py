@@ -60,10 +60,35 @@ def _read(key: KeyLike, what: str) -> bytes:
 
 
 def public_key_id(pub_pem: bytes) -> str:
-    """A short fingerprint of a public key (sha256 of its PEM, 16 hex digits)."""
+    """A short fingerprint of a public key: sha256 of its raw 32 key bytes, 16 hex digits. The
+    key, not its file: the same key saved with CRLF line endings or other PEM wrapping has the
+    same id."""
     import hashlib
 
-    return hashlib.sha256(pub_pem.strip()).hexdigest()[:16]
+    serialization, _ = _crypto()
+    try:
+        key = serialization.load_pem_public_key(pub_pem)
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"not an Ed25519 PEM public key ({exc})") from None
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def check_trusted_keys(trusted_keys) -> None:
+    """None means "no signature required"; anything else must name at least one key. An empty
+    list is refused: an app whose key list came back empty must not silently stop checking."""
+    if trusted_keys is None:
+        return
+    if isinstance(trusted_keys, (str, bytes, Path)):
+        raise ConfigError(
+            "trusted_keys: expected a list of public keys (PEM paths or bytes), got a single "
+            f"{type(trusted_keys).__name__}; wrap it in a list"
+        )
+    if len(list(trusted_keys)) == 0:
+        raise ConfigError(
+            "trusted_keys: the list is empty, so no bundle could be trusted; give at least one public key, or "
+            "trusted_keys=None to load without a signature check"
+        )
 
 
 def sign_manifest(data: Dict[str, Any], private_key: KeyLike) -> Dict[str, Any]:
@@ -86,24 +111,36 @@ def verify_signature(data: Dict[str, Any], trusted_keys: Sequence[KeyLike], path
     sig = data.get("signature")
     if not isinstance(sig, dict) or sig.get("algorithm") != "ed25519" or not isinstance(sig.get("value"), str):
         raise BundleError(
-            f"{path}: the bundle is not signed, and trusted keys were given (export it with dlsr-export --sign KEY)"
+            f"{path}: the bundle is not signed, and trusted keys were given (sign it at export with a private key)"
         )
+    check_trusted_keys(trusted_keys)
+    _, ed25519 = _crypto()
     keys = {}
     for k in trusted_keys:
         pem = _read(k, "trusted key")
+        shown = k if not isinstance(k, bytes) else "(bytes)"
         try:
-            keys[public_key_id(pem)] = serialization.load_pem_public_key(pem)
-        except ValueError as exc:
-            raise ConfigError(
-                f"trusted key {k if not isinstance(k, bytes) else '(bytes)'}: not a PEM public key ({exc})"
-            ) from None
-    key = keys.get(sig.get("key_id"))
-    if key is None:
-        raise BundleError(
-            f"{path}: signed by key {sig.get('key_id')}, which is not among the trusted keys {sorted(keys)}"
-        )
+            key = serialization.load_pem_public_key(pem)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"trusted key {shown}: not a PEM public key ({exc})") from None
+        if not isinstance(key, ed25519.Ed25519PublicKey):
+            raise ConfigError(f"trusted key {shown}: expected an Ed25519 key, got {type(key).__name__}")
+        keys[public_key_id(pem)] = key
     try:
-        key.verify(bytes.fromhex(sig["value"]), str(data.get("digest")).encode())
-    except Exception:
-        raise BundleError(f"{path}: the signature does not match the manifest (modified after signing)") from None
-    return sig["key_id"]
+        value = bytes.fromhex(sig["value"])
+    except ValueError:
+        raise BundleError(f"{path}: the signature is not hex-encoded (corrupt manifest)") from None
+    # every trusted key is tried: the recorded key id is informational (bundles signed before key
+    # ids were computed from the raw key carry the old id); the signature itself decides
+    for key_id, key in keys.items():
+        try:
+            key.verify(value, str(data.get("digest")).encode())
+            return key_id
+        except Exception:
+            continue
+    if sig.get("key_id") in keys:
+        raise BundleError(f"{path}: the signature does not match the manifest (modified after signing)")
+    raise BundleError(
+        f"{path}: signed by key {sig.get('key_id')}, which is not among the trusted keys {sorted(keys)} (or the "
+        "manifest was modified after signing)"
+    )

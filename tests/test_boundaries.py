@@ -16,11 +16,20 @@ CONTRACT = [
     "errors.py",
     "config.py",
     "io.py",
-    "manifest.py",
+    "manifest",
+    "names.py",
+    "registry.py",
     "schedule.py",
     "scoring.py",
     "metrics.py",
+    "selection.py",
+    "probes.py",
+    "machine.py",
+    "timing.py",
     "preprocess.py",
+    "inputs.py",
+    "packs.py",
+    "run_folder.py",
 ]
 PKG_NAMES = ("model", "export", "runtime", "data", "bench", "scale")
 
@@ -49,7 +58,7 @@ RULES = {
     "only scale/ imports ray": (
         [
             "__init__.py",
-            "cli.py",
+            "cli",
             "pipeline.py",
             "evaluation.py",
             "demo.py",
@@ -137,7 +146,7 @@ def test_cli_errors_are_one_line_exit_1(tmp_path):
         text=True,
     )
     assert r.returncode == 1
-    assert r.stderr.strip().startswith("error: data source not found") and "Traceback" not in r.stderr
+    assert r.stderr.strip().startswith("error: input not found") and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 

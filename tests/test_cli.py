@@ -55,14 +55,12 @@ def test_train_then_eval_end_to_end(tmp_path):
     assert res["direction"] == "higher score = more OOD" and "ID positive" in res["positive_class"]
     assert [b["score_config"]["t_start"] for b in res["runs"]] == [1, 3]
     m = res["runs"][1]["metrics"]
-    heads = {"maha_lw", "gauss_layer", "maha_l2", "maha_ridge"}
-    combos = {
-        f"{how}_{a}_{b}"
-        for a, b in (("mfsim", "gauss_layer"), ("mfsim", "maha_lw"), ("mse", "gauss_layer"))
-        for how in ("sum", "max")
-    }
+    from dlsr_deploy.scoring import COMBINATIONS, DENSITY_HEADS
+
+    heads = set(DENSITY_HEADS)
+    combos = {f"{how}_" + "_".join(c) for c in COMBINATIONS for how in ("sum", "max")}
     assert set(m) == {"mfsim", "mse", "lr_mse", "lr_mfsim"} | heads | combos
-    assert len(res["runs"][1]["combinations"]) == 6  # standardised on the held-out ID z0
+    assert len(res["runs"][1]["combinations"]) == len(combos)  # standardised on the held-out ID z0
     old = res["baselines"]["mahalanobis"]["noise"]["auroc"]  # the earlier baseline, kept as a head
     assert abs(m["maha_ridge"]["noise"]["auroc"] - old) < 1e-3
     assert set(m["mfsim"]) == {"noise", "mean"} and set(m["mfsim"]["noise"]) == {
@@ -70,7 +68,13 @@ def test_train_then_eval_end_to_end(tmp_path):
         "fpr95",
         "aupr_in",
         "aupr_out",
+        "auroc_lo",
+        "auroc_hi",
+        "fpr95_lo",
+        "fpr95_hi",
     }
+    lo, hi = m["mfsim"]["noise"]["auroc_lo"], m["mfsim"]["noise"]["auroc_hi"]
+    assert lo <= m["mfsim"]["noise"]["auroc"] <= hi  # a 95 % bootstrap interval around the estimate
     assert set(res["baselines"]) == {"mahalanobis", "knn5"}
     assert res["baselines"]["mahalanobis"]["noise"]["auroc"] > 0.9  # random noise vs one scene is easy
     md = (out / "eval.md").read_text()
@@ -78,7 +82,7 @@ def test_train_then_eval_end_to_end(tmp_path):
     assert (out / "eval.png").stat().st_size > 10_000
     scores = np.load(out / "eval_scores.npz")
     assert scores["id.mfsim"].shape == (96,) and scores["noise.mfsim"].shape == (40,)
-    assert "AUROC / FPR95" in r.output
+    assert "AUROC (+-) / FPR95" in r.output
 
 
 def test_eval_errors_are_readable(tmp_path):

@@ -1,5 +1,7 @@
 """Density heads, combined scores and the headline choice (issue 11)."""
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -120,7 +122,7 @@ def test_bundle_density_outputs_are_fp32_and_match_eager(bundles, tiny_run):
     heads = load_density_heads(run / "density.npz")
     with Detector.load(bundles["fp32"], backend="ort-cpu") as det:
         z0 = det.backend.run_graph("backbone", {"images": images})["z0"]
-        got = det.score(images)
+        got = det.score(images, "all")
     assert m.density_heads == ["maha_lw", "gauss_layer"]
     for n in m.density_heads:
         np.testing.assert_allclose(got[n], heads[n].score(z0), rtol=2e-4)
@@ -147,13 +149,16 @@ def test_headline_auto_user_and_errors(tiny_run, tmp_path):
     run, _, ood = tiny_run
     m = export_bundle(run, tmp_path / "auto", headline="auto", verify_ood=[str(ood)], n_verify=32, quiet=True)
     choice = m["scores"]["headline_choice"]
-    assert choice["how"].startswith("auto") and m["scores"]["headline"] == max(
-        choice["mean_auroc"], key=choice["mean_auroc"].get
-    )
+    # the selection rule's record: where it started, every step, every candidate's intervals
+    assert choice["how"].startswith("auto") and choice["incumbent"] == "gauss_layer" and "rule" in choice
+    replaced = [s["candidate"] for s in choice["steps"] if s["replaces"]]
+    assert m["scores"]["headline"] == (replaced[-1] if replaced else "gauss_layer")
+    row = choice["table"][m["scores"]["headline"]][Path(ood).stem]
+    assert row["lo"] <= row["auroc"] <= row["hi"]
     assert m["threshold"]["score"] == m["scores"]["headline"]
     with pytest.raises(ConfigError, match="needs known-OOD images"):
         export_bundle(run, tmp_path / "x", headline="auto", quiet=True)
-    with pytest.raises(ConfigError, match="--headline: expected one of"):
+    with pytest.raises(ConfigError, match="headline: expected one of"):
         choose_headline("nope", ["mfsim", "mse"], {}, {})
     assert choose_headline("mse", ["mfsim", "mse"], {}, {})[0] == "mse"
     assert choose_headline(None, ["mfsim", "mse"], {}, {})[0] == "mfsim"  # no density heads: fallback

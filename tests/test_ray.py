@@ -84,7 +84,7 @@ def test_resume_skips_finished_shards_and_refuses_another_job(cluster, bundles, 
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
     (out / "part-00001.parquet").unlink()  # lost
     (out / "part-00003.parquet").write_bytes(b"PAR1 half-written")  # damaged
-    with pytest.raises(DataError, match="--resume"):
+    with pytest.raises(DataError, match="already holds a batch job"):
         score_dataset(bundles["fp32"], inputs["sources"], out, opts=JobOptions(**OPTS))
     again = score_dataset(bundles["fp32"], inputs["sources"], out, opts=JobOptions(**OPTS, resume=True))
     assert again["shards_skipped"] == 2 and again["scored_now"] == 64 + 8
@@ -179,11 +179,16 @@ def _npy(arr):
 def service(cluster, bundles):
     from ray import serve
 
-    from dlsr_deploy.scale.serve import build_app
+    from dlsr_deploy.scale.serve import ServiceLimits, build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     app = build_app(
-        str(bundles["fp32"]), max_batch=16, batch_wait_ms=100, cpus_per_replica=1, backend="ort-cpu", max_bytes=60_000
+        str(bundles["fp32"]),
+        max_batch=16,
+        batch_wait_ms=100,
+        cpus_per_replica=1,
+        backend="ort-cpu",
+        limits=ServiceLimits(max_bytes=60_000, max_images=16),
     )
     serve.run(app, name="dlsr", route_prefix="/")
     yield bundles["fp32"]

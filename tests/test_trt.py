@@ -91,10 +91,10 @@ def test_trt_engine_matches_ort_and_caches(bundles, tiny_run, tmp_path):
     images = np.concatenate([np.load(id_path)["images"][:16], np.load(ood_path)["images"][:16]])
     for prec in ("fp32", "fp16"):
         with Detector.load(bundles[prec], backend="ort-cpu") as ref:
-            r = ref.score(images)
+            r = ref.score(images, "all")
         with Detector.load(bundles[prec], backend="trt", engines_dir=tmp_path) as det:
             assert det.backend.build_info["backbone"]["reason"].startswith("no plan")
-            g = det.score(images)
+            g = det.score(images, "all")
             if prec == "fp16":
                 assert det.backend.build_info["denoiser"]["layer_precisions"].get("fp16", 0) > 0
         from dlsr_deploy.parity import spearman
@@ -112,9 +112,9 @@ def test_trt_cuda_graphs_give_the_same_scores(bundles, tiny_run, tmp_path):
     _, id_path, _ = tiny_run
     images = np.load(id_path)["images"][:8]
     with Detector.load(bundles["fp16"], backend="trt", engines_dir=tmp_path) as plain:
-        ref = plain.score(images)
+        ref = plain.score(images, "all")
     with Detector.load(bundles["fp16"], backend="trt", engines_dir=tmp_path, cuda_graphs=True) as graphed:
         for _ in range(2):  # captured on the first call of a batch size, replayed after
-            got = graphed.score(images)
+            got = graphed.score(images, "all")
     for k in ref:
         np.testing.assert_array_equal(got[k], ref[k])

@@ -8,7 +8,7 @@ from typing import List
 
 import numpy as np
 
-from dlsr_deploy.bench.harness import BenchResult
+from dlsr_deploy.bench.result import BenchResult
 
 
 def _f(x, fmt="{:.1f}"):
@@ -21,19 +21,23 @@ def _span(xs) -> str:
 
 def table(res: BenchResult) -> str:
     lines = [
-        "| bundle | backend | precision | K | batch | p50 ms | p90 ms | p99 ms | images/s | x eager FP32 (per "
-        "round) | % of compute bound | input / backbone / denoiser ms | CV | AUROC (headline) | max score err vs "
-        "eager | status |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| bundle | backend | path | precision | K | batch | p50 ms | p90 ms | p99 ms | images/s | x eager FP32 (per "
+        "round) | % of compute bound | input / backbone / denoiser (or heads) ms | CV | AUROC (headline) | "
+        "max score err vs eager | status |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res.rows:
         aur = ", ".join(f"{k} {100 * v:.2f}" for k, v in r.auroc.items())
-        stages = " / ".join(_f(r.stages_ms.get(k), "{:.1f}") for k in ("input", "backbone", "denoiser"))
+        stages = (
+            " / ".join(_f(r.stages_ms.get(k), "{:.1f}") for k in ("input", "backbone"))
+            + " / "
+            + (_f(r.stages_ms.get("denoiser", r.stages_ms.get("heads")), "{:.1f}"))
+        )
         status = r.status + (f" ({r.reason})" if r.reason else "") + (" ⚠" if r.warning else "")
         if r.extra.get("compile_seconds"):
             status += f" (compiled {r.extra.get('compiled_graphs', 0)} graphs in {r.extra['compile_seconds']:.0f} s)"
         lines.append(
-            f"| {r.bundle} | {r.backend} | {r.precision} | {r.steps} | {r.batch} | {_f(r.p50_ms)} | "
+            f"| {r.bundle} | {r.backend} | {r.path} | {r.precision} | {r.steps} | {r.batch} | {_f(r.p50_ms)} | "
             f"{_f(r.p90_ms)} | {_f(r.p99_ms)} | {_f(r.images_per_s)} | "
             f"{_f(r.speedup_vs_eager, '{:.2f}')}{_span(r.speedup_rounds)} | {_f(r.bound_share, '{:.0%}')} | "
             f"{stages} | {_f(r.cv, '{:.0%}')} | {aur} | {_f(r.max_score_err, '{:.1e}')} | {status} |"
@@ -51,7 +55,8 @@ def markdown(res: BenchResult, command: str = "") -> str:
         f"Machine: {h.get('cpu', '?')} [{h.get('simd', '?')}], {h.get('cpu_count')} cores, {h.get('platform')}; "
         f"GPU: {h.get('gpu', 'none')}",
         f"Versions: torch {h.get('torch')} ({h.get('torch_threads')} threads), onnxruntime "
-        f"{h.get('onnxruntime')}, TensorRT {h.get('tensorrt')}, numpy {h.get('numpy')}; load average at start "
+        f"{h.get('onnxruntime')}, OpenVINO {h.get('openvino')}, TensorRT {h.get('tensorrt')}, numpy {h.get('numpy')}; "
+        "load average at start "
         f"{h.get('load_avg_at_start')}",
         f"Created: {h.get('created')}. Absolute times compare only within this run; ratios are measured in the "
         "same run, "
@@ -102,10 +107,10 @@ def plot(res: BenchResult, path: Path) -> None:
     for r in res.rows:
         if r.status == "failed":
             continue
-        groups.setdefault((r.bundle, r.backend, r.precision, r.steps), []).append(r)
-    for (bundle, be, prec, k), rs in groups.items():
+        groups.setdefault((r.bundle, r.backend, r.path, r.precision, r.steps), []).append(r)
+    for (bundle, be, scoring_path, prec, k), rs in groups.items():
         rs = sorted(rs, key=lambda r: r.batch)
-        label = f"{bundle}: {be} {prec} K={k}"
+        label = f"{bundle}: {be} {scoring_path} {prec} K={k}"
         axes[0].plot([r.batch for r in rs], [r.p50_ms / r.batch for r in rs], "o-", label=label)
         r32 = min(rs, key=lambda r: abs(r.batch - 32))
         if r32.auroc:
@@ -117,7 +122,7 @@ def plot(res: BenchResult, path: Path) -> None:
     axes[0].set_title("latency per image vs batch")
     axes[0].legend(fontsize=7)
     axes[1].set_xlabel("p50 ms per image at batch 32")
-    axes[1].set_ylabel("mean AUROC (mfsim, %)")
+    axes[1].set_ylabel("mean AUROC of the headline (%)")
     axes[1].set_title("accuracy vs latency")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
@@ -143,7 +148,7 @@ def load(path: Path) -> BenchResult:
     """A BenchResult back from its JSON file."""
     from dataclasses import fields
 
-    from dlsr_deploy.bench.harness import Row
+    from dlsr_deploy.bench.result import Row
 
     d = json.loads(Path(path).read_text())
     names = {f.name for f in fields(Row)}

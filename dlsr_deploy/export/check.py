@@ -20,9 +20,9 @@ def check_bundle(
     report_path: Optional[Path] = None,
     quiet: bool = False,
 ) -> dict:
-    from dlsr_deploy.export.exporter import (
+    from dlsr_deploy.export.calibrate import calibration_images
+    from dlsr_deploy.export.verify import (
         ENGINE_NAMES,
-        calibration_images,
         graph_engine,
         guard_tolerances,
         verify_bundle_graphs,
@@ -35,14 +35,19 @@ def check_bundle(
     m = read_manifest(bundle, verify=True)
     model_dir = Path(model_dir or m.source_run or "")
     if not (model_dir / "config.json").exists():
-        raise BundleError(f"source run {model_dir} not found; pass --model RUN_DIR")
+        raise BundleError(f"model_dir: the source run {model_dir} is not found; give the run folder", param="model_dir")
     ref = EagerReference.from_run(
-        model_dir, m.score_config, with_lr="lr" in m.score_names, density=m.density_heads, combos=m.combinations
+        model_dir,
+        m.score_config,
+        with_lr=any(n.startswith("lr") for n in m.score_names),
+        density=m.density_heads,
+        combos=m.combinations,
     )
     if ref.score_names != m.score_names:
         raise BundleError(
             f"{m.path}: the bundle's scores {m.score_names} differ from what {model_dir} gives {ref.score_names}; "
-            "pass the right --model"
+            "give the right model_dir",
+            param="model_dir",
         )
     id_images, _ = calibration_images(model_dir, data, m.input_size)
     precision = m.data["precision"]

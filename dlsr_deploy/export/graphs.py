@@ -28,7 +28,8 @@ from torch import nn
 from dlsr_deploy.model.denoiser import LFDN
 from dlsr_deploy.model.detector import Reconstructor, torch_scores
 from dlsr_deploy.model.features import FeatureExtractor, zscore_layers
-from dlsr_deploy.scoring import LR_SIGN, Combination, DensityHead, layer_bounds
+from dlsr_deploy.registry import SCORES
+from dlsr_deploy.scoring import LR_SIGN, Combination, DensityHead, bundle_score_names, layer_bounds
 
 
 def bilinear_mean_weights(n: int, m: int) -> np.ndarray:
@@ -222,8 +223,9 @@ def combine_torch(c: Combination, scores: Dict[str, torch.Tensor]) -> torch.Tens
 
 
 class DenoiserGraph(nn.Module):
-    """z0 float32 [B, D] -> score_mfsim, score_mse[, score_lr], score_<density head>...,
-    score_<combination>..., z0_hat (all FP32)."""
+    """z0 float32 [B, D] -> score_<DLSR score>... (every registered reconstruction score, then
+    lr_<score> with the first-epoch model), score_<density head>..., score_<combination>...,
+    z0_hat (all FP32)."""
 
     def __init__(
         self,
@@ -243,11 +245,8 @@ class DenoiserGraph(nn.Module):
 
     @property
     def score_names(self) -> List[str]:
-        return (
-            ["mfsim", "mse"]
-            + (["lr"] if self.first is not None else [])
-            + (self.density.names if self.density else [])
-            + [c.name for c in self.combos]
+        return bundle_score_names(
+            self.first is not None, self.density.names if self.density else [], [c.name for c in self.combos]
         )
 
     @property
@@ -265,12 +264,38 @@ class DenoiserGraph(nn.Module):
         s = self._scores(z0, zh)
         if self.first is not None:
             f = self._scores(z0, self.first(z0))
-            s["lr"] = LR_SIGN * (f["mse"] - s["mse"])
+            for base, spec in SCORES.items():
+                if spec.lr:
+                    s[f"lr_{base}"] = LR_SIGN * (f[base] - s[base])
         if self.density is not None:
             s.update(self.density(z0))
         for c in self.combos:
             s[c.name] = combine_torch(c, s)
         return tuple(s[n] for n in self.score_names) + (zh.mean(dim=0),)
+
+
+class HeadsGraph(nn.Module):
+    """z0 float32 [B, D] -> score_<density head>..., score_<combination of density heads>... (FP32
+    in every bundle): what a density headline needs, without the denoiser."""
+
+    def __init__(self, heads: Dict[str, DensityHead], combos: Sequence[Combination] = ()):
+        super().__init__()
+        self.density = _DensityScores(heads)
+        self.combos = [c for c in combos if all(x in heads for x in c.components)]
+
+    @property
+    def score_names(self) -> List[str]:
+        return self.density.names + [c.name for c in self.combos]
+
+    @property
+    def output_names(self) -> List[str]:
+        return [f"score_{n}" for n in self.score_names]
+
+    def forward(self, z0: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        s = self.density(z0)
+        for c in self.combos:
+            s[c.name] = combine_torch(c, s)
+        return tuple(s[n] for n in self.score_names)
 
 
 class PipelineGraph(nn.Module):

@@ -381,14 +381,12 @@ def quantize_backbone_openvino(
     return nncf_quantize(model, calib_images, keep, fast_bias_correction=fast_bias_correction)
 
 
-def nncf_quantize(model, calib_images: np.ndarray, keep_fp32, fast_bias_correction: bool = False, **advanced):
+def nncf_quantize(model, calib_images: np.ndarray, keep_fp32, fast_bias_correction: bool = False):
     """NNCF static INT8 of an image graph (input `images`, one calibration image per sample) with
-    the nodes named in keep_fp32 left FP32; advanced: AdvancedQuantizationParameters fields
-    (benchmarks/int8_error_sources.py turns bias correction off)."""
+    the nodes named in keep_fp32 left FP32."""
     from dlsr_deploy.runtime.backend import import_optional
 
     nncf = import_optional("nncf", "int8")
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 
     with _quiet_logger("nncf"):
         return nncf.quantize(
@@ -397,5 +395,4 @@ def nncf_quantize(model, calib_images: np.ndarray, keep_fp32, fast_bias_correcti
             subset_size=len(calib_images),
             fast_bias_correction=fast_bias_correction,
             ignored_scope=nncf.IgnoredScope(names=sorted(set(keep_fp32)), validate=False),
-            advanced_parameters=AdvancedQuantizationParameters(**advanced) if advanced else None,
         )

@@ -10,16 +10,14 @@ from torch import nn
 
 from dlsr_deploy.config import ScheduleConfig, ScoreConfig
 from dlsr_deploy.model.denoiser import LFDN
+from dlsr_deploy.registry import SCORES, reconstruction_scores
 from dlsr_deploy.schedule import Plan, reconstruction_plan, stored_noise
 from dlsr_deploy.scoring import LR_SIGN
 
 
-def torch_scores(
-    z0: torch.Tensor, zh: torch.Tensor, sizes: Sequence[int], skip_first: bool = False
-) -> Dict[str, torch.Tensor]:
-    """mfsim [B], mse [B] (float32); same definitions as dlsr_deploy.scoring."""
-    d = z0 - zh
-    mse = (d * d).sum(dim=1)
+def torch_mfsim(z0: torch.Tensor, zh: torch.Tensor, sizes: Sequence[int], options: dict) -> torch.Tensor:
+    """-mean over layers of cos(z0_m, zh_m) [B] (same definition as dlsr_deploy.scoring.mfsim)."""
+    skip_first = bool(options.get("skip_first", False))
     cos = []
     start = 0
     for m, s in enumerate(sizes):
@@ -31,8 +29,23 @@ def torch_scores(
         num = (x * y).sum(dim=1)
         den = torch.sqrt((x * x).sum(dim=1)) * torch.sqrt((y * y).sum(dim=1))
         cos.append(num / torch.clamp(den, min=1e-8))
-    mfsim = -torch.stack(cos, dim=1).mean(dim=1)
-    return {"mfsim": mfsim, "mse": mse}
+    return -torch.stack(cos, dim=1).mean(dim=1)
+
+
+def torch_mse(z0: torch.Tensor, zh: torch.Tensor, sizes: Sequence[int], options: dict) -> torch.Tensor:
+    """sum (z0 - zh)^2 [B]."""
+    d = z0 - zh
+    return (d * d).sum(dim=1)
+
+
+def torch_scores(
+    z0: torch.Tensor, zh: torch.Tensor, sizes: Sequence[int], skip_first: bool = False
+) -> Dict[str, torch.Tensor]:
+    """Every registered reconstruction score (dlsr_deploy.registry: mfsim, mse, ...) [B] in torch."""
+    from dlsr_deploy.registry import SCORES, resolve
+
+    opts = {"skip_first": skip_first}
+    return {n: resolve(spec.torch)(z0, zh, sizes, opts) for n, spec in SCORES.items()}
 
 
 class Reconstructor(nn.Module):
@@ -101,8 +114,8 @@ def score_features(
     desc: str = "scoring",
     with_z0_hat: bool = False,
 ) -> Dict[str, np.ndarray]:
-    """The one eager scoring loop, for cached features: mfsim, mse (and lr_mse, lr_mfsim when
-    `first` is given; z0_hat float32 with `with_z0_hat`), float64 [N].
+    """The one eager scoring loop, for cached features: every registered reconstruction score (and
+    lr_<score> when `first` is given; z0_hat float32 with `with_z0_hat`), float64 [N].
 
     LR = score(first-epoch model) - score(final model), both with the same stored noise."""
     from tqdm.auto import tqdm
@@ -113,11 +126,12 @@ def score_features(
     for i in tqdm(range(0, len(z0), batch_size), desc=desc, disable=not progress, leave=False):
         zb = torch.from_numpy(np.ascontiguousarray(z0[i : i + batch_size], dtype=np.float32))
         s = rec(zb)
-        res = {"mfsim": s["mfsim"], "mse": s["mse"]}
+        res = {n: s[n] for n in reconstruction_scores()}
         if rec_first is not None:
             f = rec_first(zb)
-            res["lr_mse"] = LR_SIGN * (f["mse"] - s["mse"])
-            res["lr_mfsim"] = LR_SIGN * (f["mfsim"] - s["mfsim"])
+            for n in reconstruction_scores():
+                if SCORES[n].lr:
+                    res[f"lr_{n}"] = LR_SIGN * (f[n] - s[n])
         for k, v in res.items():
             out.setdefault(k, []).append(v.numpy().astype(np.float64))
         if with_z0_hat:

@@ -25,6 +25,7 @@ from dlsr_deploy.scoring import (
     COMBINE_HOWS,
     Combination,
     DensityHead,
+    bundle_score_names,
     fit_density_heads,
     load_density_heads,
     save_density_heads,
@@ -55,10 +56,6 @@ def fit_combinations(
         for how in COMBINE_HOWS
         if all(x in holdout_scores for x in c)
     ]
-
-
-# graph output score names that differ from the evaluation's names
-GRAPH_NAMES = {"lr": "lr_mse"}
 
 
 @dataclass
@@ -121,12 +118,12 @@ class EagerReference:
     @property
     def score_names(self) -> List[str]:
         """Graph score names, in the order of the exported graph's outputs."""
-        return (
-            ["mfsim", "mse"]
-            + (["lr"] if self.first is not None else [])
-            + list(self.heads)
-            + [c.name for c in self.combos]
-        )
+        return bundle_score_names(self.first is not None, list(self.heads), [c.name for c in self.combos])
+
+    @property
+    def heads_graph_scores(self) -> List[str]:
+        """The scores heads.onnx outputs: density heads and the combinations of density heads only."""
+        return list(self.heads) + [c.name for c in self.combos if all(x in self.heads for x in c.components)]
 
     def score_z0(
         self, z0: np.ndarray, progress: bool = False, desc: str = "scoring", with_z0_hat: bool = False
@@ -148,11 +145,13 @@ class EagerReference:
         return self.add_density_scores(out, z0)
 
     def add_density_scores(self, scores: Dict[str, np.ndarray], z0: np.ndarray) -> Dict[str, np.ndarray]:
-        """Every density head on z0 and every combination, added to the DLSR `scores` (in place)."""
+        """Every density head on z0 and every combination whose components are there, added to the
+        DLSR `scores` (in place; without DLSR scores: the heads and the combinations of heads)."""
         for name, h in self.heads.items():
             scores[name] = h.score(z0)
         for comb in self.combos:
-            scores[comb.name] = comb.combine(scores)
+            if all(c in scores for c in comb.components):
+                scores[comb.name] = comb.combine(scores)
         return scores
 
     @torch.no_grad()
@@ -170,5 +169,5 @@ class EagerReference:
         z0 = self.z0(images)
         s = self.score_z0(z0, with_z0_hat=True)
         out = {"z0": z0, "z0_hat": s["z0_hat"]}
-        out.update({f"score_{n}": s[GRAPH_NAMES.get(n, n)].astype(np.float32) for n in self.score_names})
+        out.update({f"score_{n}": s[n].astype(np.float32) for n in self.score_names})
         return out

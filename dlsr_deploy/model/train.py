@@ -224,7 +224,9 @@ def _write_config(run_dir: Path, cfg: ModelConfig, resume: bool) -> None:
             return d
 
         if core(ModelConfig.load(cfg_path)) != core(cfg):
-            raise ConfigError(f"--resume: {cfg_path} was written with a different configuration; use a new --out")
+            raise ConfigError(
+                f"resume: {cfg_path} was written with a different configuration; start a new run", param="resume"
+            )
     cfg.save(cfg_path)
 
 
@@ -292,10 +294,10 @@ def _resume(st: _State, ckpt: _Checkpointer, run_dir: Path, log) -> None:
     if latest is None:
         if (run_dir / FINAL).exists():
             raise ConfigError(
-                f"--resume: {run_dir} has a trained model but no checkpoint to resume from; "
+                f"resume: {run_dir} has a trained model but no checkpoint to resume from; "
                 "use a new --out to train again"
             )
-        log(f"--resume: no checkpoint in {run_dir}; starting from scratch")
+        log(f"resume: no checkpoint in {run_dir}; starting from scratch")
         return
     st.restore(latest)
     log(f"resuming {run_dir} from {latest.name} (after epoch {st.epoch}, step {st.step})")
@@ -331,7 +333,7 @@ def train_denoiser(
     ckpt = _Checkpointer(run_dir)
     val = _ValSet(val_z, cfg) if val_z is not None and len(val_z) else None
     if tc.patience is not None and val is None:
-        raise ConfigError("early stopping (patience) needs held-out ID images: train with --holdout > 0")
+        raise ConfigError("patience: early stopping needs held-out ID images; train with holdout > 0", param="patience")
     if resume:
         _resume(st, ckpt, run_dir, log)
     steps_per_epoch = (len(z) + tc.batch_size - 1) // tc.batch_size

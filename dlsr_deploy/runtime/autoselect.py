@@ -11,34 +11,20 @@ verdict (with the timings) is cached like the self-check's, so later loads cost 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-CANDIDATES = ("ort-cpu", "openvino")
 
+def _binding(manifest, threads) -> dict:
+    from dlsr_deploy.machine import cpu_info, versions
 
-def cache_dir() -> Path:
-    """Where verdicts are kept (beside the self-check's)."""
-    from dlsr_deploy.runtime.backend import cache_root
-
-    return cache_root() / "backend-choice"
-
-
-def _key(manifest, threads) -> str:
-    from dlsr_deploy.runtime.selfcheck import cpu_info
-
-    info = {"digest": manifest.data.get("digest"), "threads": threads, **cpu_info()}
-    for mod in ("onnxruntime", "openvino"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
-            info[mod] = None
-    return hashlib.sha256(json.dumps(info, sort_keys=True).encode()).hexdigest()[:24]
+    return {
+        "digest": manifest.data.get("digest"),
+        "threads": threads,
+        **cpu_info(),
+        **versions(("onnxruntime", "openvino")),
+    }
 
 
 def _images(manifest, chunk: int) -> np.ndarray:
@@ -52,15 +38,11 @@ def _images(manifest, chunk: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([images] * reps)[:chunk])
 
 
-def time_backend(backend, images: np.ndarray, rounds: int = 3) -> float:
-    """Median seconds of backend.run(images) after one warm-up."""
-    backend.run(images)
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        backend.run(images)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+def time_backend(backend, images: np.ndarray, graphs=None, rounds: int = 3) -> float:
+    """Median seconds of backend.run(images, graphs) after one warm-up."""
+    from dlsr_deploy.timing import median_seconds
+
+    return median_seconds(lambda: backend.run(images, graphs), rounds)
 
 
 def choose_cpu_backend(manifest, open_backend: Callable[[str], tuple], threads=None) -> Tuple[Dict, Optional[tuple]]:
@@ -70,20 +52,22 @@ def choose_cpu_backend(manifest, open_backend: Callable[[str], tuple], threads=N
     -> (backend, its chunk); each candidate is timed on a batch of its own chunk size (what a
     Detector on it would run), one at a time. kept: the winner's (backend, chunk) when it was the
     last one measured and is still open (so it is not compiled twice), else None."""
-    from dlsr_deploy.io import atomic_write_text
+    from dlsr_deploy.registry import BACKENDS, resolve
     from dlsr_deploy.runtime.backend import release_heap
+    from dlsr_deploy.runtime.verdicts import VerdictCache
 
-    names = [n for n in CANDIDATES if n in manifest.backends and _importable(n)]
+    names = [
+        n
+        for n, spec in BACKENDS.items()
+        if spec.cpu_candidate and n in manifest.backends and resolve(spec.probe)() is None
+    ]
+    graphs = manifest.graphs_for([manifest.headline])  # the path a Detector runs by default
     if len(names) < 2:
         return {"choice": names[0] if names else "ort-cpu", "seconds": {}, "cached": False}, None
-    path = cache_dir() / f"{_key(manifest, threads)}.json"
-    if path.exists():
-        try:
-            verdict = json.loads(path.read_text())
-            if verdict.get("choice") in names:
-                return {**verdict, "cached": True}, None
-        except (OSError, ValueError):
-            pass
+    cache, binding = VerdictCache("backend-choice"), _binding(manifest, threads)
+    verdict = cache.get(binding)
+    if isinstance(verdict, dict) and verdict.get("choice") in names:
+        return {**verdict, "cached": True}, None
     seconds, last = {}, None
     for name in names:
         if last is not None:
@@ -91,7 +75,7 @@ def choose_cpu_backend(manifest, open_backend: Callable[[str], tuple], threads=N
             release_heap()  # the next candidate must not stack on this one's freed pages
         last = open_backend(name)
         try:
-            seconds[name] = time_backend(last[0], _images(manifest, last[1])) / last[1]
+            seconds[name] = time_backend(last[0], _images(manifest, last[1]), graphs) / last[1]
         except BaseException:
             last[0].close()
             raise
@@ -100,15 +84,5 @@ def choose_cpu_backend(manifest, open_backend: Callable[[str], tuple], threads=N
     if kept is None:
         last[0].close()
         release_heap()
-    try:
-        atomic_write_text(path, json.dumps(verdict, indent=2) + "\n")
-    except OSError:  # a read-only home: measure again next time
-        pass
+    cache.put(binding, verdict)  # a read-only home: measure again next time
     return {**verdict, "cached": False}, kept
-
-
-def _importable(name: str) -> bool:
-    import importlib.util
-
-    module = {"ort-cpu": "onnxruntime", "openvino": "openvino"}[name]
-    return importlib.util.find_spec(module) is not None

@@ -1,64 +1,112 @@
-"""One backend interface (in the style of Polygraphy's runners) and backend discovery.
+"""One backend interface (in the style of Polygraphy's runners) and how backends are opened.
 
-Every backend runs a bundle's two graphs, `backbone` (images -> z0) and `denoiser`
-(z0 -> scores, z0_hat), and implements:
+A bundle has a `backbone` graph (images -> z0) and score graphs that take z0: `heads` (the
+density heads and their combinations: one small MatMul each) and `denoiser` (every score,
+DLSR reconstruction included). A backend implements
 
-    name: str                       e.g. "ort-cpu", "trt"
-    provider: str                   what actually executes (ORT provider, TensorRT version + GPU)
-    run_graph(graph, feeds) -> outputs      one graph
-    close()
+    name: str                              e.g. "ort-cpu", "trt" (its registry name)
+    provider: str                          what actually executes (ORT provider, TensorRT + GPU)
+    open_graph(role) -> session            an object with run(feeds) -> outputs and close()
 
 and inherits from `BackendBase`:
 
-    run(images) -> outputs          both graphs, outputs include z0
-    run_timed(images) -> (outputs, {"backbone": s, "denoiser": s})   per-stage timing hook
-    context-manager lifetime (`with backend: ...` closes it)
+    run(images, graphs=None) -> outputs    backbone, then the score graphs named (default: the
+                                           denoiser: every score), z0 included
+    run_timed(images, graphs=None) -> (outputs, {"backbone": s, <graph>: s})
+    run_graph(role, feeds)                 one graph; its session is opened on first use, so a
+                                           Detector that reads only density heads never loads
+                                           the denoiser
+    close(), context-manager lifetime
 
-`available_backends()` is the one place that says which backends this machine can run,
-with the reason for each one it cannot; `Detector.load(backend="auto")` and `dlsr-bench`
-both use it.
+Which backends exist, and which this machine can run, is the registry's business
+(`dlsr_deploy.registry`); `open_backend(name, manifest, options)` builds one from it.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-AUTO_ORDER = ("trt", "ort-cuda", "ort-cpu")  # what "auto" picks from, best first
-# OpenVINO is chosen explicitly: on the dev CPU it measured at par with ORT, not faster
-BACKENDS = AUTO_ORDER + ("openvino",)
+from dlsr_deploy.errors import BackendUnavailable
+
+
+@dataclass(frozen=True)
+class OpenOptions:
+    """How a backend is opened (each backend reads the fields that concern it).
+
+    threads: intra-op threads (ORT, OpenVINO); max_batch: images per call (None: the registry's
+    chunk for this backend, or the bundle's profile maximum); provider_options / strict: ORT's
+    provider settings and whether a fallback to CPU is an error; fused: run pipeline.onnx when
+    the bundle has it; engines_dir / build / cuda_graphs: TensorRT's plan cache, whether to build
+    missing plans, and CUDA-graph replay."""
+
+    threads: Optional[int] = None
+    max_batch: Optional[int] = None
+    provider_options: Optional[dict] = None
+    strict: bool = False
+    fused: bool = False
+    engines_dir: Optional[Path] = None
+    build: bool = True
+    cuda_graphs: bool = False
 
 
 class BackendBase:
-    """The chain backbone -> denoiser, timing hook and lifetime shared by every backend."""
+    """Lazy per-graph sessions, the backbone -> score-graph chain, timing hook and lifetime."""
 
     name = "?"
     provider = "?"
 
-    def run_graph(
-        self, graph: str, feeds: Dict[str, np.ndarray]
-    ) -> Dict[str, np.ndarray]:  # pragma: no cover - abstract
-        """Run one graph ('backbone' or 'denoiser') on named inputs."""
+    def __init__(self, manifest, options: Optional[OpenOptions] = None):
+        self.manifest = manifest
+        self.options = options or OpenOptions()
+        self._sessions: Dict[str, object] = {}
+
+    def open_graph(self, role: str):  # pragma: no cover - abstract
+        """A session for one graph of the bundle: an object with run(feeds) -> outputs and close()."""
         raise NotImplementedError
 
-    def run_timed(self, images: np.ndarray) -> Tuple[Dict[str, np.ndarray], Dict[str, float]]:
-        """Both graphs on uint8 images -> (outputs incl. z0, seconds per stage)."""
+    def session(self, role: str):
+        """The graph's session, opened on first use."""
+        if role not in self._sessions:
+            self._sessions[role] = self.open_graph(role)
+        return self._sessions[role]
+
+    def run_graph(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Run one graph ('backbone', 'heads', 'denoiser' or 'pipeline') on named inputs."""
+        return self.session(graph).run(feeds)
+
+    def run_timed(
+        self, images: np.ndarray, graphs: Optional[Sequence[str]] = None
+    ) -> Tuple[Dict[str, np.ndarray], Dict[str, float]]:
+        """The backbone on uint8 images, then each score graph on its z0 -> (outputs incl. z0,
+        seconds per stage). graphs: the score graphs to run (default: the denoiser, every score)."""
         t0 = time.perf_counter()
         z0 = self.run_graph("backbone", {"images": images})["z0"]
-        t1 = time.perf_counter()
-        out = self.run_graph("denoiser", {"z0": np.ascontiguousarray(z0, dtype=np.float32)})
+        stages = {"backbone": time.perf_counter() - t0}
+        out: Dict[str, np.ndarray] = {}
+        feed = {"z0": np.ascontiguousarray(z0, dtype=np.float32)}
+        for g in graphs or ("denoiser",):
+            t = time.perf_counter()
+            out.update(self.run_graph(g, feed))
+            stages[g] = time.perf_counter() - t
         out["z0"] = z0
-        return out, {"backbone": t1 - t0, "denoiser": time.perf_counter() - t1}
+        return out, stages
 
-    def run(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-        """Both graphs on uint8 images -> every graph output, z0 included."""
-        return self.run_timed(images)[0]
+    def run(self, images: np.ndarray, graphs: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
+        """The backbone and the named score graphs on uint8 images -> every output, z0 included."""
+        return self.run_timed(images, graphs)[0]
 
-    def close(self) -> None:  # pragma: no cover - overridden
-        """Release sessions, engines and device memory."""
-        pass
+    def close(self) -> None:
+        """Release every open session (engines, device memory)."""
+        for s in self._sessions.values():
+            close = getattr(s, "close", None)
+            if close is not None:
+                close()
+        self._sessions = {}
 
     def __enter__(self):
         return self
@@ -101,71 +149,58 @@ def release_heap() -> None:
 def cache_root():
     """Where the runtime keeps its caches: beside $DLSR_CACHE when set, else ~/.cache/dlsr-deploy."""
     import os
-    from pathlib import Path
 
     env = os.environ.get("DLSR_CACHE")
     return Path(env).parent if env else Path.home() / ".cache" / "dlsr-deploy"
 
 
-def gpu_present() -> bool:
-    """Whether cuda-python sees at least one CUDA device."""
-    try:
-        from cuda.bindings import runtime as cudart  # type: ignore
-
-        err, n = cudart.cudaGetDeviceCount()
-        return int(err) == 0 and n > 0
-    except Exception:
-        return False
-
-
 def available_backends() -> Tuple[List[str], List[dict]]:
-    """(backends this machine can run, best first; [{backend, reason}] for the others)."""
-    ok: List[str] = []
-    missing: List[dict] = []
-    gpu = gpu_present()
-    try:
-        import tensorrt  # noqa: F401
+    """(backends this machine can run; [{backend, reason}] for the others), from the registry."""
+    from dlsr_deploy.registry import availability
 
-        if gpu:
-            ok.append("trt")
-        else:
-            missing.append({"backend": "trt", "reason": "tensorrt installed but no CUDA device"})
-    except Exception:
-        missing.append(
-            {
-                "backend": "trt",
-                "reason": "tensorrt not installed (pip install 'dlsr-deploy[trt]' on an NVIDIA GPU machine)",
-            }
+    return availability()
+
+
+def chunk_for(name: str, manifest, max_batch: Optional[int]) -> int:
+    """Images per backend call: the caller's max_batch, else the registry's chunk for the backend,
+    else the bundle's batch-profile maximum."""
+    from dlsr_deploy.registry import backend_spec
+
+    if max_batch is not None:
+        return int(max_batch)
+    chunk = backend_spec(name).chunk
+    return int(chunk) if chunk is not None else int(manifest.batch_profile["max"])
+
+
+def open_backend(name: str, manifest, options: Optional[OpenOptions] = None) -> Tuple["BackendBase", int]:
+    """(backend, images per call) for one registered backend name on a bundle."""
+    from dlsr_deploy.registry import backend_spec, resolve
+
+    spec = backend_spec(name)
+    if name not in manifest.backends:
+        raise BackendUnavailable(
+            f"bundle {manifest.name} ({manifest.precision}) is for {manifest.backends}, not {name!r} (see its "
+            "manifest's 'backends'; e.g. 8-bit bundles run on ONNX Runtime, not TensorRT)"
         )
-    try:
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" in ort.get_available_providers() and gpu:
-            ok.append("ort-cuda")
-        else:
-            missing.append({"backend": "ort-cuda", "reason": "onnxruntime-gpu with a CUDA device not available"})
-        ok.append("ort-cpu")
-    except ImportError:
-        missing.append({"backend": "ort-cpu", "reason": "onnxruntime not installed (pip install 'dlsr-deploy[cpu]')"})
-    try:
-        import openvino  # noqa: F401
-
-        ok.append("openvino")
-    except ImportError:
-        missing.append(
-            {"backend": "openvino", "reason": "openvino not installed (pip install 'dlsr-deploy[openvino]')"}
-        )
-    return ok, missing
+    reason = resolve(spec.probe)()
+    if reason is not None:
+        raise BackendUnavailable(f"backend {name!r} is not usable here: {reason}")
+    options = options or OpenOptions()
+    chunk = chunk_for(name, manifest, options.max_batch)
+    backend = resolve(spec.cls)(manifest, options, spec)
+    return backend, chunk
 
 
 def pick_backend(bundle_backends: List[str]) -> str:
-    """'auto': the first available backend the bundle is for (TensorRT > ORT-CUDA > ORT-CPU)."""
-    from dlsr_deploy.errors import BackendUnavailable
+    """'auto' before measuring: the first usable GPU backend the bundle lists (registry order of
+    gpu_rank), else the first usable CPU candidate (auto then measures the CPU candidates)."""
+    from dlsr_deploy.registry import BACKENDS
 
     ok, missing = available_backends()
-    for b in ok:
-        if b in bundle_backends and b in AUTO_ORDER:
-            return b
+    gpu = sorted((s for s in BACKENDS.values() if s.gpu_rank is not None), key=lambda s: s.gpu_rank)
+    for s in gpu + [s for s in BACKENDS.values() if s.gpu_rank is None]:
+        if s.name in ok and s.name in bundle_backends:
+            return s.name
     raise BackendUnavailable(
         f"no backend for this bundle (it is for {bundle_backends}); unavailable here: "
         + "; ".join(f"{m['backend']}: {m['reason']}" for m in missing)

@@ -7,56 +7,97 @@
 
 Scores: higher = more OOD. `normalized` is 0 at the median ID score and 1.0 at the
 calibrated threshold; `is_ood` = score > threshold.
+
+Pay for what you read: `score()` and `predict()` compute only the scores asked for (default:
+the headline, which makes the decision) and run only the graphs those need. A bundle's density
+heads have their own small graph (`heads.onnx`, z0 -> heads), so a density headline costs the
+backbone plus one MatMul; `scores="all"` (or a list naming a DLSR score) runs the denoiser too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from dlsr_deploy.errors import BackendUnavailable, InputError
+from dlsr_deploy.errors import BackendUnavailable, BundleError, InputError
 from dlsr_deploy.manifest import Manifest, read_manifest
 from dlsr_deploy.preprocess import as_batch
-from dlsr_deploy.runtime.backend import BACKENDS as ENGINE_BACKENDS
-from dlsr_deploy.runtime.backend import pick_backend, release_heap
+from dlsr_deploy.runtime.backend import OpenOptions, open_backend, pick_backend, release_heap
 
-BACKENDS = ("auto",) + ENGINE_BACKENDS
-# images per backend call on the CPU. Throughput is flat from here up, memory is not: scoring
-# 10,000 images on the default bundle peaked at 571 MB with chunks of 24 vs 624 MB with 32 at the
-# same 158 images/s (and 7.5 GB with the TensorRT profile's 256); benchmarks/results/memory.md
-CPU_CHUNK = 24
-# OpenVINO keeps its activation buffers for the largest batch it has run: at 24 images a process
-# scoring 2,000 images held 711 MB; at 12 it peaked at 566 MB for 258.6 images/s, at 8 at 521 MB
-# for 239.0 (ORT at 24: 525 MB, ~157 images/s); measured on the default bundle, 2-core EPYC. A
-# first load through `auto` (both backends timed, then the self-check) peaked at 610 MB with 12
-# and at 597-604 MB with 8 (benchmarks/results/memory.md): OpenVINO is the larger runtime
-OPENVINO_CHUNK = 8
+ScoresArg = Union[None, str, Sequence[str]]
 
 
-def _open_backend(
-    m: Manifest, chosen: str, max_batch, provider_options, strict, threads, fused, engines_dir, build, cuda_graphs
-):
-    """(backend, largest batch per call) for one backend name."""
-    if chosen == "openvino":
-        from dlsr_deploy.runtime.openvino import OpenVinoBackend
+def backend_choices() -> List[str]:
+    """'auto' and every registered backend (the CLI's --backend choices)."""
+    from dlsr_deploy.registry import backend_names
 
-        return OpenVinoBackend(m, threads=threads), max_batch or OPENVINO_CHUNK
-    if chosen == "trt":
-        from dlsr_deploy.runtime.trt import TrtBackend
-
-        mb = max_batch or m.batch_profile["max"]
-        return TrtBackend(m, engines_dir=engines_dir, max_batch=mb, build=build, use_cuda_graph=cuda_graphs), mb
-    from dlsr_deploy.runtime.ort import OrtBackend
-
-    device = "cuda" if chosen == "ort-cuda" else "cpu"
-    mb = max_batch or (m.batch_profile["max"] if device == "cuda" else CPU_CHUNK)
-    return OrtBackend(m, device, provider_options, strict, threads, fused), mb
+    return ["auto", *backend_names()]
 
 
 def _reopen(bundle: str, kwargs: dict) -> "Detector":
     return Detector.load(bundle, **kwargs)
+
+
+def _check_load_args(backend: str, max_batch, self_check: str) -> None:
+    from dlsr_deploy.runtime.selfcheck import MODES
+
+    if backend not in backend_choices():
+        raise BackendUnavailable(f"backend: expected one of {backend_choices()}, got {backend!r}")
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+        raise InputError(f"max_batch: expected a positive integer, got {max_batch!r}")
+    if self_check not in MODES:
+        raise InputError(f"self_check: expected one of {list(MODES)}, got {self_check!r}")
+
+
+def _read_checked(bundle, verify: bool, trusted_keys, allow_failed_parity: bool) -> Manifest:
+    m = read_manifest(Path(bundle), verify=verify, trusted_keys=trusted_keys)
+    if not m.parity_passed and not allow_failed_parity:
+        raise BundleError(
+            f"bundle {m.name} failed its parity check at export ({'; '.join(m.parity_failures)[:300]}); it is kept "
+            "only for inspection (dlsr-inspect). Re-export it, or pass allow_failed_parity=True to load it anyway"
+        )
+    return m
+
+
+def _open_chosen(m: Manifest, backend: str, opts: OpenOptions):
+    """(backend instance, chunk, chosen name, auto's verdict or None)."""
+    if backend != "auto" and backend not in m.backends:
+        raise BackendUnavailable(
+            f"bundle {m.name} ({m.precision}) is for {m.backends}, not {backend!r} (see its manifest's "
+            "'backends'; e.g. 8-bit bundles run on ONNX Runtime, not TensorRT)"
+        )
+    chosen = pick_backend(m.backends) if backend == "auto" else backend
+    if opts.cuda_graphs and chosen != "trt":
+        raise BackendUnavailable(f"cuda_graphs=True needs the TensorRT backend, got {chosen!r}")
+    choice = kept = None
+    if backend == "auto" and not opts.fused:
+        from dlsr_deploy.registry import backend_spec
+        from dlsr_deploy.runtime.autoselect import choose_cpu_backend
+
+        if backend_spec(chosen).cpu_candidate:  # a CPU: the faster candidate here, measured once
+            choice, kept = choose_cpu_backend(m, lambda n: open_backend(n, m, opts), opts.threads)
+            chosen = choice["choice"]
+    impl, chunk = kept or open_backend(chosen, m, opts)
+    return impl, chunk, chosen, choice
+
+
+def _warn_unverified_target(m: Manifest) -> None:
+    """A bundle whose precision was not verified on this CPU architecture says so (the
+    self-check still decides whether it runs)."""
+    import platform
+    import warnings
+
+    targets = m.verified_targets
+    arch = platform.machine().lower()
+    if targets and not any(arch in t for t in targets):
+        warnings.warn(
+            f"bundle {m.name} ({m.precision}) was verified on {targets}, not on {arch}; its load-time self-check "
+            "decides whether it runs here",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 class Detector:
@@ -73,6 +114,9 @@ class Detector:
         self.score_name = thr.score
         self.threshold = thr.value
         self.center, self.scale = thr.center, thr.scale
+        self.self_check_report = None
+        self.backend_choice = None
+        self._load_args = None
 
     @classmethod
     def load(
@@ -91,66 +135,42 @@ class Detector:
         cuda_graphs: bool = False,
         trusted_keys: Optional[list] = None,
         self_check: str = "auto",
+        allow_failed_parity: bool = False,
     ) -> "Detector":
-        """Open a bundle on a backend: 'auto' | 'trt' | 'ort-cuda' | 'ort-cpu' | 'openvino'.
+        """Open a bundle on a backend: 'auto' or a registered name ('trt', 'ort-cuda', 'ort-cpu',
+        'openvino', ...; `dlsr_deploy.registry`).
 
-        'auto': TensorRT with a GPU, else ORT-CUDA, else the faster of ORT CPU and OpenVINO on
-        this machine (measured on the golden set the first time, verdict cached; see
-        runtime/autoselect.py; `det.backend_choice` holds the timings).
-
-        max_batch: the largest batch one backend call gets; larger inputs are split. Default:
-        the bundle's profile maximum on a GPU, CPU_CHUNK on ORT CPU, OPENVINO_CHUNK on OpenVINO
-        (memory stays bounded and throughput is already near flat there). cuda_graphs: TensorRT
-        only, capture one CUDA graph per
-        batch size and replay it (fewer launches at small batches). trusted_keys: Ed25519 public
-        keys (PEM paths or bytes); the bundle must be signed by one of them. self_check: 'auto'
-        replays the bundle's golden set the first time it meets this machine + backend + library
-        versions (verdict cached), 'always' every load, 'never' skips it; a failure raises
-        ParityError naming the platform."""
+        'auto': the first usable GPU backend the bundle lists, else the faster of the CPU
+        candidates on this machine (measured on the golden set the first time, verdict cached;
+        `det.backend_choice` holds the timings). max_batch: the largest batch one backend call
+        gets (larger inputs are split; default: the registry's chunk for the backend, or the
+        bundle's profile maximum on a GPU). cuda_graphs: TensorRT only, one CUDA graph per batch
+        size. trusted_keys: Ed25519 public keys (PEM paths or bytes); the bundle must be signed
+        by one of them; None = no signature required, an empty list is an error. self_check:
+        'auto' replays the bundle's golden set the first time it meets this machine + backend +
+        library versions (verdict cached, authenticated), 'always' every load, 'never' skips it;
+        a failure raises ParityError naming the platform. A bundle whose export failed parity is
+        refused unless allow_failed_parity=True."""
         kwargs = {k: v for k, v in locals().items() if k not in ("cls", "bundle")}
-        if backend not in BACKENDS:
-            raise BackendUnavailable(f"backend: expected one of {list(BACKENDS)}, got {backend!r}")
-        if max_batch is not None and (not isinstance(max_batch, int) or max_batch < 1):
-            raise InputError(f"max_batch: expected a positive integer, got {max_batch!r}")
-        m = read_manifest(Path(bundle), verify=verify, trusted_keys=trusted_keys)
-        if backend != "auto" and backend not in m.backends:
-            raise BackendUnavailable(
-                f"bundle {m.name} ({m.precision}) is for {m.backends}, not {backend!r} (see its manifest's "
-                "'backends'; e.g. 8-bit bundles run on ONNX Runtime, not TensorRT)"
-            )
-        chosen = pick_backend(m.backends) if backend == "auto" else backend
-        if cuda_graphs and chosen != "trt":
-            raise BackendUnavailable(f"cuda_graphs=True needs the TensorRT backend, got {chosen!r}")
-        opts = dict(
-            max_batch=max_batch,
-            provider_options=provider_options,
-            strict=strict_providers,
-            threads=threads,
-            fused=fused,
-            engines_dir=engines_dir,
-            build=build,
-            cuda_graphs=cuda_graphs,
+        _check_load_args(backend, max_batch, self_check)
+        m = _read_checked(bundle, verify, trusted_keys, allow_failed_parity)
+        _warn_unverified_target(m)
+        opts = OpenOptions(
+            threads, max_batch, provider_options, strict_providers, fused, engines_dir, build, cuda_graphs
         )
-        choice = kept = None
-        if backend == "auto" and chosen == "ort-cpu" and not fused:  # ORT or OpenVINO: the faster one here
-            from dlsr_deploy.runtime.autoselect import choose_cpu_backend
-
-            choice, kept = choose_cpu_backend(m, lambda n: _open_backend(m, n, **opts), threads)
-            chosen = choice["choice"]
-        impl, mb = kept or _open_backend(m, chosen, **opts)
+        impl, chunk, chosen, choice = _open_chosen(m, backend, opts)
         release_heap()  # the parsed model copies are freed by now; give their pages back
         try:
             from dlsr_deploy.runtime.selfcheck import self_check as run_check
 
-            report = run_check(m, impl, self_check, chunk=mb)
+            report = run_check(m, impl, self_check, chunk=chunk)
         except BaseException:
             impl.close()
             raise
         if report is not None:
             release_heap()
-        det = cls(m, impl, chosen, mb, resize)
-        det.self_check_report = report
-        det.backend_choice = choice
+        det = cls(m, impl, chosen, chunk, resize)
+        det.self_check_report, det.backend_choice = report, choice
         det._load_args = (str(Path(bundle).resolve()), kwargs)
         return det
 
@@ -177,34 +197,55 @@ class Detector:
         if self.backend is None:
             raise InputError("this Detector is closed")
 
-    def score(self, images) -> Dict[str, np.ndarray]:
-        """Per-image scores {name: float32 [N]} for images uint8 [N, H, W, 3] (or one
-        [H, W, 3], floats in [0, 1], or a list of paths / PIL images). Batches above
-        max_batch are split and reassembled."""
+    def resolve_scores(self, scores: ScoresArg = None) -> List[str]:
+        """The score names a `scores` argument asks for: None or 'headline' -> [headline];
+        'all' -> every score of the bundle; a name or a list of names -> those (checked)."""
+        names = self.manifest.score_names
+        if scores is None or scores == "headline":
+            return [self.score_name]
+        if scores == "all":
+            return list(names)
+        wanted = [scores] if isinstance(scores, str) else list(scores)
+        unknown = [s for s in wanted if s not in names]
+        if unknown or not wanted:
+            raise InputError(
+                f"scores: expected 'headline', 'all' or names among {names}, got {list(wanted) or 'an empty list'}"
+            )
+        return list(dict.fromkeys(wanted))
+
+    def graphs_for(self, scores: ScoresArg = None) -> List[str]:
+        """The score graphs that computing `scores` runs after the backbone (the cheapest cover)."""
+        return self.manifest.graphs_for(self.resolve_scores(scores))
+
+    def score(self, images, scores: ScoresArg = None) -> Dict[str, np.ndarray]:
+        """Per-image scores {name: float32 [N]} for images uint8 [N, H, W, 3] (or one [H, W, 3],
+        floats in [0, 1], or a list of paths / PIL images). scores: which (see resolve_scores;
+        default the headline); only the graphs they need run. Batches above max_batch are split."""
         self._check_open()
+        names = self.resolve_scores(scores)
+        graphs = self.manifest.graphs_for(names)
         batch = as_batch(images, self.size, self.resize)
-        m = self.manifest
-        wanted = set(m.output_names)
+        wanted = {self.manifest.output_name(s) for s in names}
         # keep only the scores of each chunk (z0 / z0_hat would hold 4 KB per image until the end)
         parts = [
-            {k: v for k, v in self.backend.run(batch[i : i + self.max_batch]).items() if k in wanted}
+            {k: v for k, v in self.backend.run(batch[i : i + self.max_batch], graphs).items() if k in wanted}
             for i in range(0, len(batch), self.max_batch)
         ]
         if len(parts) > 1:
             # a call of several chunks: give back the activation pages glibc kept (2-3 ms, under
             # 1 % of such a call; single-chunk calls skip it, where it would cost ~20 % at batch 1)
             release_heap()
-        return {
-            s: np.concatenate([p[o] for p in parts]).astype(np.float32) for s, o in zip(m.score_names, m.output_names)
-        }
+        return {s: np.concatenate([p[self.manifest.output_name(s)] for p in parts]).astype(np.float32) for s in names}
 
-    def predict(self, images) -> Dict[str, np.ndarray]:
-        """score (the calibrated score), normalized (1.0 = threshold), is_ood, and every score."""
-        s = self.score(images)
+    def predict(self, images, scores: ScoresArg = None) -> Dict[str, np.ndarray]:
+        """score (the calibrated headline), normalized (1.0 = threshold), is_ood, and each score
+        asked for (default: the headline only)."""
         if self.threshold is None:
             raise InputError("this bundle has no calibrated threshold; use score() or re-export with calibration")
+        names = self.resolve_scores(scores)
+        s = self.score(images, names if self.score_name in names else [self.score_name, *names])
         head = s[self.score_name]
-        out = dict(s)
+        out = {k: v for k, v in s.items() if k in names}
         out["score"] = head
         out["normalized"] = ((head - self.center) / self.scale).astype(np.float32)
         out["is_ood"] = head > self.threshold

@@ -20,7 +20,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from dlsr_deploy.runtime.backend import BackendBase, cache_root, import_optional
+from dlsr_deploy.runtime.backend import BackendBase, OpenOptions, cache_root, import_optional
 
 
 def import_ov():
@@ -83,32 +83,36 @@ class OpenVinoSession:
 
 
 class OpenVinoBackend(BackendBase):
-    """backbone.onnx + denoiser.onnx compiled for OpenVINO's CPU plugin (one OpenVinoSession each)."""
+    """The bundle's graphs compiled for OpenVINO's CPU plugin (one OpenVinoSession each, compiled
+    on first use). mode 'latency' (default) or 'throughput' (large batches split over streams)."""
 
     def __init__(
-        self, manifest, threads: Optional[int] = None, mode: str = "latency", cache_dir: Optional[Path] = None
+        self,
+        manifest,
+        options: Optional[OpenOptions] = None,
+        spec=None,
+        mode: str = "latency",
+        cache_dir: Optional[Path] = None,
     ):
-        ov = import_ov()
+        super().__init__(manifest, options)
+        self._ov = import_ov()
         if mode not in ("latency", "throughput"):
             raise ValueError(f"openvino mode: expected 'latency' or 'throughput', got {mode!r}")
         self.name = "openvino"
-        self.manifest = manifest
         self.mode = mode
-        core = ov.Core()
-        self.sessions = {
-            g: OpenVinoSession(manifest.file(g), threads, mode, cache_dir, core) for g in ("backbone", "denoiser")
-        }
-        hint = self.sessions["backbone"].compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.cache_dir = cache_dir
+        self.core = self._ov.Core()
+        hint = self.session("backbone").compiled.get_property("INFERENCE_PRECISION_HINT")
         self.precision_hint = str(getattr(hint, "type_name", None) or hint)  # e.g. "f32"
-        self.provider = f"OpenVINO {ov.__version__} CPU ({mode}, {self.precision_hint})"
+        self.provider = f"OpenVINO {self._ov.__version__} CPU ({mode}, {self.precision_hint})"
+
+    def open_graph(self, role: str) -> OpenVinoSession:
+        """One graph compiled with the backend's settings."""
+        return OpenVinoSession(self.manifest.file(role), self.options.threads, self.mode, self.cache_dir, self.core)
 
     def run_graph(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """One graph; in throughput mode a large batch is split over the plugin's streams."""
         name, x = next(iter(feeds.items()))
         if self.mode == "throughput" and len(x) >= 16:
-            return self.sessions[graph].run_split(name, x)
-        return self.sessions[graph].run({name: x})
-
-    def close(self) -> None:
-        """Drop the compiled models and requests."""
-        self.sessions = {}
+            return self.session(graph).run_split(name, x)
+        return self.session(graph).run({name: x})

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from dlsr_deploy.errors import BackendUnavailable
-from dlsr_deploy.runtime.backend import BackendBase, import_optional
+from dlsr_deploy.runtime.backend import BackendBase, OpenOptions, import_optional
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -104,44 +104,30 @@ class OrtSession:
 
 
 class OrtBackend(BackendBase):
-    """backbone.onnx + denoiser.onnx (or pipeline.onnx) on one ORT provider."""
+    """The bundle's graphs on one ORT provider ('ort-cpu' or 'ort-cuda'), one session per graph
+    opened on first use (or pipeline.onnx with options.fused)."""
 
-    def __init__(
-        self,
-        manifest,
-        device: str = "cpu",
-        provider_options: Optional[dict] = None,
-        strict: bool = False,
-        threads: Optional[int] = None,
-        fused: bool = False,
-        arena: bool = False,
-    ):
-        self.manifest = manifest
-        self.name = f"ort-{device}"
-        self.sessions: Dict[str, OrtSession] = {}
-        if fused and "pipeline" in manifest.files:
-            self.sessions["pipeline"] = OrtSession(manifest.file("pipeline"), device, provider_options, strict, threads)
-        else:
-            # two sessions back to back: no spin-waiting between them (see OrtSession)
-            for graph in ("backbone", "denoiser"):
-                self.sessions[graph] = OrtSession(
-                    manifest.file(graph), device, provider_options, strict, threads, spin=False, arena=arena
-                )
-        self.provider = next(iter(self.sessions.values())).provider
+    def __init__(self, manifest, options: Optional[OpenOptions] = None, spec=None):
+        super().__init__(manifest, options)
+        self.name = spec.name if spec is not None else "ort-cpu"
+        self.device = "cuda" if self.name == "ort-cuda" else "cpu"
+        self.fused = self.options.fused and "pipeline" in manifest.files
+        first = "pipeline" if self.fused else "backbone"
+        self.provider = self.session(first).provider  # open one graph now: a provider problem shows at load
 
-    def run_graph(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Run one graph's session."""
-        return self.sessions[graph].run(feeds)
+    def open_graph(self, role: str) -> OrtSession:
+        """One session; CPU sessions of a chain do not spin-wait (see OrtSession)."""
+        o = self.options
+        if role == "pipeline":
+            return OrtSession(self.manifest.file(role), self.device, o.provider_options, o.strict, o.threads)
+        return OrtSession(
+            self.manifest.file(role), self.device, o.provider_options, o.strict, o.threads, spin=False, arena=False
+        )
 
-    def run_timed(self, images: np.ndarray):
-        """Both graphs (or the fused one) with per-stage seconds."""
-        if "pipeline" in self.sessions:  # one fused graph: no stage split
+    def run_timed(self, images: np.ndarray, graphs=None):
+        """The graphs (or the fused one) with per-stage seconds."""
+        if self.fused:  # one fused graph: no stage split
             t = time.perf_counter()
-            out = self.sessions["pipeline"].run({"images": images})
+            out = self.run_graph("pipeline", {"images": images})
             return out, {"pipeline": time.perf_counter() - t}
-        return super().run_timed(images)
-
-    def close(self) -> None:
-        """Drop the session(s)."""
-        for s in self.sessions.values():
-            s.close()
+        return super().run_timed(images, graphs)

@@ -7,61 +7,53 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import List, Optional, Sequence
 
 from dlsr_deploy.errors import DataError
 
 
-def collect(inputs: Sequence[str], size: int) -> Tuple[np.ndarray, List[str], List[Tuple[str, str]]]:
-    """(images uint8 [N, size, size, 3], ids, [(path, why unreadable)]) from image files,
-    folders and .npz packs (dlsr_deploy.preprocess rules; every input is accounted for)."""
-    from dlsr_deploy.errors import InputError
-    from dlsr_deploy.preprocess import IMAGE_SUFFIXES, image_files, read_files, read_npz, resize_images
+def _rows(det, listing, chunk: List[int], res: dict, kept: List[int], skipped, scores: List[str]) -> List[dict]:
+    """One row per input of the chunk, in input order: the requested scores, normalized, is_ood;
+    unreadable inputs with their error and empty scores."""
+    from dlsr_deploy.inputs import display_id
 
-    arrays, ids, skipped = [], [], []
-    for src in inputs:
-        p = Path(src)
-        if not p.exists():
-            raise DataError(f"input not found: {src} (expected image files, folders or .npz packs)")
-        try:
-            if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES:
-                files = image_files(p) if p.is_dir() else [p]
-                if not files:
-                    raise DataError(f"{p}: no image files found (looked for {sorted(IMAGE_SUFFIXES)})")
-                images, kept, bad = read_files(files, size)
-                skipped += bad
-            elif p.suffix.lower() == ".npz":
-                images = resize_images(read_npz(p), size)
-                kept = [f"{src}#{i}" for i in range(len(images))]
-            else:
-                raise DataError(f"{src}: unsupported input (expected image files, folders or .npz packs)")
-        except InputError as exc:
-            raise DataError(str(exc)) from None
-        if len(images):
-            arrays.append(images)
-            ids += kept
-    if not arrays:
-        raise DataError(f"no readable images in {list(inputs)}" + (f"; unreadable: {skipped[:3]}" if skipped else ""))
-    return np.concatenate(arrays), ids, skipped
-
-
-def _rows(det, ids: List[str], res: dict, skipped) -> List[dict]:
-    """One row per input: every score, normalized, is_ood; unreadable inputs with their error."""
     m = det.manifest
-    rows = [
-        {
-            "image": ids[i],
-            **{o: float(res[n][i]) for n, o in zip(m.score_names, m.output_names)},
-            "normalized": float(res["normalized"][i]),
-            "is_ood": bool(res["is_ood"][i]),
-            "error": "",
-        }
-        for i in range(len(ids))
-    ]
-    empty = {o: None for o in m.output_names}
-    return rows + [{"image": p, **empty, "normalized": None, "is_ood": None, "error": why} for p, why in skipped]
+    cols = [m.output_name(x) for x in scores]
+    pos = {i: j for j, i in enumerate(kept)}
+    why = dict(skipped)
+    rows = []
+    for i in chunk:
+        id_ = listing.ids[i]
+        if i in pos:
+            j = pos[i]
+            row = {"image": display_id(id_), **{c: float(res[x][j]) for c, x in zip(cols, scores)}}
+            row.update(normalized=float(res["normalized"][j]), is_ood=bool(res["is_ood"][j]), error="")
+        else:
+            row = {"image": display_id(id_), **{c: None for c in cols}, "normalized": None, "is_ood": None}
+            row["error"] = display_id(why.get(id_, "cannot be read"))
+        rows.append(row)
+    return rows
+
+
+def score_listing(det, listing, batch_size: int, scores: List[str], quiet: bool = True) -> List[dict]:
+    """Score a listing chunk by chunk (only `batch_size` images decoded at a time) -> rows in input order."""
+    from tqdm.auto import tqdm
+
+    from dlsr_deploy.inputs import read_listing
+
+    rows = []
+    for start in tqdm(
+        range(0, len(listing), batch_size),
+        desc=f"score ({det.backend_name})",
+        disable=quiet,
+        leave=False,
+        file=sys.stderr,
+    ):
+        chunk = list(range(start, min(start + batch_size, len(listing))))
+        images, kept, skipped = read_listing(listing.take(chunk), det.size)
+        res = det.predict(images, scores) if len(kept) else {}
+        rows += _rows(det, listing, chunk, res, [chunk[k] for k in kept], skipped, scores)
+    return rows
 
 
 def check_destination(out: Optional[Path], inputs: Sequence[str]) -> Optional[Path]:
@@ -79,28 +71,28 @@ def check_destination(out: Optional[Path], inputs: Sequence[str]) -> Optional[Pa
     for src in inputs:
         p = Path(src).resolve()
         if target == p or (p.is_dir() and p in target.parents and target.suffix.lower() in IMAGE_SUFFIXES | {".npz"}):
-            raise DataError(f"--out {out} is one of the inputs; choose another file")
+            raise DataError(f"out: {out} is one of the inputs; choose another file", param="out")
     if target.exists():
         mode = target.stat().st_mode
         if stat.S_ISDIR(mode):
-            raise DataError(f"--out {out} is a folder; give a file name (.csv or .json)")
+            raise DataError(f"out: {out} is a folder; give a file name (.csv or .json)", param="out")
         if not os.access(target, os.W_OK):
-            raise DataError(f"--out {out}: not writable")
+            raise DataError(f"out: {out} is not writable", param="out")
         if not stat.S_ISREG(mode):
             return target  # a device or pipe: written to directly
     elif not target.parent.is_dir():
-        raise DataError(f"--out {out}: the folder {target.parent} does not exist or is not writable")
+        raise DataError(f"out: {out}: the folder {target.parent} does not exist or is not writable", param="out")
     try:  # the atomic write needs a temporary file beside the target: try it now, before any scoring
         import tempfile
 
         with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".probe"):
             pass
     except OSError as exc:
-        raise DataError(f"--out {out}: not writable ({exc.strerror})") from None
+        raise DataError(f"out: {out} is not writable ({exc.strerror})", param="out") from None
     return target
 
 
-def _write(rows: List[dict], out: Optional[Path], bundle, summary: str) -> None:
+def _write(rows: List[dict], out: Optional[Path], bundle, summary: str) -> None:  # noqa: D103
     """JSON when --out ends in .json (any case), else CSV; stdout without --out."""
     import stat
 
@@ -133,30 +125,34 @@ def score_inputs(
     resize: bool = True,
     quiet: bool = False,
     trusted_keys=None,
+    scores=None,
 ) -> dict:
-    """dlsr-score: score files, folders and packs; CSV / JSON with one row per input."""
-    from tqdm.auto import tqdm
-
+    """dlsr-score: score every input (files, folders, globs, packs, tables: dlsr_deploy.inputs);
+    CSV / JSON with one row per input, in input order. scores: None = the headline, 'all', or names."""
+    from dlsr_deploy.inputs import list_inputs
     from dlsr_deploy.runtime.detector import Detector
 
     out = check_destination(out, inputs)
+    listing = list_inputs(inputs)  # names and headers only: a wrong input fails before the bundle loads
     with Detector.load(
         bundle, backend=backend, strict_providers=strict, resize=resize, trusted_keys=trusted_keys
     ) as det:
-        images, ids, skipped = collect(inputs, det.size)
-        if skipped:  # reported even with --quiet: each also gets a row with its error
-            bad = "; ".join(f"{p} ({why})" for p, why in skipped[:5])
-            print(f"warning: {len(skipped)} unreadable file(s): {bad}", file=sys.stderr)
-        steps = range(0, len(images), batch_size)
-        bar = tqdm(steps, desc=f"score ({det.backend_name})", disable=quiet, leave=False, file=sys.stderr)
-        parts = [det.predict(images[i : i + batch_size]) for i in bar]
-        res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        rows = _rows(det, ids, res, skipped)
-        n_ood = int(res["is_ood"].sum())
+        names = det.resolve_scores(scores)
+        rows = score_listing(det, listing, batch_size, names, quiet)
+        bad = [r for r in rows if r["error"]]
+        if bad:  # reported even with --quiet: each also has a row with its error
+            shown = "; ".join(f"{r['image']} ({r['error']})" for r in bad[:5])
+            print(f"warning: {len(bad)} unreadable input(s): {shown}", file=sys.stderr)
+        n_ok = len(rows) - len(bad)
+        n_ood = sum(1 for r in rows if r["is_ood"])
         summary = (
-            f"{len(ids)} images scored on {det.backend_name} ({det.manifest.precision}): {n_ood} flagged OOD "
-            f"({n_ood / len(ids):.1%}), threshold {det.score_name} > {det.threshold:.6g}; higher score = more OOD"
-            + (f"; {len(skipped)} unreadable (rows with an error)" if skipped else "")
+            f"{n_ok} images scored on {det.backend_name} ({det.manifest.precision}): {n_ood} flagged OOD "
+            f"({n_ood / max(n_ok, 1):.1%}), threshold {det.score_name} > {det.threshold:.6g}; higher score = more OOD"
+            + (f"; {len(bad)} unreadable (rows with an error)" if bad else "")
+        )
+    if not n_ok:
+        raise DataError(
+            f"no readable images in {list(inputs)}: {[r['image'] + ' (' + r['error'] + ')' for r in bad[:3]]}"
         )
     _write(rows, out, bundle, summary)
     print(summary, file=sys.stderr)

@@ -15,53 +15,24 @@ flags (or the TensorRT/GPU string) + library versions, so later loads cost nothi
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
-from pathlib import Path
 from typing import Dict, Optional
 
 import numpy as np
 
-from dlsr_deploy.errors import ParityError
+from dlsr_deploy.errors import BundleError, ParityError
+from dlsr_deploy.machine import cpu_info, versions
 
 MODES = ("auto", "always", "never")
 
 
-def cache_dir() -> Path:
-    """Where verdicts are kept: next to the feature cache ($DLSR_CACHE/../selfcheck), else ~/.cache."""
-    from dlsr_deploy.runtime.backend import cache_root
-
-    return cache_root() / "selfcheck"
-
-
-def cpu_info() -> Dict[str, str]:
-    """CPU model, a hash of all its flags and the SIMD ones (avx*, amx*, *vnni*) from /proc/cpuinfo."""
-    info = {"machine": platform.machine(), "cpu": platform.processor() or "?"}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and "model" not in info:
-                    info["model"] = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = sorted(line.split(":", 1)[1].split())
-                    info["flags_sha"] = hashlib.sha256(" ".join(flags).encode()).hexdigest()[:12]
-                    info["simd"] = " ".join(f for f in flags if f.startswith(("avx", "amx")) or "vnni" in f)
-                    break
-    except OSError:
-        pass
-    return info
-
-
 def platform_info(backend) -> Dict[str, str]:
-    """What the numerics of this backend depend on."""
-    info = {"backend": backend.name, "provider": str(getattr(backend, "provider", "?")), **cpu_info()}
-    for mod in ("numpy", "onnxruntime", "tensorrt"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
-    return info
+    """What the numerics of this backend depend on: backend, provider, CPU, library versions."""
+    return {
+        "backend": backend.name,
+        "provider": str(getattr(backend, "provider", "?")),
+        **cpu_info(),
+        **{k: v for k, v in versions().items() if v is not None},
+    }
 
 
 def describe_platform(info: Dict[str, str]) -> str:
@@ -69,55 +40,88 @@ def describe_platform(info: Dict[str, str]) -> str:
     return f"{info['backend']} ({info['provider']}) on {info.get('model', info['cpu'])} [{info.get('simd', '')}]"
 
 
-def _key(manifest, info: Dict[str, str]) -> str:
-    body = json.dumps({"digest": manifest.data.get("digest"), **info}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()[:24]
+def load_golden(manifest) -> Dict[str, np.ndarray]:
+    """golden.npz as arrays, checked complete: images, is_ood, and the export machine's outputs
+    (`bundle/<name>`) of z0 and of every score the manifest lists. A golden set that would
+    compare fewer scores than the bundle has is a BundleError, never a pass."""
+    path = manifest.golden_path()
+    try:
+        with np.load(path, allow_pickle=False) as g:
+            golden = {k: g[k] for k in g.files}
+    except Exception as exc:  # zip, header or dtype errors of a malformed file
+        raise BundleError(f"{path}: not a readable golden set ({exc.__class__.__name__}: {exc})") from None
+    need = ["images", "is_ood", "bundle/z0"] + [f"bundle/{o}" for o in manifest.output_names]
+    missing = [k for k in need if k not in golden]
+    if missing:
+        raise BundleError(
+            f"{path}: the golden set lacks {missing[:4]}{'...' if len(missing) > 4 else ''} "
+            f"({len(missing)} of the {len(need)} arrays the self-check compares); re-export the bundle"
+        )
+    n = len(golden["images"])
+    bad = [k for k in need[1:] if len(golden[k]) != n]
+    if golden["images"].dtype != np.uint8 or golden["images"].ndim != 4 or n == 0 or bad:
+        raise BundleError(
+            f"{path}: malformed golden set (images {golden['images'].dtype} {list(golden['images'].shape)}; "
+            f"arrays of another length: {bad[:3]})"
+        )
+    return golden
+
+
+def _replay(backend, images: np.ndarray, chunk: int, graphs) -> dict:
+    parts = [backend.run(images[i : i + chunk], graphs) for i in range(0, len(images), chunk)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def run_self_check(manifest, backend, chunk: int = 24) -> dict:
     """Replay the golden set on `backend` in the chunks its outputs were made in at export (16;
     never more than `chunk`, the Detector's batch, so the check needs no more memory than
-    scoring); the parity report (not cached, not raised)."""
+    scoring), on every scoring path (denoiser: every score; heads: the density heads alone);
+    the parity report (not cached, not raised)."""
     from dlsr_deploy.parity import Tolerances, compare, spearman
 
-    with np.load(manifest.golden_path(), allow_pickle=False) as g:
-        golden = {k: g[k] for k in g.files}
+    golden = load_golden(manifest)
     imgs = golden["images"]
     chunk = min(chunk, int((manifest.data.get("self_check") or {}).get("chunk", chunk)))
-    parts = [backend.run(imgs[i : i + chunk]) for i in range(0, len(imgs), chunk)]
-    got = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     ref = {k.split("/", 1)[1]: v for k, v in golden.items() if k.startswith("bundle/")}
     tol = Tolerances(**manifest.self_check_tolerances)
-    rep = compare(ref, got, golden["is_ood"].astype(bool), manifest.threshold.all, tol)
+    labels, thresholds = golden["is_ood"].astype(bool), manifest.threshold.all
+    rep, got = None, {}
+    for role in sorted(manifest.score_graphs, key=lambda r: r != "denoiser"):  # the all-scores path first
+        out = _replay(backend, imgs, chunk, [role])
+        sub = compare({k: v for k, v in ref.items() if k in out}, out, labels, thresholds, tol)
+        if rep is None:
+            rep, got = sub, out
+            rep["paths"] = {}
+        else:
+            rep["paths"][role] = {k: sub[k] for k in ("scores", "failures", "passed")}
+            rep["failures"] += [f"{role} path: {f}" for f in sub["failures"]]
+    rep["passed"] = not rep["failures"]
     eager = {k.split("/", 1)[1]: v for k, v in golden.items() if k.startswith("eager/")}
-    rep["vs_eager_fp32"] = {k: spearman(eager[k], got[k]) for k in eager if k.startswith("score_")}
+    rep["vs_eager_fp32"] = {k: spearman(eager[k], got[k]) for k in eager if k.startswith("score_") and k in got}
     rep["platform"] = platform_info(backend)
     return rep
 
 
 def self_check(manifest, backend, mode: str = "auto", chunk: int = 24) -> Optional[dict]:
-    """Run (or recall) the self-check; ParityError naming the platform when it fails."""
+    """Run (or recall) the self-check; ParityError naming the platform when it fails. A cached
+    verdict is used only when it is authenticated and bound to this bundle digest, platform and
+    library versions (`runtime/verdicts.py`) and says passed = true (the JSON boolean)."""
+    from dlsr_deploy.runtime.verdicts import VerdictCache
+
     if mode not in MODES:
         raise ValueError(f"self_check: expected one of {list(MODES)}, got {mode!r}")
     if mode == "never" or manifest.golden is None:
         return None
     info = platform_info(backend)
-    path = cache_dir() / f"{_key(manifest, info)}.json"
-    if mode == "auto" and path.exists():
-        try:
-            cached = json.loads(path.read_text())
-            if cached.get("passed"):
-                return cached
-        except (OSError, ValueError):
-            pass
+    cache = VerdictCache("selfcheck")
+    binding = {"digest": manifest.data.get("digest"), "chunk": int(chunk), **info}
+    if mode == "auto":
+        cached = cache.get(binding)
+        if isinstance(cached, dict) and cached.get("passed") is True:
+            return cached
     rep = run_self_check(manifest, backend, chunk)
-    try:
-        from dlsr_deploy.io import atomic_write_text
-
-        atomic_write_text(path, json.dumps(rep, indent=2, default=float) + "\n")
-    except OSError:  # a read-only home must not stop scoring; the check simply runs again next time
-        pass
-    if not rep["passed"]:
+    cache.put(binding, rep)  # a read-only cache folder must not stop scoring: the check runs again
+    if rep["passed"] is not True:
         raise ParityError(
             f"bundle {manifest.name} fails its self-check on {describe_platform(info)}: "
             + "; ".join(rep["failures"])

@@ -27,7 +27,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from dlsr_deploy.errors import BackendUnavailable, BundleError
-from dlsr_deploy.runtime.backend import BackendBase, import_optional
+from dlsr_deploy.runtime.backend import BackendBase, OpenOptions, import_optional
 from dlsr_deploy.runtime.engine_cache import BuildKey, EngineCache
 
 DEFAULT_ENGINES = Path("engines")
@@ -211,70 +211,82 @@ class TrtEngine:
 
 
 class TrtBackend(BackendBase):
-    """backbone + denoiser engines (built or loaded from the engine cache)."""
+    """The bundle's graphs as TensorRT engines (built, or loaded from the engine cache, on first
+    use of each graph)."""
 
     def __init__(
         self,
         manifest,
-        engines_dir: Optional[Path] = None,
-        max_batch: int = 256,
-        build: bool = True,
+        options: Optional[OpenOptions] = None,
+        spec=None,
         workspace_bytes: Optional[int] = None,
-        use_cuda_graph: bool = False,
         quiet: bool = False,
     ):
         from dlsr_deploy.runtime import cuda_mem
 
+        super().__init__(manifest, options)
         self.name = "trt"
-        self.manifest = manifest
         if "trt" not in manifest.backends:
             raise BackendUnavailable(
                 f"bundle {manifest.name} is {manifest.precision} for {manifest.backends} only (TensorRT does not "
                 "run dynamic INT8); export it with --fp16 for TensorRT"
             )
-        version = trt_version()
-        gpu, cc = cuda_mem.device_info()
-        cache = EngineCache(Path(engines_dir or DEFAULT_ENGINES), manifest.name)
+        self.version = trt_version()
+        self.gpu, self.cc = cuda_mem.device_info()
+        self.cache = EngineCache(Path(self.options.engines_dir or DEFAULT_ENGINES), manifest.name)
         prof = manifest.batch_profile
-        profile = (int(prof["min"]), int(prof["opt"]), int(min(max_batch, prof["max"])))
-        self.engines: Dict[str, TrtEngine] = {}
+        max_batch = self.options.max_batch or prof["max"]
+        self.profile = (int(prof["min"]), int(prof["opt"]), int(min(max_batch, prof["max"])))
+        self.workspace_bytes, self.quiet = workspace_bytes, quiet
         self.build_info: Dict[str, dict] = {}
-        for graph in ("backbone", "denoiser"):
-            f = manifest.files[graph]
-            key = BuildKey(version, gpu, cc, profile, f["sha256"], manifest.precision)
-            plan_path, reason = cache.lookup(key, graph)
-            if plan_path is None:
-                if not build:
-                    raise BundleError(
-                        f"no usable TensorRT plan for {graph} ({reason}); running TensorRT {version} on {gpu} (sm "
-                        f"{cc}); build it with `dlsr-build {manifest.path}`"
-                    )
-                spec = f["inputs"][0]
-                dims = spec["shape"][1:]
-                shapes = tuple((b, *dims) for b in profile)
-                t = time.time()
-                plan = engine_from_onnx(
-                    manifest.file(graph), spec["name"], shapes, cache.root / "timing.cache", workspace_bytes, quiet
-                )
-                plan_path = cache.store(
-                    key, graph, plan, {"build_seconds": round(time.time() - t, 1), "reason": reason}
-                )
-            eng = TrtEngine(plan_path.read_bytes(), profile[2], use_cuda_graph)
-            counts = layer_precisions(eng.engine)
-            if manifest.precision == "fp16" and counts.get("fp16", 0) == 0:
-                raise BackendUnavailable(
-                    f"the TensorRT engine for {graph} has no FP16 layers although the bundle is FP16 (layer "
-                    f"outputs by precision: {counts}); refusing to report it as fp16"
-                )
-            self.engines[graph] = eng
-            self.build_info[graph] = {"plan": str(plan_path), "reason": reason, "layer_precisions": counts}
-        self.provider = f"TensorRT {version} on {gpu}"
+        self.provider = f"TensorRT {self.version} on {self.gpu}"
+        self.session("backbone")
 
-    def run_graph(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Run one graph's engine."""
-        return self.engines[graph].run(feeds)
+    def _plan(self, graph: str) -> Path:
+        """The cached plan of one graph, built when missing or stale (and allowed)."""
+        f = self.manifest.files[graph]
+        key = BuildKey(self.version, self.gpu, self.cc, self.profile, f["sha256"], self.manifest.precision)
+        plan_path, reason = self.cache.lookup(key, graph)
+        if plan_path is None:
+            if not self.options.build:
+                raise BundleError(
+                    f"no usable TensorRT plan for {graph} ({reason}); running TensorRT {self.version} on {self.gpu} "
+                    f"(sm {self.cc}); build it with `dlsr-build {self.manifest.path}`"
+                )
+            spec = f["inputs"][0]
+            shapes = tuple((b, *spec["shape"][1:]) for b in self.profile)
+            t = time.time()
+            plan = engine_from_onnx(
+                self.manifest.file(graph),
+                spec["name"],
+                shapes,
+                self.cache.root / "timing.cache",
+                self.workspace_bytes,
+                self.quiet,
+            )
+            plan_path = self.cache.store(
+                key, graph, plan, {"build_seconds": round(time.time() - t, 1), "reason": reason}
+            )
+        self.build_info[graph] = {"plan": str(plan_path), "reason": reason}
+        return plan_path
 
-    def close(self) -> None:
-        """Close both engines."""
-        for e in self.engines.values():
-            e.close()
+    def open_graph(self, role: str) -> "TrtEngine":
+        """The graph's engine; an FP16 bundle whose engine has no FP16 layer is refused."""
+        plan_path = self._plan(role)
+        eng = TrtEngine(plan_path.read_bytes(), self.profile[2], self.options.cuda_graphs)
+        counts = layer_precisions(eng.engine)
+        if self.manifest.precision == "fp16" and counts.get("fp16", 0) == 0:
+            eng.close()
+            raise BackendUnavailable(
+                f"the TensorRT engine for {role} has no FP16 layers although the bundle is FP16 (layer "
+                f"outputs by precision: {counts}); refusing to report it as fp16"
+            )
+        self.build_info[role]["layer_precisions"] = counts
+        return eng
+
+    def build_all(self) -> Dict[str, dict]:
+        """Build (or load) every graph's engine now (dlsr-build) -> build_info."""
+        for role in self.manifest.files:
+            if role != "pipeline":
+                self.session(role)
+        return self.build_info

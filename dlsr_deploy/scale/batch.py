@@ -50,29 +50,31 @@ class JobOptions:
     resume: bool = False
     quiet: bool = False
     trusted_keys: Optional[List[str]] = None
+    scores: Optional[object] = None  # None = the headline; "all"; or a list of score names
 
 
 class Scorer:
     """One Ray actor: opens the bundle once and scores decoded batches (rows with an error
     are passed through with empty scores)."""
 
-    def __init__(self, bundle: str, backend: str, threads: int, trusted_keys=None):
+    def __init__(self, bundle: str, backend: str, threads: int, trusted_keys=None, scores=None):
         from dlsr_deploy.runtime import Detector
 
         self.det = Detector.load(bundle, backend=backend, threads=threads, trusted_keys=trusted_keys)
+        self.scores = self.det.resolve_scores(scores)
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Decoded rows -> id, shard, every score, normalized, is_ood, error."""
+        """Decoded rows -> id, shard, the requested scores, normalized, is_ood, error."""
         m = self.det.manifest
         ok = np.array([e == "" for e in batch["error"]], dtype=bool)
         n = len(ok)
-        cols = {o: np.full(n, np.nan, np.float32) for o in m.output_names}
+        cols = {m.output_name(x): np.full(n, np.nan, np.float32) for x in self.scores}
         cols["normalized"] = np.full(n, np.nan, np.float32)
         is_ood = np.zeros(n, dtype=bool)
         if ok.any():
-            res = self.det.predict(batch["image"][ok])
-            for name, o in zip(m.score_names, m.output_names):
-                cols[o][ok] = res[name]
+            res = self.det.predict(batch["image"][ok], self.scores)
+            for name in self.scores:
+                cols[m.output_name(name)][ok] = res[name]
             cols["normalized"][ok] = res["normalized"]
             is_ood[ok] = res["is_ood"]
         return {"id": batch["id"], "shard": batch["shard"], **cols, "is_ood": is_ood, "error": batch["error"]}
@@ -97,20 +99,30 @@ def _shard_path(out: Path, k: int, fmt: str) -> Path:
     return out / f"part-{k:05d}.{fmt}"
 
 
-def _rows_in(path: Path, fmt: str) -> int:
-    """Rows of a written shard (-1 when it cannot be read)."""
+def _ids_in(path: Path, fmt: str) -> Optional[List[str]]:
+    """The input ids a written shard holds (None when it cannot be read)."""
     try:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.ParquetFile(path).metadata.num_rows
-        with open(path) as f:
-            return sum(1 for _ in f) - 1
+            return [str(v) for v in pq.read_table(path, columns=["image"]).column(0).to_pylist()]
+        import pyarrow.csv as pcsv
+
+        opts = pcsv.ConvertOptions(column_types={"image": "string"}, include_columns=["image"])
+        return [str(v) for v in pcsv.read_csv(path, convert_options=opts).column(0).to_pylist()]
     except Exception:
-        return -1
+        return None
 
 
-def prepare_folder(out: Path, record: dict, n_shards: int, sizes: List[int], resume: bool) -> List[int]:
+def shard_is_whole(path: Path, fmt: str, expected: List[str]) -> bool:
+    """A written shard counts as done only when it holds exactly its own ids, each once."""
+    if not path.exists():
+        return False
+    got = _ids_in(path, fmt)
+    return got is not None and len(got) == len(expected) and set(got) == set(expected)
+
+
+def prepare_folder(out: Path, record: dict, expected: List[List[str]], resume: bool) -> List[int]:
     """Check --out and return the shards still to score. A new or empty folder starts a job; a
     folder of this job continues it with resume=True; anything else is refused (nothing of
     the user's is ever deleted: only our own part files and their temporary files)."""
@@ -118,31 +130,34 @@ def prepare_folder(out: Path, record: dict, n_shards: int, sizes: List[int], res
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out}: expected a folder for the shards, got a file")
+        raise DataError(f"out: {out}: expected a folder for the shards, got a file", param="out")
     job = out / JOB_FILE
     if out.is_dir() and any(out.iterdir()):
         if not job.exists():
-            raise DataError(f"--out {out}: the folder is not empty and holds no batch job; choose a new folder")
+            raise DataError(
+                f"out: {out}: the folder is not empty and holds no batch job; choose a new folder", param="out"
+            )
         try:
             old = json.loads(job.read_text())
         except (OSError, ValueError) as exc:
             raise DataError(f"{job}: unreadable job record ({exc}); choose a new folder") from None
         if not resume:
             raise DataError(
-                f"--out {out} already holds a batch job; pass --resume to continue it or choose a new folder"
+                f"out: {out} already holds a batch job; continue it with `resume` or choose a new folder", param="out"
             )
         diff = [k for k in record if old.get(k) != record[k]]
         if diff:
             raise DataError(
-                f"--out {out}: the job there differs in {diff} (bundle, inputs or shard size changed); "
-                "choose a new folder"
+                f"out: {out}: the job there differs in {diff} (bundle, inputs or shard size changed); "
+                "choose a new folder",
+                param="out",
             )
     out.mkdir(parents=True, exist_ok=True)
     for tmp in out.glob(".part-*"):  # temporary files of an interrupted run
         tmp.unlink()
     atomic_write_text(job, json.dumps(record, indent=2) + "\n")
     fmt = record["format"]
-    return [k for k in range(n_shards) if _rows_in(_shard_path(out, k, fmt), fmt) != sizes[k]]
+    return [k for k, ids in enumerate(expected) if not shard_is_whole(_shard_path(out, k, fmt), fmt, ids)]
 
 
 def write_shard(path: Path, rows: List[dict], columns: List[str], fmt: str) -> None:
@@ -209,6 +224,21 @@ class ShardCollector:
         return [i for k, rows in self.rows.items() for i in sorted(self.expected[k] - set(rows))]
 
 
+def _scores_of(m, scores) -> List[str]:
+    """The score names a job writes (what Detector.resolve_scores would give)."""
+    if scores is None or scores == "headline":
+        return [m.threshold.score]
+    if scores == "all":
+        return list(m.score_names)
+    wanted = [scores] if isinstance(scores, str) else list(scores)
+    unknown = [x for x in wanted if x not in m.score_names]
+    if unknown or not wanted:
+        raise DataError(
+            f"scores: expected 'headline', 'all' or names among {m.score_names}, got {wanted}", param="scores"
+        )
+    return list(dict.fromkeys(wanted))
+
+
 def _init_ray(address: Optional[str], quiet: bool):
     import ray
 
@@ -239,15 +269,15 @@ def score_dataset(
     for src in sources:  # shards written into an input folder would become inputs of the next run
         p = Path(src).resolve()
         if p.is_dir() and (p == out.resolve() or p in out.resolve().parents):
-            raise DataError(f"--out {out} lies inside the input folder {src}; choose a folder outside it")
+            raise DataError(f"out: {out} lies inside the input folder {src}; choose a folder outside it", param="out")
     items = list_inputs(sources)
     n = len(items["id"])
     shard = np.arange(n) // opts.shard_size
     n_shards = int(shard[-1]) + 1
-    sizes = np.bincount(shard, minlength=n_shards).tolist()
-    todo = prepare_folder(out, _job_record(m.data["digest"], items, opts), n_shards, sizes, opts.resume)
-    columns = ["image", *m.output_names, "normalized", "is_ood", "error"]
-    expected = {k: set(items["id"][shard == k].tolist()) for k in todo}
+    per_shard = [[str(i) for i in items["id"][shard == k]] for k in range(n_shards)]
+    todo = prepare_folder(out, _job_record(m.data["digest"], items, opts), per_shard, opts.resume)
+    columns = ["image", *[m.output_name(x) for x in _scores_of(m, opts.scores)], "normalized", "is_ood", "error"]
+    expected = {k: set(per_shard[k]) for k in todo}
     collector = ShardCollector(out, todo, expected, columns, opts.fmt)
     ray = _init_ray(address, opts.quiet) if todo else None
     t0 = time.perf_counter()  # from here: actors start, open the bundle, score; cluster start excluded
@@ -255,7 +285,7 @@ def score_dataset(
         _run_pipeline(ray, bundle, m, items, shard, todo, collector, opts)
     missing = collector.missing()
     if missing:
-        raise DataError(f"{len(missing)} input(s) got no row (first: {missing[:3]}); re-run with --resume")
+        raise DataError(f"{len(missing)} input(s) got no row (first: {missing[:3]}); continue the job with `resume`")
     sec = time.perf_counter() - t0
     scored = sum(len(expected[k]) for k in todo)
     summary = {
@@ -292,9 +322,14 @@ def _run_pipeline(ray, bundle, m, items, shard, todo, collector, opts: JobOption
 
     keep = np.isin(shard, todo)
     rows = [
-        {"id": i, "kind": k, "path": p, "index": int(j), "shard": int(s)}
-        for i, k, p, j, s in zip(
-            items["id"][keep], items["kind"][keep], items["path"][keep], items["index"][keep], shard[keep]
+        {"id": i, "kind": k, "path": p, "index": int(j), "error": e, "shard": int(s)}
+        for i, k, p, j, e, s in zip(
+            items["id"][keep],
+            items["kind"][keep],
+            items["path"][keep],
+            items["index"][keep],
+            items["error"][keep],
+            shard[keep],
         )
     ]
     cpus = float(ray.cluster_resources().get("CPU", 1))
@@ -316,6 +351,7 @@ def _run_pipeline(ray, bundle, m, items, shard, todo, collector, opts: JobOption
             "backend": opts.backend,
             "threads": threads,
             "trusted_keys": opts.trusted_keys,
+            "scores": opts.scores,
         },
         batch_size=opts.batch_size,
         batch_format="numpy",

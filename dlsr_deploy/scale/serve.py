@@ -10,9 +10,12 @@ HTTP (port 8000 by default):
 - `GET /info` -> the manifest summary and the service's batching settings.
 - `GET /stats` -> batch sizes the replica has run (a histogram: how well batching works).
 
-Bad requests get 4xx with a one-line reason: 400 not an image / wrong dtype or shape / NaN,
-413 larger than `max_bytes`, 404 unknown path, 405 wrong method. Ray Serve restarts a replica
-that dies; requests in flight on it get a 5xx from Serve's proxy instead of hanging.
+Every request is bounded (`ServiceLimits`): body bytes, images per request, decoded pixels
+(checked from the image or .npy header before decoding) and the time to receive the body. Bad
+requests get a JSON 4xx with a one-line reason: 400 not an image / wrong dtype or shape / NaN /
+a Content-Length that lies, 408 body too slow, 413 too many bytes, images or pixels, 404 unknown
+path, 405 wrong method; anything unexpected is a JSON 500 / 503, never a bare error page. Ray
+Serve restarts a replica that dies; requests in flight on it get a 5xx from Serve's proxy.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
+from dataclasses import asdict, dataclass
 from typing import List, Optional
 
 import numpy as np
@@ -29,29 +33,90 @@ from dlsr_deploy.errors import InputError
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def parse_body(body: bytes) -> np.ndarray:
-    """Request body -> uint8 [N, H, W, 3] (InputError with the reason otherwise)."""
+@dataclass(frozen=True)
+class ServiceLimits:
+    """What one request may cost a replica.
+
+    max_bytes: body size (413, checked on Content-Length before reading and on the bytes read);
+    max_pixels: decoded pixels of one image, read from its header before decoding (413; None =
+    4096 x 4096, or 256 x native size squared if larger); max_images: images in one request (413;
+    the service sets it to --max-batch); read_timeout_s: seconds to receive the whole body (408)."""
+
+    max_bytes: int = 16 << 20
+    max_pixels: Optional[int] = None
+    max_images: int = 32
+    read_timeout_s: float = 10.0
+
+    def pixels_for(self, native: int) -> int:
+        """The decoded-pixel limit for a bundle of this native size."""
+        return int(self.max_pixels or max(4096 * 4096, 256 * native * native))
+
+
+class RequestError(InputError):
+    """A bad request, with the HTTP status it gets."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def _npy_header(body: bytes):
+    """(shape, dtype) of a .npy body from its header alone, or RequestError."""
+    f = io.BytesIO(body)
+    try:
+        major, _ = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except Exception as exc:
+        raise RequestError(f"not a readable .npy array ({exc.__class__.__name__}: {exc})") from None
+    return tuple(int(x) for x in shape), dtype, f.tell()
+
+
+def parse_body(body: bytes, limits: Optional[ServiceLimits] = None, native: int = 32) -> np.ndarray:
+    """Request body -> uint8 [N, H, W, 3] (RequestError with the status and reason otherwise). A
+    .npy header is checked (image count, pixels, dtype, size against the body) before its data is
+    read; an image's pixel count is checked from its header before it is decoded."""
     from dlsr_deploy.preprocess import as_images, decode_image
 
+    limits = limits or ServiceLimits()
     if not body:
-        raise InputError("empty request body (expected PNG/JPEG bytes or a .npy array)")
-    if body.startswith(NPY_MAGIC):
+        raise RequestError("empty request body (expected PNG/JPEG bytes or a .npy array)")
+    if not body.startswith(NPY_MAGIC):
         try:
-            arr = np.load(io.BytesIO(body), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise InputError(f"not a readable .npy array ({exc})") from None
-        return as_images(arr, "npy body")
-    return decode_image(body, None, "request body")[None]
+            return decode_image(body, None, "request body", max_pixels=limits.pixels_for(native))[None]
+        except InputError as exc:
+            raise RequestError(str(exc), 413 if "over the limit" in str(exc) else 400) from None
+    shape, dtype, offset = _npy_header(body)
+    n = shape[0] if len(shape) == 4 else 1
+    pixels = int(np.prod(shape[-3:-1])) if len(shape) >= 3 else 0
+    if len(shape) not in (3, 4):
+        raise RequestError(f"npy body: expected [N, H, W, 3] or [H, W, 3], got shape {list(shape)}")
+    if n > limits.max_images:
+        raise RequestError(f"npy body: {n} images, over the limit of {limits.max_images} per request", 413)
+    if pixels > limits.pixels_for(native):
+        raise RequestError(f"npy body: {shape[-3]}x{shape[-2]} pixels per image, over the limit", 413)
+    if len(body) - offset != int(np.prod(shape)) * dtype.itemsize:
+        raise RequestError(
+            f"npy body: the header says {list(shape)} {dtype}, the body holds {len(body) - offset} bytes"
+        )
+    try:
+        arr = np.load(io.BytesIO(body), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise RequestError(f"not a readable .npy array ({exc})") from None
+    return as_images(arr, "npy body")
 
 
 class ScoreService:
     """A Ray Serve replica: one Detector; requests are batched by `@serve.batch`."""
 
-    def __init__(self, bundle: str, backend: str = "auto", threads: int = 1, max_bytes: int = 16 << 20):
+    def __init__(
+        self, bundle: str, backend: str = "auto", threads: int = 1, limits: Optional[ServiceLimits] = None, scores=None
+    ):
         from dlsr_deploy.runtime import Detector
 
         self.det = Detector.load(bundle, backend=backend, threads=threads)
-        self.max_bytes = max_bytes
+        self.limits = limits or ServiceLimits()
+        self.scores = self.det.resolve_scores(scores)
         self.batch_sizes = collections.Counter()
         m = self.det.manifest
         self.info = {
@@ -60,16 +125,17 @@ class ScoreService:
             "score_name": self.det.score_name,
             "threshold": self.det.threshold,
             "native_size": m.input_size,
-            "scores": m.score_names,
+            "scores": self.scores,
             "backend": self.det.backend_name,
             "digest": m.data.get("digest"),
+            "limits": {**asdict(self.limits), "max_pixels": self.limits.pixels_for(m.input_size)},
         }
 
     async def score_batch(self, batches: List[np.ndarray]) -> List[dict]:
         """Many requests' images in one backend call; one result list per request."""
         self.batch_sizes[len(batches)] += 1
         images = np.concatenate(batches) if len(batches) > 1 else batches[0]
-        res = await asyncio.to_thread(self.det.predict, images)
+        res = await asyncio.to_thread(self.det.predict, images, self.scores)
         out, start = [], 0
         for b in batches:
             sl = slice(start, start + len(b))
@@ -80,15 +146,19 @@ class ScoreService:
                         "score": float(res["score"][i]),
                         "normalized": float(res["normalized"][i]),
                         "is_ood": bool(res["is_ood"][i]),
-                        "scores": {s: float(res[s][i]) for s in self.info["scores"]},
+                        "scores": {s: float(res[s][i]) for s in self.scores},
                     }
                     for i in range(sl.start, sl.stop)
                 ]
             )
         return out
 
-    async def handle(self, method: str, path: str, body_reader, length: Optional[str]):
-        """(status, JSON-able body) for one request."""
+    async def score_request(self, images: np.ndarray) -> List[dict]:
+        """One request's images -> its results (the Serve deployment batches requests here)."""
+        return (await self.score_batch([images]))[0]
+
+    def _route(self, method: str, path: str):
+        """(status, body) for paths other than POST /score, or None for POST /score."""
         if path == "/healthz":
             return 200, "ok"
         if path == "/info":
@@ -99,22 +169,44 @@ class ScoreService:
             return 404, {"error": f"unknown path {path}; use POST /score, GET /healthz, /info or /stats"}
         if method != "POST":
             return 405, {"error": f"/score takes POST with the image bytes, got {method}"}
-        too_large = {"error": f"request body is over the limit of {self.max_bytes} bytes"}
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return 413, too_large  # refused before the body is read
-        body = await body_reader()
-        if len(body) > self.max_bytes:  # no (or a lying) Content-Length
-            return 413, too_large
+        return None
+
+    async def _read(self, body_reader, length: Optional[str]) -> bytes:
+        lim = self.limits
+        if length is not None and length.strip().isdigit() and int(length) > lim.max_bytes:
+            raise RequestError(f"request body is over the limit of {lim.max_bytes} bytes", 413)  # before reading
         try:
-            images = parse_body(body)
+            body = await asyncio.wait_for(body_reader(), timeout=lim.read_timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(f"the request body did not arrive within {lim.read_timeout_s:g} s", 408) from None
+        if len(body) > lim.max_bytes:  # no (or a lying) Content-Length
+            raise RequestError(f"request body is over the limit of {lim.max_bytes} bytes", 413)
+        if length is not None and length.strip().isdigit() and int(length) != len(body):
+            raise RequestError(f"Content-Length says {length} bytes, the body has {len(body)}")
+        return body
+
+    async def handle(self, method: str, path: str, body_reader, length: Optional[str]):
+        """(status, JSON-able body) for one request; every failure is a JSON 4xx/5xx with one line."""
+        routed = self._route(method, path)
+        if routed is not None:
+            return routed
+        try:
+            body = await self._read(body_reader, length)
+            images = parse_body(body, self.limits, self.info["native_size"])
             if images.shape[1:3] != (self.info["native_size"],) * 2:
                 # requests are concatenated into one batch, so each is brought to the native size here
                 from dlsr_deploy.preprocess import resize_images
 
                 images = resize_images(images, self.info["native_size"])
+            results = await self.score_request(images)
+        except RequestError as exc:
+            return exc.status, {"error": str(exc)}
         except InputError as exc:
             return 400, {"error": str(exc)}
-        results = await self.score_batch(images)
+        except MemoryError:
+            return 503, {"error": "the replica ran out of memory on this request; send fewer or smaller images"}
+        except Exception as exc:  # never a bare 500 page: one line saying what broke
+            return 500, {"error": f"internal error: {exc.__class__.__name__}: {str(exc)[:200]}"}
         return 200, {
             **{k: self.info[k] for k in ("bundle", "precision", "score_name", "threshold")},
             "results": results,
@@ -133,7 +225,8 @@ def build_app(
     cpus_per_replica: float = 1.0,
     threads: Optional[int] = None,
     backend: str = "auto",
-    max_bytes: int = 16 << 20,
+    limits: Optional[ServiceLimits] = None,
+    scores=None,
 ):
     """The Serve application (bind it with `serve.run`)."""
     from pathlib import Path
@@ -144,12 +237,15 @@ def build_app(
     class Deployment(ScoreService):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.info.update(max_batch=max_batch, batch_wait_ms=batch_wait_ms, max_bytes=self.max_bytes)
+            self.info.update(max_batch=max_batch, batch_wait_ms=batch_wait_ms)
 
         # max_batch counts images, not requests: a .npy request of 8 images fills 8 slots
         @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=batch_wait_ms / 1000.0, batch_size_fn=_images_in)
         async def score_batch(self, batches):
             return await ScoreService.score_batch(self, batches)
+
+        async def score_request(self, images):
+            return await self.score_batch(images)  # @serve.batch gathers concurrent requests
 
         async def __call__(self, request):
             status, body = await self.handle(
@@ -173,11 +269,13 @@ def build_app(
         ray_actor_options={"num_cpus": cpus_per_replica},
         health_check_period_s=2,
     )
+    limits = limits or ServiceLimits(max_images=max_batch)
     return dep.bind(
         str(Path(bundle).resolve()),
         backend=backend,
         threads=threads or max(1, int(round(cpus_per_replica))),
-        max_bytes=max_bytes,
+        limits=limits,
+        scores=scores,
     )
 
 
@@ -207,6 +305,16 @@ def set_ingress(mode: str) -> None:
     os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = flag
 
 
+def ray_init_options(host: str) -> dict:
+    """Options for a *local* Ray cluster started by dlsr-serve: its own ports (GCS, raylet, object
+    manager, workers) bound to the interface the user asked for, no dashboard. Loopback stays
+    loopback: nothing of Ray listens on other interfaces of the machine."""
+    opts = {"include_dashboard": False}
+    if host in ("127.0.0.1", "localhost", "::1"):
+        opts["_node_ip_address"] = "127.0.0.1"
+    return opts
+
+
 def run_service(
     bundle,
     host: str = "127.0.0.1",
@@ -226,8 +334,9 @@ def run_service(
 
     m = read_manifest(bundle)  # a broken bundle fails here, with its reason, before Ray starts
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False)
-    serve.start(http_options={"host": host, "port": port})
+        ray.init(address=address, **(ray_init_options(host) if address is None else {"include_dashboard": False}))
+    limits = options.get("limits") or ServiceLimits(max_images=options.get("max_batch", 32))
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": limits.read_timeout_s + 120.0})
     serve.run(build_app(str(bundle), **options), name="dlsr", route_prefix="/")
     print(
         f"serving {m.name} ({m.precision}) on http://{host}:{port}: POST /score, GET /healthz /info /stats; "

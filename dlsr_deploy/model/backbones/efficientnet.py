@@ -153,6 +153,14 @@ class EfficientNet(nn.Module):
         return cls(1.0, 1.0, 224, lite=True, padding_size=padding_size)
 
     @classmethod
+    def lite1(cls, padding_size: Optional[int] = None) -> "EfficientNet":
+        return cls(1.0, 1.1, 240, lite=True, padding_size=padding_size)
+
+    @classmethod
+    def lite2(cls, padding_size: Optional[int] = None) -> "EfficientNet":
+        return cls(1.1, 1.2, 260, lite=True, padding_size=padding_size)
+
+    @classmethod
     def b4(cls, padding_size: Optional[int] = None) -> "EfficientNet":
         return cls(1.4, 1.8, 380, lite=False, padding_size=padding_size)
 

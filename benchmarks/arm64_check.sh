@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Bundles exported on x86-64, verified on ARM64 under QEMU user emulation (issue 24).
+#
+#   sudo bash benchmarks/arm64_check.sh export/default-fp32 export/default-fp16 export/default-int8w ...
+#
+# What it does, and everything it touches:
+#   - an ARM64 Debian root (debootstrap, minbase + python3) in $ARM64_DIR (default
+#     ~/.cache/dlsr-deploy/arm64/rootfs), built once and reused; the project's torch-free runtime is
+#     installed there in a venv from wheels only (pip install '.[cpu]': onnxruntime, numpy, Pillow,
+#     click, tqdm for aarch64, and this project's pure-Python wheel);
+#   - the binfmt_misc entry qemu-aarch64 (from qemu-user-static's binfmt.d file), registered only if
+#     it is not there, and unregistered at the end if this script registered it;
+#   - /proc and /sys bind-mounted into the root while it runs (so ONNX Runtime's cpuinfo sees the CPU
+#     features QEMU exposes), unmounted at the end;
+#   - per bundle: `dlsr-check --on-target` (the golden-set self-check on both scoring paths) and
+#     `dlsr-score --scores all` on IMAGES (default 300 CIFAR-10 test + Tiny ImageNet + DTD images) on
+#     ARM64, the same dlsr-score on this machine, then benchmarks/arm64_report.py writes
+#     benchmarks/results/arm64.{json,md}.
+# Timings under emulation mean nothing and are not reported; correctness is what this proves.
+# Needs root, apt packages qemu-user-static and debootstrap, and the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: sudo bash benchmarks/arm64_check.sh BUNDLE [BUNDLE ...]" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "error: needs root (binfmt_misc, debootstrap, chroot)" >&2; exit 1; }
+for tool in debootstrap chroot; do
+  command -v "$tool" >/dev/null || { echo "error: $tool missing: apt install qemu-user-static debootstrap" >&2; exit 1; }
+done
+CONF=/usr/lib/binfmt.d/qemu-aarch64.conf
+[ -f "$CONF" ] || { echo "error: $CONF missing: apt install qemu-user-static" >&2; exit 1; }
+PY=${PYTHON:-.venv/bin/python}
+DIR=${ARM64_DIR:-$HOME/.cache/dlsr-deploy/arm64}
+RFS=$DIR/rootfs
+DATA=${DATA:-../shared/data}
+WORK=$RFS/work
+REGISTERED=0
+MOUNTED=()
+
+cleanup() {
+  for m in "${MOUNTED[@]}"; do umount -l "$m" 2>/dev/null || true; done
+  if [ "$REGISTERED" = 1 ]; then echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64 && echo "unregistered qemu-aarch64"; fi
+}
+trap cleanup EXIT
+
+# 1. binfmt_misc: register qemu-aarch64 unless it is there
+mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  grep -v '^#' "$CONF" | head -1 > /proc/sys/fs/binfmt_misc/register
+  REGISTERED=1
+  echo "registered qemu-aarch64 (binfmt_misc)"
+fi
+
+# 2. the ARM64 root, once
+if [ ! -f "$DIR/.rootfs-ready" ]; then
+  echo "building the ARM64 root in $RFS (debootstrap; about 40 minutes under emulation)"
+  mkdir -p "$DIR"
+  nice -n 10 debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,python3-pip bookworm "$RFS" \
+    http://deb.debian.org/debian
+  touch "$DIR/.rootfs-ready"
+fi
+
+# 3. the torch-free runtime from wheels: the project's own wheel and aarch64 wheels of its [cpu] deps
+WHEELS=$DIR/wheels
+mkdir -p "$WHEELS"
+rm -f "$WHEELS"/dlsr_deploy-*.whl
+"$PY" -m pip wheel -q --no-deps -w "$WHEELS" .
+"$PY" -m pip download -q --only-binary=:all: --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
+  --python-version 3.11 --implementation cp -c constraints.txt -d "$WHEELS" onnxruntime numpy pillow click tqdm
+rm -rf "$RFS/wheels" && cp -r "$WHEELS" "$RFS/wheels"
+chroot "$RFS" /bin/sh -c 'test -x /opt/dlsr/bin/python || python3 -m venv /opt/dlsr'
+chroot "$RFS" /opt/dlsr/bin/pip install -q --no-index --find-links /wheels --force-reinstall --no-deps dlsr-deploy
+chroot "$RFS" /opt/dlsr/bin/pip install -q --no-index --find-links /wheels 'dlsr-deploy[cpu]'
+
+# 4. /proc and /sys inside the root, the bundles and images
+for m in proc sys; do
+  mountpoint -q "$RFS/$m" || { mount --bind "/$m" "$RFS/$m"; MOUNTED+=("$RFS/$m"); }
+done
+rm -rf "$WORK" && mkdir -p "$WORK/bundles" "$WORK/out"
+"$PY" benchmarks/arm64_report.py images --data "$DATA" --out "$WORK/images.npz"
+chroot "$RFS" /opt/dlsr/bin/python -c "import json, platform, onnxruntime; info = dict(uname=' '.join(platform.uname()), \
+onnxruntime=onnxruntime.__version__, cpuinfo=open('/proc/cpuinfo').read()); print(json.dumps(info))" \
+  > "$WORK/out/platform.json"
+for b in "$@"; do
+  name=$(basename "$b")
+  cp -r "$b" "$WORK/bundles/$name"
+  echo "== $name on aarch64 (emulated)"
+  chroot "$RFS" /opt/dlsr/bin/dlsr-check "/work/bundles/$name" --on-target --backend ort-cpu \
+    --report "/work/out/$name-check.json" --quiet || true
+  chroot "$RFS" /opt/dlsr/bin/dlsr-score "/work/bundles/$name" /work/images.npz --backend ort-cpu --scores all \
+    --quiet --out "/work/out/$name-scores.csv" 2> "$WORK/out/$name-score.err" || true
+  .venv/bin/dlsr-score "$b" "$WORK/images.npz" --backend ort-cpu --scores all --quiet \
+    --out "$WORK/out/$name-x86.csv"
+done
+"$PY" benchmarks/arm64_report.py report --dir "$WORK/out" "$@"

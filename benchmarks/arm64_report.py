@@ -1,0 +1,165 @@
+"""The images for benchmarks/arm64_check.sh, and its report: benchmarks/results/arm64.{json,md}.
+
+    python benchmarks/arm64_report.py images --data ../shared/data --out images.npz
+    python benchmarks/arm64_report.py report --dir OUT BUNDLE [BUNDLE ...]
+
+Per bundle: the ARM64 self-check verdict (`dlsr-check --on-target`, both scoring paths, the
+bundle's own tolerances), and `dlsr-score --scores all` on ARM64 against the same command on
+x86-64: rank correlation, largest score error (relative to the score's mean magnitude) and
+decisions flipped at each score's threshold. Plus what QEMU reported: uname and the CPU
+features in /proc/cpuinfo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+N_IMAGES = {"cifar10_test.npz": 150, "tinyimagenet_val_32.npz": 100, "dtd_subset10.npz": 50}
+
+
+def images(data: Path, out: Path) -> None:
+    """A few hundred real images, evenly spread over CIFAR-10 test (ID), Tiny ImageNet and DTD."""
+    parts = []
+    for name, n in N_IMAGES.items():
+        x = np.load(Path(data) / name)["images"]
+        parts.append(x[np.linspace(0, len(x) - 1, n).astype(int)])
+    np.savez(out, images=np.concatenate(parts))
+
+
+def read_scores(path: Path) -> dict:
+    """dlsr-score's CSV -> {column: float array} for the score columns, 'error' as a list."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols = [c for c in rows[0] if c.startswith("score_")] if rows else []
+    out = {c: np.array([float(r[c]) if r[c] not in ("", "None") else np.nan for r in rows]) for c in cols}
+    out["error"] = [r["error"] for r in rows]
+    return out
+
+
+def compare(x86: dict, arm: dict, thresholds: dict) -> dict:
+    """Per score: rank correlation, max relative error, flips at the threshold (ARM64 vs x86-64)."""
+    from dlsr_deploy.parity import spearman
+
+    res = {}
+    for col, a in x86.items():
+        if col == "error" or col not in arm:
+            continue
+        b = arm[col]
+        ok = np.isfinite(a) & np.isfinite(b)
+        thr = thresholds.get(col[len("score_") :])
+        flips = int(((a[ok] > thr) != (b[ok] > thr)).sum()) if thr is not None else None
+        res[col[len("score_") :]] = {
+            "rank": spearman(a[ok], b[ok]),
+            "max_rel_err": float(np.max(np.abs(a[ok] - b[ok])) / (np.abs(a[ok]).mean() + 1e-12)),
+            "flips": flips,
+            "n": int(ok.sum()),
+        }
+    return res
+
+
+def cpu_features(cpuinfo: str) -> dict:
+    """What /proc/cpuinfo says under QEMU: the CPU part and the feature flags (dotprod, i8mm, ...)."""
+    feats, part = set(), None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "features":
+            feats |= set(value.split())
+        elif key.strip().lower() == "cpu part":
+            part = value.strip()
+    return {"features": sorted(feats), "cpu_part": part, "dotprod": "asimddp" in feats, "i8mm": "i8mm" in feats}
+
+
+def bundle_row(out: Path, bundle: Path) -> dict:
+    from dlsr_deploy.manifest import read_manifest
+
+    name = bundle.name
+    m = read_manifest(bundle)
+    check = out / f"{name}-check.json"
+    rep = json.loads(check.read_text()) if check.exists() else None
+    row = {
+        "bundle": name,
+        "precision": m.precision,
+        "scheme": m.data["precision"].get("int8_scheme"),
+        "self_check": None if rep is None else ("pass" if rep["passed"] else "FAIL"),
+        "failures": [] if rep is None else rep["failures"],
+        "z0_max_rel_l2": None if rep is None else rep["tensors"].get("z0", {}).get("max_rel_l2"),
+    }
+    arm, x86 = out / f"{name}-scores.csv", out / f"{name}-x86.csv"
+    if arm.exists() and x86.exists():
+        row["scores"] = compare(read_scores(x86), read_scores(arm), m.threshold.all)
+        row["n_images"] = len(read_scores(arm)["error"])
+    else:
+        err = out / f"{name}-score.err"
+        row["scores"], row["score_error"] = {}, err.read_text()[-300:] if err.exists() else "no output"
+    return row
+
+
+def report(out: Path, bundles) -> dict:
+    from dlsr_deploy.machine import describe
+
+    plat = json.loads((out / "platform.json").read_text())
+    return {
+        "x86_machine": describe(),
+        "arm64": {"uname": plat["uname"], "onnxruntime": plat["onnxruntime"], **cpu_features(plat["cpuinfo"])},
+        "rows": [bundle_row(out, Path(b)) for b in bundles],
+    }
+
+
+def markdown(res: dict) -> str:
+    a = res["arm64"]
+    lines = [
+        "# Bundles exported on x86-64, checked on ARM64 (`sudo bash benchmarks/arm64_check.sh`)",
+        "",
+        f"ARM64: QEMU user emulation; uname `{a['uname']}`; ONNX Runtime {a['onnxruntime']}; CPU part "
+        f"{a['cpu_part']}; dot-product int8 (asimddp): {a['dotprod']}; i8mm: {a['i8mm']}; features: "
+        f"{' '.join(a['features'])}.",
+        f"x86-64 reference: {res['x86_machine']}.",
+        "Timings under emulation mean nothing and are not reported.",
+        "",
+        "| bundle | precision | self-check on ARM64 (golden set, both paths) | z0 max rel. L2 | worst rank corr. | "
+        "max score error | flips at the thresholds |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in res["rows"]:
+        sc = r["scores"]
+        worst = min((v["rank"] for v in sc.values()), default=float("nan"))
+        err = max((v["max_rel_err"] for v in sc.values()), default=float("nan"))
+        flips = sum(v["flips"] or 0 for v in sc.values())
+        prec = r["precision"] + (f" ({r['scheme']})" if r["scheme"] else "")
+        z = f"{r['z0_max_rel_l2']:.1e}" if r["z0_max_rel_l2"] is not None else "-"
+        verdict = r["self_check"] or "not run"
+        if r["failures"]:
+            verdict += ": " + "; ".join(r["failures"])[:160]
+        lines.append(
+            f"| {r['bundle']} | {prec} | {verdict} | {z} | {worst:.6f} | {err:.1e} | {flips} of "
+            f"{r.get('n_images', 0)} x {len(sc)} scores |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["images", "report"])
+    ap.add_argument("bundles", nargs="*")
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--out", type=Path)
+    ap.add_argument("--dir", type=Path)
+    a = ap.parse_args(argv)
+    if a.step == "images":
+        images(Path(a.data), a.out)
+        return
+    from common import write_results
+
+    write_results("arm64", report(a.dir, a.bundles), markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""dlsr-export, dlsr-check, dlsr-inspect, dlsr-keygen, dlsr-build: making and checking bundles."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from dlsr_deploy.cli.common import CONTEXT, apply, backend_option, fields, friendly
+from dlsr_deploy.cli.workflow import SCORE_OPTS
+
+TOL_OPTS = [
+    click.option("--rank-corr", type=click.FloatRange(0, 1), default=None, help="Minimum Spearman rank correlation of each score (default 0.9999 FP32, 0.999 FP16)."),
+    click.option("--auroc-change", type=click.FloatRange(min=0), default=None, help="Maximum AUROC change vs eager FP32 (default 0.002)."),
+    click.option("--flip-rate", type=click.FloatRange(0, 1), default=None, help="Maximum share of ID/OOD decisions that flip at the threshold (default 0.005; one flip always allowed)."),
+    click.option("--z0-rel", type=click.FloatRange(min=0), default=None, help="Maximum per-image relative L2 error of z0 (default 1e-4 FP32, 0.02 FP16)."),
+]
+
+
+def tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
+    """The precision's default tolerances with the given ones replacing them."""
+    from dataclasses import replace
+
+    from dlsr_deploy.parity import Tolerances
+
+    given = dict(rank_corr=rank_corr, auroc_change=auroc_change, flip_rate=flip_rate, z0_rel=z0_rel)
+    return replace(Tolerances.for_precision(precision), **{k: v for k, v in given.items() if v is not None})
+
+
+EXPORT_KEYS = ("fp16", "int8", "fused", "with_lr", "calibrate_on", "target_tpr", "verify_ood", "n_verify", "headline",
+               "force", "keep_failed", "quiet", "int8_backbone_from", "int8_scheme", "sign")
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run directory written by dlsr-train.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Bundle folder (default: export/<run name>-<precision>).")
+@click.option("--fp16", is_flag=True, help="FP16 weights and activations in the graph (FP32 I/O, norms, z-score, DDIM arithmetic, density heads and score reductions); for a strongly typed TensorRT build.")
+@click.option("--int8", is_flag=True, help="8-bit denoiser MatMuls for CPUs (not TensorRT); backbone FP32 unless --int8-backbone-from. Refused when parity fails, with the reason and what to keep in FP32.")
+@click.option("--int8-scheme", type=click.Choice(["dynamic", "weight-only", "openvino"]), default="dynamic", show_default=True, help="With --int8, the denoiser's 8 bits: 'dynamic' = uint8 weights, activations quantized per call (U8U8, the same numbers on every x86 CPU); 'weight-only' = MatMulNBits int8 blocks of 32 (ONNX Runtime only); 'openvino' = int8 per-channel weights behind DequantizeLinear, calibrated and verified on OpenVINO (pip install 'dlsr-deploy[int8]').")
+@click.option("--int8-backbone-from", type=click.IntRange(min=0), default=None, help="With --int8: also static INT8 (calibrated on held-out ID images) for backbone blocks from this index on; the stem and earlier blocks stay FP32. On the paper-size model it costs more accuracy than the guard allows (README).")
+@click.option("--t-start", type=click.IntRange(min=0), default=3, show_default=True, help="Noise level the reconstruction starts from.")
+@click.option("--steps", type=click.IntRange(min=1), default=2, show_default=True, help="DDIM steps K unrolled into the graph (README: K = 1 is as accurate here at half the denoiser cost).")
+@apply(SCORE_OPTS)
+@click.option("--lr", "with_lr", is_flag=True, help="Also output lr_<score> (first-epoch minus final model): adds the first-epoch LFDN to the graph and doubles the denoiser cost.")
+@click.option("--fused", is_flag=True, help="Also write pipeline.onnx: images -> every score in one graph.")
+@click.option("--calibrate-on", default=None, help="ID images for the threshold (default: the images the run held out of training).")
+@click.option("--target-tpr", type=float, default=0.95, show_default=True, help="Share of ID images that must fall below the threshold, in (0, 1).")
+@click.option("--verify-ood", multiple=True, help="OOD images added to the parity set (AUROC change is checked only with these) and, with --headline auto, the real OOD sets of the selection.")
+@click.option("--n-verify", type=click.IntRange(min=1), default=256, show_default=True, help="Images per set used for parity.")
+@click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch eager.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=256, show_default=True, help="Largest batch of the TensorRT optimisation profile (min 1, opt 32).")
+@click.option("--headline", default=None, help="The score the threshold is for: a score name (mfsim, mse, maha_lw, gauss_layer, ...), or 'auto' = the selection rule (README 'Choosing the headline': bootstrap intervals on the --verify-ood sets and the synthetic shift probes; a challenger must not be worse anywhere and be better on the worst set). Default: the package default. The manifest records how it was chosen.")
+@click.option("--no-density", is_flag=True, help="Leave the density heads and combined scores out of the bundle (DLSR scores only).")
+@click.option("--force", is_flag=True, help="Replace the bundle in --out: only a folder holding a bundle dlsr-export wrote (checked by its manifest digest), and only the files that bundle lists.")
+@click.option("--keep-failed", is_flag=True, help="Keep a bundle that fails parity at --out (default: it goes to OUT.failed for inspection, and --out is untouched).")
+@click.option("--sign", type=click.Path(dir_okay=False, exists=True), default=None, help="Ed25519 private key (PEM, from dlsr-keygen) that signs the manifest; runtimes given the public key refuse unsigned or foreign bundles.")
+@apply(TOL_OPTS)
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@friendly
+def export(**o):
+    """Export a trained run to a deployable bundle: backbone.onnx (uint8 images -> z0),
+    heads.onnx (z0 -> density heads and their combinations), denoiser.onnx (z0 -> every score,
+    the DDIM loop and its stored noise inside), optionally pipeline.onnx, golden.npz and
+    manifest.json with a threshold calibrated on ID images only. Both scoring paths are verified
+    against PyTorch eager unless --no-verify (exit 1 on failure)."""
+    from dlsr_deploy.config import ScoreConfig
+    from dlsr_deploy.export.exporter import export_bundle
+    from dlsr_deploy.scoring import BUNDLE_HEADS
+
+    if (o["int8_backbone_from"] is not None or o["int8_scheme"] != "dynamic") and not o["int8"]:
+        raise click.UsageError("--int8-backbone-from and --int8-scheme need --int8")
+    precision = "fp16" if o["fp16"] else "int8" if o["int8"] else "fp32"
+    out = o["out"] or Path("export") / f"{o['model_dir'].name}-{precision}"
+    export_bundle(
+        o["model_dir"],
+        out,
+        score_cfg=ScoreConfig(**fields(ScoreConfig, o)),
+        verify=not o["no_verify"],
+        tolerances=tolerances(precision, o["rank_corr"], o["auroc_change"], o["flip_rate"], o["z0_rel"]),
+        batch_profile=(1, min(32, o["max_batch"]), o["max_batch"]),
+        density=() if o["no_density"] else BUNDLE_HEADS,
+        **{k: o[k] for k in EXPORT_KEYS},
+    )
+
+
+def _check_on_target(bundle, backend, report, quiet) -> dict:
+    import json
+
+    from dlsr_deploy.io import atomic_write_text
+    from dlsr_deploy.parity import format_report
+    from dlsr_deploy.runtime import Detector
+    from dlsr_deploy.runtime.selfcheck import run_self_check
+
+    with Detector.load(bundle, backend=backend, self_check="never") as det:
+        det.manifest.golden_path()  # a clear error for bundles without a golden set
+        rep = run_self_check(det.manifest, det.backend, chunk=det.max_batch)
+    rep.update(bundle=str(bundle), precision=det.manifest.precision)
+    if not quiet:
+        click.echo(format_report(rep))
+    if report:
+        atomic_write_text(Path(report), json.dumps(rep, indent=2, default=float) + "\n")
+    return rep
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="The run the bundle came from (default: the path recorded in the manifest).")
+@click.option("--data", default=None, help="ID images for the check (default: the calibration images).")
+@click.option("--ood", multiple=True, help="OOD images added to the check.")
+@click.option("--n-verify", type=click.IntRange(min=1), default=256, show_default=True, help="Images per set.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the full report as JSON here.")
+@click.option("--on-target", is_flag=True, help="Replay the bundle's golden set on this machine and backend instead (no torch, no source run needed): the load-time self-check on both scoring paths, always run and printed.")
+@backend_option("With --on-target: the backend to check.")
+@apply(TOL_OPTS)
+@click.option("--quiet", is_flag=True, help="No report on stdout.")
+@friendly
+def check(bundle, model_dir, data, ood, n_verify, report, on_target, backend, rank_corr, auroc_change, flip_rate, z0_rel, quiet):
+    """Compare a bundle with PyTorch eager FP32: z0, z0_hat and every score (abs/rel error,
+    Spearman rank correlation, AUROC change, decisions that flip at the calibrated threshold),
+    on the engine its export verified it on (ONNX Runtime CPU; OpenVINO CPU for --int8-scheme
+    openvino bundles) and with the precision's default tolerances unless given others (z0 is not
+    checked for an 8-bit backbone, as at export). With --on-target, compare this machine's backend
+    with the golden outputs stored in the bundle. Exit code 1 when a tolerance is exceeded."""
+    if on_target:
+        rep = _check_on_target(bundle, backend, report, quiet)
+    else:
+        from dlsr_deploy.export.check import check_bundle
+
+        tol = lambda p: tolerances(p, rank_corr, auroc_change, flip_rate, z0_rel)  # noqa: E731
+        rep = check_bundle(bundle, model_dir, data, ood, n_verify, tol, report, quiet)
+    if not rep["passed"]:
+        sys.exit(1)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("stem", type=click.Path(dir_okay=False, path_type=Path))
+@friendly
+def keygen(stem):
+    """Make an Ed25519 key pair for signed bundles: STEM.key (private, mode 0600; give it to
+    dlsr-export --sign) and STEM.pub (give it to Detector.load(trusted_keys=...) or dlsr-score
+    --trusted-key). Existing files are never overwritten."""
+    from dlsr_deploy.signing import generate_keypair, public_key_id
+
+    key, pub = generate_keypair(stem)
+    click.echo(f"wrote {key} (private: keep it secret) and {pub} (key id {public_key_id(pub.read_bytes())})")
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the raw manifest instead.")
+@friendly
+def inspect(bundle, as_json):
+    """Print a bundle's manifest readably, then verify the manifest's digest and every file's
+    sha256 (an edited manifest or a tampered / truncated file is reported by name, exit code 1).
+    A bundle whose export failed its parity check is shown and exits with code 1 too."""
+    import json
+
+    from dlsr_deploy.manifest import describe, read_manifest, verify_digest, verify_files
+
+    m = read_manifest(bundle, verify=False)
+    click.echo(json.dumps(m.data, indent=2) if as_json else describe(m))
+    verify_digest(m.data, m.path / "manifest.json")
+    ok = verify_files(m)
+    click.echo(f"hashes   manifest digest and {len(ok)} file(s) verified: " + ", ".join(ok))
+    if not m.parity_passed:
+        click.echo(f"error: this bundle FAILED its parity check at export ({'; '.join(m.parity_failures)[:300]}); "
+                   "runtimes refuse it", err=True)
+        sys.exit(1)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--engines", type=click.Path(file_okay=False, path_type=Path), default=Path("engines"), show_default=True, help="Engine cache root (plans + build.json per TensorRT version and GPU).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=None, help="Largest batch of the optimisation profile (default: the bundle's).")
+@click.option("--workspace-mb", type=click.IntRange(min=1), default=None, help="TensorRT workspace limit (default: TensorRT decides).")
+@click.option("--no-build", is_flag=True, help="Only check the cache; fail with the reason when a plan is missing or stale.")
+@click.option("--quiet", is_flag=True, help="No build progress.")
+@friendly
+def build(bundle, engines, max_batch, workspace_mb, no_build, quiet):
+    """Build (or refresh) the TensorRT plans of every graph of a bundle on this GPU, without torch.
+    Plans are reused only when TensorRT version, GPU, compute capability, profile and source ONNX
+    all match; otherwise they are rebuilt."""
+    from dlsr_deploy.manifest import read_manifest
+    from dlsr_deploy.runtime.backend import OpenOptions
+    from dlsr_deploy.runtime.trt import TrtBackend
+
+    m = read_manifest(bundle)
+    opts = OpenOptions(max_batch=max_batch or m.batch_profile["max"], engines_dir=engines, build=not no_build)
+    be = TrtBackend(m, opts, workspace_bytes=workspace_mb * 2**20 if workspace_mb else None, quiet=quiet)
+    for graph, info in be.build_all().items():
+        click.echo(f"{graph}: {info['plan']} ({info['reason']}); layer outputs by precision {info.get('layer_precisions')}")
+    be.close()

@@ -1,0 +1,149 @@
+"""What every command shares: one-line errors (with the library's parameter names turned into
+this command's flags), option groups, small parsers."""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from dlsr_deploy.errors import DLSRError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+MISSING_EXTRAS = {
+    "torch": "train",
+    "onnx": "train",
+    "onnxruntime": "cpu",
+    "tensorrt": "trt",
+    "sklearn": "demo",
+    "skimage": "demo",
+    "safetensors": "train",
+    "matplotlib": "train",
+    "pyarrow": "ray",
+    "ray": "ray",
+}
+
+
+def flag_for(param: str) -> str:
+    """The current command's flag for a library parameter name ('headline' -> '--headline'), or the
+    name itself when the command has no such option."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return param
+    for p in ctx.command.params:
+        if p.name == param and isinstance(p, click.Option):
+            return max(p.opts, key=len)
+        if p.name == param and isinstance(p, click.Argument):
+            return p.human_readable_name
+    return param
+
+
+def in_cli_terms(exc: DLSRError) -> str:
+    """The error's message with its leading parameter name replaced by the command's flag."""
+    msg = str(exc)
+    param = getattr(exc, "param", None)
+    if param and msg.startswith(param + ":"):
+        msg = flag_for(param) + msg[len(param) :]
+    elif param and msg.startswith(param + " "):
+        msg = flag_for(param) + msg[len(param) :]
+    import re
+
+    # other parameters a message names are written `name`: shown as this command's flags
+    return re.sub(r"`([a-z_]+)`", lambda m: flag_for(m.group(1)) if flag_for(m.group(1)) != m.group(1) else m.group(0), msg)
+
+
+def friendly(fn):
+    """Turn DLSRError (and a missing optional package) into one line on stderr, exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DLSRError as exc:
+            click.echo(f"error: {in_cli_terms(exc)}", err=True)
+            sys.exit(1)
+        except ModuleNotFoundError as exc:
+            extra = MISSING_EXTRAS.get((exc.name or "").split(".")[0])
+            if extra is None:
+                raise
+            click.echo(
+                f"error: the package '{exc.name}' is missing; install it with `pip install 'dlsr-deploy[{extra}]'`",
+                err=True,
+            )
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def command_line() -> str:
+    """The command as the user typed it (recorded in reports)."""
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name] + sys.argv[1:])
+
+
+def fields(cls, options: dict) -> dict:
+    """The options that are fields of the dataclass `cls` (click names them alike)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in options.items() if k in names}
+
+
+def apply(opts):
+    """Decorate a command with a list of click options, in order."""
+
+    def deco(fn):
+        for o in reversed(opts):
+            fn = o(fn)
+        return fn
+
+    return deco
+
+
+def parse_ood(values):
+    """[(name, source)] from PATH or NAME=PATH values (a PATH that exists wins over a '=' in it)."""
+    out = []
+    for v in values:
+        if "=" in v and not Path(v).exists():
+            name, src = v.split("=", 1)
+        else:
+            name, src = Path(v.rsplit("#", 1)[0]).stem if not v.startswith("demo:") else v, v
+        out.append((name, src))
+    return out
+
+
+def backend_option(help_extra: str = ""):
+    """--backend with the registry's names as choices and auto's behaviour as help."""
+    from dlsr_deploy.registry import auto_help, backend_names
+
+    return click.option(
+        "--backend",
+        type=click.Choice(["auto", *backend_names()]),
+        default="auto",
+        show_default=True,
+        help=(help_extra + " " if help_extra else "") + auto_help() + ".",
+    )
+
+
+def scores_option():
+    """--scores: which scores to compute (pay for what you read)."""
+    return click.option(
+        "--scores",
+        default="headline",
+        show_default=True,
+        help="Which scores to compute and write: 'headline' (the calibrated decision; only the graphs it needs run, "
+        "e.g. no denoiser for a density headline), 'all', or names separated by commas (mfsim,maha_lw).",
+    )
+
+
+def parse_scores(value: str):
+    """'headline' / 'all' / 'a,b' -> what Detector.resolve_scores takes."""
+    value = (value or "headline").strip()
+    if value in ("headline", "all"):
+        return value
+    return [s.strip() for s in value.split(",") if s.strip()]

@@ -1,0 +1,206 @@
+"""dlsr-eval: every score of a trained run on ID vs OOD sets (and synthetic shift probes), with
+bootstrap intervals -> table, JSON, Markdown, PNG, scores (torch imported lazily)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from dlsr_deploy.config import ModelConfig, ScoreConfig
+
+PLOT_SCORES = ("mfsim", "mse", "gauss_layer", "sum_maha_ridge_gauss_layer_dn")
+
+
+def _log(quiet: bool):
+    return (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, file=sys.stderr, **k))
+
+
+def _eval_config(model_dir: Path, sc: ScoreConfig, hold_z, z_id, z_ood: Dict[str, np.ndarray], opts: dict, log):
+    """Every score of one score config on the ID and OOD sets -> (report block, ID scores, OOD scores)."""
+    from dlsr_deploy.evaluation import DIRECTION, metrics_table, short_table
+    from dlsr_deploy.model.reference import EagerReference, fit_combinations
+    from dlsr_deploy.probes import shift_probes
+
+    t, quiet = time.time(), opts["quiet"]
+    ref = EagerReference.from_run(model_dir, sc, with_lr=None, combos=[])
+    if hold_z is not None and len(hold_z):  # standardised on held-out ID scores only
+        ref.combos = fit_combinations(ref.score_z0(hold_z))
+    s_id = ref.score_z0(z_id, progress=not quiet, desc=f"score ID t={sc.t_start}")
+    s_ood = {k: ref.score_z0(v, progress=not quiet, desc=f"score {k}") for k, v in z_ood.items()}
+    t_boot = time.time()
+    table = metrics_table(s_id, s_ood, n_boot=opts["n_boot"], probes=shift_probes())
+    boot_s = time.time() - t_boot
+    log(
+        f"\nscore config t_start={sc.t_start} steps={sc.steps} eta={sc.eta} n_noise={sc.n_noise} mode={sc.mode}  "
+        f"({DIRECTION}; 95 % bootstrap intervals, {opts['n_boot']} replicates)"
+    )
+    log(short_table(table))
+    block = {
+        "score_config": sc.to_dict(),
+        "metrics": table,
+        "combinations": [c.to_dict() for c in ref.combos],
+        "seconds": round(time.time() - t, 1),
+        "bootstrap_seconds": round(boot_s, 1),
+    }
+    return block, s_id, s_ood
+
+
+def _probe_features(images: np.ndarray, cfg, cache_dir, n: int, quiet: bool, engine: str) -> Dict[str, np.ndarray]:
+    """z0 of every probe made from (up to n) ID test images, through the feature cache."""
+    from dlsr_deploy.pipeline import features_of
+    from dlsr_deploy.probes import make_probes
+
+    probes = make_probes(images, n=n)
+    return {
+        f"probe:{k}": features_of(v, cfg.feature, cache_dir, quiet, engine, f"features probe {k}")
+        for k, v in probes.items()
+    }
+
+
+def _check_sets(ood_sources, probes) -> None:
+    from dlsr_deploy.errors import ConfigError
+
+    names = [n for n, _ in ood_sources]
+    if not ood_sources and not probes:
+        raise ConfigError("ood: give at least one OOD set, or probes", param="ood")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"ood: OOD set names must be unique, got {names}; name them NAME=PATH", param="ood")
+    if any(n.startswith("probe:") for n in names):
+        raise ConfigError(
+            f"ood: set names starting with 'probe:' are reserved for the probes, got {names}", param="ood"
+        )
+
+
+def run_eval(
+    model_dir: Path,
+    id_source: str,
+    ood_sources: Sequence[Tuple[str, str]],
+    score_cfgs: Sequence[ScoreConfig],
+    *,
+    out_dir: Optional[Path] = None,
+    knn_k: int = 10,
+    limit: Optional[int] = None,
+    cache_dir: Optional[Path] = None,
+    stem: str = "eval",
+    command: str = "",
+    quiet: bool = False,
+    plot: bool = True,
+    feature_engine: str = "eager",
+    probes: Optional[int] = None,
+    n_boot: int = 200,
+) -> dict:
+    """dlsr-eval: every score per score config on ID vs each OOD set (and, with probes=N, the
+    synthetic probes made from N ID test images) -> JSON, Markdown, PNG, scores."""
+    from dlsr_deploy.evaluation import DIRECTION, POSITIVE, machine_info, now
+
+    log = _log(quiet)
+    _check_sets(ood_sources, probes)
+    model_dir = Path(model_dir)
+    cfg = ModelConfig.load(model_dir / "config.json")
+    hold_z = np.load(model_dir / "holdout_z0.npy") if (model_dir / "holdout_z0.npy").exists() else None
+    feat = dict(cache_dir=cache_dir, limit=limit, quiet=quiet, engine=feature_engine, probes=probes)
+    id_set, z_id, z_ood = _features(cfg, id_source, ood_sources, feat)
+    result = {
+        "direction": DIRECTION,
+        "positive_class": POSITIVE,
+        "intervals": f"95 % percentile bootstrap, {n_boot} replicates, ID and OOD resampled" if n_boot else "none",
+        "command": command,
+        "created": now(),
+        "machine": machine_info(),
+        "model": str(model_dir),
+        "model_config": cfg.to_dict(),
+        "feature_engine": feature_engine,
+        "id_set": {"name": id_set.name, "source": str(id_source), "n": int(len(z_id))},
+        "ood_sets": [{"name": k, "source": str(src), "n": int(len(z_ood[k]))} for k, src in ood_sources],
+        "probes": _probe_info(z_ood) if probes else None,
+        "runs": [],
+    }
+    plot_scores = None
+    for sc in score_cfgs:
+        block, s_id, s_ood = _eval_config(model_dir, sc, hold_z, z_id, z_ood, {"quiet": quiet, "n_boot": n_boot}, log)
+        result["runs"].append(block)
+        plot_scores = plot_scores or {"id": s_id, "ood": s_ood}
+    result["baselines"] = _baselines(model_dir, z_id, z_ood, knn_k, n_boot, log)
+    out = Path(out_dir) if out_dir else model_dir / "eval"
+    _write_eval(result, out, stem, plot_scores if plot else None, plot_scores, log)
+    return result
+
+
+def _features(cfg, id_source, ood_sources, o: dict):
+    """(ID image set, z0 of the ID set, {set or probe:<name>: z0}) through the feature cache."""
+    from dlsr_deploy.data import load_images
+    from dlsr_deploy.model.features import default_cache_dir
+    from dlsr_deploy.pipeline import features_for, features_of
+
+    cache = o["cache_dir"] or default_cache_dir()
+    id_set = load_images(id_source, size=cfg.feature.native_size, limit=o["limit"])
+    z_id = features_of(id_set.images, cfg.feature, cache, o["quiet"], o["engine"], f"features {id_set.name}")
+    z_ood = {
+        name: features_for(src, cfg.feature, cache, o["limit"], o["quiet"], engine=o["engine"])[0]
+        for name, src in ood_sources
+    }
+    if o["probes"]:
+        z_ood.update(_probe_features(id_set.images, cfg, cache, o["probes"], o["quiet"], o["engine"]))
+    return id_set, z_id, z_ood
+
+
+def _probe_info(z_ood: dict) -> dict:
+    from dlsr_deploy.probes import PROBES
+
+    return {
+        k.split(":", 1)[1]: {
+            "kind": PROBES[k.split(":", 1)[1]].kind,
+            "n": int(len(v)),
+            "stands_for": PROBES[k.split(":", 1)[1]].stands_for,
+        }
+        for k, v in z_ood.items()
+        if k.startswith("probe:")
+    }
+
+
+def _baselines(model_dir: Path, z_id, z_ood: Dict[str, np.ndarray], knn_k: int, n_boot: int, log) -> Optional[dict]:
+    """The earlier Mahalanobis baseline (ridge) and cosine KNN, fitted on the training z0."""
+    from dlsr_deploy.baselines import CosineKNN, Mahalanobis
+    from dlsr_deploy.evaluation import metrics_table, short_table
+    from dlsr_deploy.probes import shift_probes
+
+    if not (model_dir / "train_z0.npy").exists():
+        return None
+    train_z = np.load(model_dir / "train_z0.npy")
+    maha = Mahalanobis.fit(train_z)
+    knn = CosineKNN.fit(train_z, k=min(knn_k, len(train_z)))
+    b_id = {"mahalanobis": maha.score(z_id), f"knn{knn.k}": knn.score(z_id)}
+    b_ood = {k: {"mahalanobis": maha.score(v), f"knn{knn.k}": knn.score(v)} for k, v in z_ood.items()}
+    table = metrics_table(b_id, b_ood, n_boot=n_boot, probes=shift_probes())
+    log("\nfeature baselines on the same z0 (fitted on the training z0)")
+    log(short_table(table))
+    return table
+
+
+def _write_eval(
+    result: dict, out_dir: Path, stem: str, plot_scores: Optional[dict], all_scores: Optional[dict], log
+) -> None:
+    """STEM.json / .md / .png (a few headline scores plotted) and STEM_scores.npz (every score)."""
+    from dlsr_deploy.evaluation import write_report
+    from dlsr_deploy.io import atomic_write
+
+    shown = None
+    if plot_scores is not None:
+        keep = [k for k in PLOT_SCORES if k in plot_scores["id"]]
+        real = {n: d for n, d in plot_scores["ood"].items() if not n.startswith("probe:")} or plot_scores["ood"]
+        shown = {
+            "id": {k: plot_scores["id"][k] for k in keep},
+            "ood": {n: {k: d[k] for k in keep} for n, d in real.items()},
+        }
+    if result.get("baselines") is None:
+        result.pop("baselines", None)
+    paths = write_report(result, out_dir, shown, stem=stem)
+    if all_scores is not None:
+        arrays = {f"id.{k}": v for k, v in all_scores["id"].items() if k != "z0_hat"}
+        arrays.update({f"{n}.{k}": v for n, d in all_scores["ood"].items() for k, v in d.items() if k != "z0_hat"})
+        atomic_write(out_dir / f"{stem}_scores.npz", lambda p: np.savez_compressed(open(p, "wb"), **arrays))
+    log("\nwrote " + ", ".join(str(p) for p in paths))

@@ -1,0 +1,146 @@
+"""Thresholds and the headline: calibrated on ID images only, chosen by evidence with error bars.
+
+The threshold of every score is the target-TPR quantile of the exported graph's own scores on
+ID images (the run's held-out images by default). The headline (the score the decision uses) is
+the package default, the caller's choice, or with headline="auto" the outcome of the selection
+rule of `dlsr_deploy.selection` on the caller's known-OOD images plus synthetic shift probes
+made from the calibration images; the manifest records the intervals that made the choice.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from dlsr_deploy.errors import ConfigError
+from dlsr_deploy.scoring import DEFAULT_HEADLINE
+
+
+def calibration_images(
+    run_dir: Path, source: Optional[str], native_size: int, limit: Optional[int] = None
+) -> Tuple[np.ndarray, str]:
+    """ID images for the threshold: `source` (calibrate_on), else the run's held-out training images."""
+    import json
+
+    from dlsr_deploy.data import load_images
+
+    if source:
+        return load_images(source, size=native_size, limit=limit).images, f"calibrate_on {source}"
+    info_path = Path(run_dir) / "run.json"
+    if not info_path.exists():
+        raise ConfigError(
+            f"calibrate_on: {run_dir} has no run.json; give ID images to calibrate on", param="calibrate_on"
+        )
+    info = json.loads(info_path.read_text())
+    idx = info.get("holdout_indices") or []
+    if not idx:
+        raise ConfigError(
+            f"calibrate_on: {run_dir} was trained without a hold-out (holdout 0); give ID images not used in training",
+            param="calibrate_on",
+        )
+    data = info["data"] if isinstance(info["data"], list) else [info["data"]]
+    missing = [d for d in data if not str(d).startswith("demo:") and not Path(d).exists()]
+    if missing:
+        raise ConfigError(
+            f"{run_dir}: the training data {missing} is gone, so the held-out images cannot be rebuilt; "
+            "give calibrate_on: ID images",
+            param="calibrate_on",
+        )
+    want = info.get("data_sha256")
+    sets = [load_images(d, size=native_size, limit=info.get("limit"), split="train") for d in data]
+    if want is not None:
+        from dlsr_deploy.preprocess import images_digest
+
+        changed = [d for d, s, w in zip(data, sets, want) if images_digest(s.images) != w]
+        if changed:
+            raise ConfigError(
+                f"{run_dir}: the training data {changed} changed since training (content sha256 differs); the held-out "
+                "images cannot be identified; give calibrate_on: ID images not used in training",
+                param="calibrate_on",
+            )
+    images = np.concatenate([s.images for s in sets])
+    if max(idx) >= len(images):
+        raise ConfigError(
+            f"{run_dir}: run.json holds out image {max(idx)} but the training data has {len(images)} images; "
+            "give calibrate_on",
+            param="calibrate_on",
+        )
+    return images[np.asarray(idx)], f"{len(idx)} ID images held out of training ({', '.join(data)})"
+
+
+def default_headline(names: Sequence[str]) -> Tuple[str, dict]:
+    """The package default when the bundle has it, else the first density head, else mfsim."""
+    if DEFAULT_HEADLINE in names:
+        return DEFAULT_HEADLINE, {
+            "how": f"package default ({DEFAULT_HEADLINE}: chosen by the selection rule over the shared OOD sets and "
+            "the synthetic shift probes, README 'Choosing the headline')"
+        }
+    from dlsr_deploy.scoring import DENSITY_HEADS
+
+    fallback = next((n for n in names if n in DENSITY_HEADS), names[0])
+    return fallback, {"how": f"package fallback (the default {DEFAULT_HEADLINE} is not among this bundle's scores)"}
+
+
+def auto_candidates(names: Sequence[str]) -> list:
+    """Scores headline="auto" may choose: every score but the LR ones, whose direction depends on
+    the data (README: on the demo, lr_mse and lr_mfsim are inverted), so a fixed threshold on
+    them is not a safe default."""
+    return [n for n in names if not n.startswith("lr_")]
+
+
+def choose_headline(
+    requested: Optional[str],
+    names: Sequence[str],
+    id_scores: Dict[str, np.ndarray],
+    ood_scores: Dict[str, Dict[str, np.ndarray]],
+    probe_scores: Optional[Dict[str, Dict[str, np.ndarray]]] = None,
+    n_boot: int = 200,
+) -> Tuple[str, dict]:
+    """(headline score, how it was chosen). requested: a score name, 'auto' (the selection rule
+    over the given OOD sets and the probes, starting from the package default) or None (the
+    package default)."""
+    if requested is None:
+        return default_headline(names)
+    if requested != "auto":
+        if requested not in names:
+            raise ConfigError(f"headline: expected one of {list(names)} or 'auto', got {requested!r}", param="headline")
+        return requested, {"how": "given by the caller (headline)"}
+    if not ood_scores:
+        raise ConfigError("headline: 'auto' needs known-OOD images; give verify_ood", param="headline")
+    from dlsr_deploy.probes import shift_probes
+    from dlsr_deploy.selection import Evidence, choose
+
+    probe_scores = probe_scores or {}
+    cands = auto_candidates(names)
+    ev = Evidence(
+        id={n: id_scores[n] for n in cands},
+        ood={k: {n: v[n] for n in cands} for k, v in {**ood_scores, **probe_scores}.items()},
+        real=list(ood_scores),
+        probes=[p for p in probe_scores if p in shift_probes()],
+        n_boot=n_boot,
+    )
+    incumbent = default_headline(cands)[0]
+    res = choose(ev, incumbent, cands)
+    record = {
+        "how": "auto: the selection rule (README 'Choosing the headline') on the verify_ood sets and the shift "
+        "probes, against the calibration ID images, starting from the package default",
+        "rule": res["rule"],
+        "incumbent": incumbent,
+        "table": res["table"],
+        "steps": [
+            {k: s[k] for k in ("candidate", "incumbent", "not_worse", "better_on_worst", "replaces")}
+            for s in res["steps"]
+        ],
+        "near_chance": res["near_chance"],
+    }
+    if res["near_chance"]:
+        print(
+            f"warning: every candidate score has AUROC < 0.6 on the verify_ood images {list(ood_scores)}: they look "
+            "like ID images, so they cannot choose a headline; the package default is kept",
+            file=sys.stderr,
+        )
+        return incumbent, {**record, "how": record["how"] + "; near chance on every set, default kept"}
+    return res["chosen"], record

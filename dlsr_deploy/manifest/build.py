@@ -1,0 +1,200 @@
+"""Building and writing a bundle's manifest.json (stdlib only)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from dlsr_deploy.errors import BundleError
+from dlsr_deploy.io import atomic_write_text, sha256_file
+from dlsr_deploy.manifest.model import REQUIRED, SCHEMA_VERSION
+
+SCORE_DEFINITIONS = {
+    "mfsim": "-mean over layers of cos(z0_m, z0_hat_m)",
+    "mse": "sum (z0 - z0_hat)^2",
+    "lr_mse": "MSE(first-epoch model) - MSE(final model), same stored noise",
+    "lr_mfsim": "MFsim(first-epoch model) - MFsim(final model), same stored noise",
+    "maha_lw": "Mahalanobis distance to the training z0, Ledoit-Wolf covariance",
+    "maha_ridge": "Mahalanobis distance to the training z0, covariance + 1e-6 * mean variance",
+    "gauss_layer": "sum over tap layers of each layer's Mahalanobis distance (Ledoit-Wolf), Rippel et al. 2020",
+    "maha_l2": "maha_lw on l2-normalised z0 (Mahalanobis++)",
+    "gauss_layer_dn": "sum over tap layers of each layer's Mahalanobis distance divided by the layer's dimension",
+}
+PRECISION_HOW = {
+    "fp16": "FP16 weights and activations written into the graph (strongly typed); FP32 inputs/outputs, "
+    "preprocessing, pooling, z-score, GroupNorm statistics, DDIM arithmetic, density heads and score reductions",
+    "int8": "denoiser MatMul weights 8-bit: int8_scheme 'dynamic' = uint8 weights per output channel with "
+    "activations quantized per call (ONNX Runtime DynamicQuantizeMatMul, U8U8 kernels, exact on every x86 CPU), "
+    "'weight-only' = int8 weights in blocks of 32 (MatMulNBits, activations to int8 per block in the kernel); "
+    "backbone FP32, or with int8_backbone_from its blocks from that index static INT8 (QDQ: uint8 activations "
+    "calibrated on held-out ID images, int8 weights per channel in 7 bits); norms, DDIM arithmetic, density "
+    "heads and scores FP32. For ONNX Runtime on CPUs; TensorRT does not run dynamic quantization",
+    "fp32": "FP32 throughout",
+}
+
+
+@dataclass
+class BundleFacts:
+    """Everything the exporter measured and decided about a bundle; `build_manifest` writes the
+    whole contract (backends, precision details, threshold, self-check) from it, in one place."""
+
+    name: str
+    producer: dict
+    run_dir: Path
+    cfg: Any  # ModelConfig
+    score_cfg: Any  # ScoreConfig
+    plan: dict
+    native: int
+    files: dict
+    precision: str
+    fp16_shares: dict
+    score_names: List[str]
+    headline: str
+    headline_choice: dict
+    heads: dict
+    combos: List[dict]
+    with_first: bool
+    threshold: dict  # value, all, center, scale, target_tpr, n_images, how
+    engine: str  # the engine thresholds and golden outputs were computed on, for people
+    batch_profile: tuple
+    parity: Optional[dict]
+    self_check: dict  # golden, chunk, tolerances, reference
+    golden: Optional[dict] = None
+    native_source: str = "given"
+    int8_scheme: Optional[str] = None
+    int8_backbone_from: Optional[int] = None
+    int8_fp32_taps: Optional[List[str]] = None
+    verified_targets: List[str] = field(default_factory=list)
+    export_seconds: Optional[float] = None
+
+
+def build_manifest(f: BundleFacts) -> Dict[str, Any]:
+    """The manifest.json content of a bundle (see DESIGN.md section 4)."""
+    from dlsr_deploy.registry import default_backends
+
+    run_dir = Path(f.run_dir)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": f.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "producer": dict(f.producer),
+        "source": {
+            "run": str(run_dir),
+            "checkpoint_sha256": sha256_file(run_dir / "model.safetensors"),
+            "first_epoch_sha256": sha256_file(run_dir / "model_first_epoch.safetensors") if f.with_first else None,
+            "density_sha256": sha256_file(run_dir / "density.npz") if f.heads else None,
+        },
+        "config": f.cfg.to_dict(),
+        "preprocessing": _preprocessing(f.cfg, f.native, f.native_source),
+        "files": f.files,
+        "golden": f.golden,
+        "precision": _precision(f),
+        "schedule": {
+            **f.score_cfg.to_dict(),
+            "T": f.cfg.schedule.timesteps,
+            "beta_start": f.cfg.schedule.beta_start,
+            "beta_end": f.cfg.schedule.beta_end,
+            "plan": f.plan,
+        },
+        "scores": _scores(f.score_names, f.headline, f.headline_choice, f.heads, f.combos),
+        "threshold": _threshold(f.headline, f.threshold, f.engine),
+        "backends": default_backends(f.precision, f.int8_scheme),
+        "batch_profile": dict(zip(("min", "opt", "max"), f.batch_profile)),
+        "parity": f.parity,
+        "self_check": f.self_check,
+        "export_seconds": f.export_seconds,
+    }
+
+
+def _precision(f: BundleFacts) -> dict:
+    out = {
+        "mode": f.precision,
+        "how": PRECISION_HOW[f.precision],
+        "fp16_share": f.fp16_shares,
+        "tensorrt": "strongly typed build (NetworkDefinitionCreationFlag.STRONGLY_TYPED), no precision flag",
+        "verified_targets": list(f.verified_targets),
+    }
+    if f.precision == "int8":
+        out["int8_scheme"] = f.int8_scheme or "dynamic"
+    if f.int8_backbone_from is not None:
+        out["int8_backbone_from"] = f.int8_backbone_from
+        out["int8_calibration"] = "held-out ID images (the last of the calibration set)"
+        if f.int8_fp32_taps:
+            out["int8_fp32"] = "preprocessing, stem, blocks before int8_backbone_from, pooling, z-score, and these " + (
+                "tap / last-block nodes: " + ", ".join(f.int8_fp32_taps)
+            )
+    return out
+
+
+def _preprocessing(cfg, native: int, source: str) -> dict:
+    return {
+        "input": "images uint8 [batch, native_size, native_size, 3], RGB, channel-last",
+        "native_size": native,
+        "native_size_source": source,
+        "input_size": cfg.feature.input_size,
+        "resize": "bilinear, half-pixel (align_corners=False), inside the graph",
+        "bring_to_native": "centre square crop + Pillow bilinear (dlsr_deploy.preprocess)",
+        "mean": list(cfg.feature.mean),
+        "std": list(cfg.feature.std),
+        "backbone": cfg.feature.backbone,
+        "layer_sizes": list(cfg.layer_sizes),
+        "dim": cfg.denoiser.dim,
+    }
+
+
+def _scores(names: List[str], headline: str, choice: dict, heads: dict, combos: List[dict]) -> dict:
+    combo_def = "combination ({}) of scores standardised by their held-out ID median / IQR"
+    return {
+        "names": list(names),
+        "headline": headline,
+        "headline_choice": choice,
+        "direction": "higher score = more OOD",
+        "density_heads": {n: {"l2": bool(h.l2), "fitted_on": "training z0 of the run"} for n, h in heads.items()},
+        "combinations": combos,
+        "definitions": {n: _definition(n, combo_def) for n in names},
+    }
+
+
+def _definition(name: str, combo_def: str) -> str:
+    from dlsr_deploy.registry import SCORES
+
+    if name in SCORES:
+        return SCORES[name].definition
+    if name.startswith("lr_") and name[3:] in SCORES:
+        return f"{name[3:]}(first-epoch model) - {name[3:]}(final model), same stored noise"
+    return SCORE_DEFINITIONS.get(name, combo_def.format(name))
+
+
+def _threshold(headline: str, t: dict, engine: str) -> dict:
+    return {
+        "score": headline,
+        **{k: t[k] for k in ("value", "all", "center", "scale", "target_tpr", "n_images")},
+        "method": f"{t['target_tpr']:.0%} quantile of ID scores; ID only ({t['how']})",
+        "backend": f"{engine} on this bundle's graphs",
+        "normalized": "(score - center) / scale: 0 = median ID score, 1.0 = threshold",
+    }
+
+
+def write_manifest(folder: Path, data: Dict[str, Any], sign_key=None) -> Path:
+    """Write manifest.json atomically after checking the required keys, with its digest (and an
+    Ed25519 signature of the digest when `sign_key`, a PEM private key path, is given)."""
+    data = dict(data)
+    data.setdefault("schema_version", SCHEMA_VERSION)
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise BundleError(f"manifest is missing required key(s) {missing}")
+    from dlsr_deploy.manifest.check import content_digest
+
+    data.pop("digest", None)
+    data.pop("signature", None)
+    data["digest"] = content_digest(data)
+    if sign_key is not None:
+        from dlsr_deploy.signing import sign_manifest
+
+        data = sign_manifest(data, sign_key)
+    path = Path(folder) / "manifest.json"
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return path

@@ -1,0 +1,60 @@
+"""dlsr-inspect's readable summary of a manifest."""
+
+from __future__ import annotations
+
+from dlsr_deploy.manifest.model import Manifest
+
+
+def describe(m: Manifest) -> str:
+    """Readable summary for dlsr-inspect."""
+    d = m.data
+    lines = [
+        f"bundle   {d['name']}  ({m.path})",
+        f"created  {d.get('created', '?')} by dlsr-deploy {d.get('producer', {}).get('dlsr_deploy', '?')}",
+    ]
+    prod = d.get("producer", {})
+    lines.append("producer " + ", ".join(f"{k} {v}" for k, v in prod.items()))
+    pre = d["preprocessing"]
+    lines.append(
+        f"input    images uint8 [batch, {pre['native_size']}, {pre['native_size']}, 3] RGB -> resized to "
+        f"{pre['input_size']} inside the graph ({pre['backbone']})"
+    )
+    prec = d["precision"]
+    lines.append(
+        f"precision {prec['mode']}"
+        + (
+            f" ({prec.get('how', '')}; FP16 share of compute nodes: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in prec.get("fp16_share", {}).items())
+            + ")"
+            if prec["mode"] == "fp16"
+            else ""
+        )
+    )
+    sc = d["scores"]
+    lines.append(f"scores   {', '.join(sc['names'])} (headline {sc['headline']}); {sc['direction']}")
+    s = d.get("schedule", {})
+    if s:
+        lines.append(
+            f"denoise  t_start {s.get('t_start')}, steps {s.get('steps')}, eta {s.get('eta')}, stored noise seed "
+            f"{s.get('noise_seed')} x {s.get('n_noise')}, mode {s.get('mode')}"
+        )
+    thr = d["threshold"]
+    if thr.get("value") is not None:
+        lines.append(
+            f"threshold {thr['score']} > {thr['value']:.6g} means OOD (TPR {thr['target_tpr']:.0%} on "
+            f"{thr['n_images']} ID images; {thr['method']}; backend {thr['backend']})"
+        )
+    lines.append("files")
+    for role, f in m.files.items():
+        lines.append(
+            f"  {role:<9} {f['name']:<16} {f['bytes'] / 1e6:8.2f} MB  sha256 {f['sha256'][:16]}...  nodes "
+            f"{f.get('nodes', '?')}"
+        )
+        for io in f.get("inputs", []) + f.get("outputs", []):
+            lines.append(f"      {io['name']:<12} {io['dtype']:<8} {io['shape']}")
+    par = d.get("parity")
+    if par:
+        lines.append(f"parity   {par.get('summary', '')}")
+        if m.relaxed_parity_note:
+            lines.append(f"         {m.relaxed_parity_note}")
+    return "\n".join(lines)

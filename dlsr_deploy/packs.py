@@ -1,0 +1,187 @@
+"""The pack and table formats the input layer reads (numpy; scipy for SVHN and pyarrow for
+Parquet, imported when used): lengths and shapes from headers, arrays on demand (cached)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+
+from dlsr_deploy.errors import DataError, InputError
+from dlsr_deploy.preprocess import as_images
+
+BYTES_COLUMNS = ("image", "bytes", "image_bytes", "content")
+ID_COLUMNS = ("id", "path", "name")
+
+
+def npz_length(path: str) -> int:
+    """Images in a .npz pack, read from the array header only (no decompression)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            with z.open("images.npy") as f:
+                fmt = np.lib.format
+                major, _ = fmt.read_magic(f)
+                header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+                shape, _, dtype = header(f)
+    except KeyError:
+        raise DataError(f"{path}: expected an array named 'images' in the .npz pack") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc.__class__.__name__}: {exc})") from None
+    if len(shape) not in (3, 4) or shape[0] == 0:
+        raise DataError(f"{path}: expected images [N, H, W, 3] with N > 0, got shape {list(shape)}")
+    if dtype != np.uint8:
+        raise DataError(f"{path}: expected dtype uint8 (0..255), got {dtype}")
+    return int(shape[0])
+
+
+def svhn_length(path: str) -> int:
+    """Images in an SVHN .mat file, from its header (scipy.io.whosmat)."""
+    from scipy.io import whosmat
+
+    try:
+        shapes = {name: shape for name, shape, _ in whosmat(path)}
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .mat file ({exc})") from None
+    shape = shapes.get("X")
+    if shape is None or len(shape) != 4 or shape[2] != 3:
+        raise DataError(f"{path}: expected SVHN array 'X' [32, 32, 3, N], found {shapes}")
+    return int(shape[3])
+
+
+def parquet_ids(path: str) -> List[str]:
+    """One id per row of a Parquet table: its id / path / name column, else path#row."""
+    import pyarrow.parquet as pq
+
+    try:
+        f = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid / OSError
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    names = f.schema_arrow.names
+    _bytes_column(f.schema_arrow, path)
+    id_col = next((c for c in ID_COLUMNS if c in names), None)
+    if id_col is None:
+        return [f"{path}#{j}" for j in range(f.metadata.num_rows)]
+    return [str(v) for v in f.read(columns=[id_col]).column(0).to_pylist()]
+
+
+def _bytes_column(schema, path) -> str:
+    import pyarrow as pa
+
+    def usable(t):
+        return (
+            pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)
+            or (pa.types.is_struct(t) and t.get_field_index("bytes") >= 0)
+        )
+
+    for name in BYTES_COLUMNS:
+        if name in schema.names and usable(schema.field(name).type):
+            return name
+    binary = [f.name for f in schema if usable(f.type)]
+    if len(binary) == 1:
+        return binary[0]
+    raise DataError(
+        f"{path}: expected one column of encoded image bytes (named one of {list(BYTES_COLUMNS)}), "
+        f"found columns {schema.names}"
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _npz(path: str, mtime: float) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return as_images(data["images"], path, pack=True)
+    except InputError:
+        raise
+    except Exception as exc:  # BadZipFile, EOFError, zlib errors of a truncated pack
+        raise DataError(f"{path}: not a readable .npz file ({exc.__class__.__name__}: {exc})") from None
+
+
+@functools.lru_cache(maxsize=2)
+def _svhn(path: str, mtime: float) -> np.ndarray:
+    from scipy.io import loadmat
+
+    try:
+        x = loadmat(path)["X"]
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable SVHN .mat file ({exc})") from None
+    return np.ascontiguousarray(x.transpose(3, 0, 1, 2))
+
+
+@functools.lru_cache(maxsize=2)
+def _cifar_cached(spec: str) -> np.ndarray:
+    import pickle
+
+    path, split = spec.rsplit("#", 1)
+    p = Path(path)
+    if (p / "test_batch").exists() or (p / "data_batch_1").exists():
+        names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    else:
+        names = [split]
+    arrays = []
+    for n in names:
+        f = p / n
+        if not f.exists():
+            raise DataError(f"{p}: expected the CIFAR file {n} ({split} split), not found")
+        try:
+            with open(f, "rb") as fh:
+                d = pickle.load(fh, encoding="bytes")  # CIFAR's own format is a pickle
+            data = d.get(b"data", d.get("data"))
+            arrays.append(np.asarray(data, np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        except Exception as exc:
+            raise DataError(f"{f}: not a CIFAR pickle ({exc.__class__.__name__}: {exc})") from None
+    return np.ascontiguousarray(np.concatenate(arrays))
+
+
+def cifar(spec: str) -> np.ndarray:
+    """The images of a CIFAR folder's split, spec = 'folder#train' or 'folder#test' (cached)."""
+    return _cifar_cached(spec)
+
+
+def mtime(path: str) -> float:
+    """A file's modification time (the cache key of its arrays), or DataError."""
+    try:
+        return os.stat(path).st_mtime
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+def pack_images(kind: str, path: str) -> np.ndarray:
+    """The whole array of a pack-like input (npz, svhn, cifar), validated uint8 [N, H, W, 3]."""
+    if kind == "npz":
+        return _npz(path, mtime(path))
+    if kind == "svhn":
+        return _svhn(path, mtime(path))
+    return cifar(path)
+
+
+@functools.lru_cache(maxsize=2)
+def table_column(path: str, mtime: float):
+    """The image-bytes column of a Parquet table as a list (cached per file version)."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path)
+    return f.read(columns=[_bytes_column(f.schema_arrow, path)]).column(0).to_pylist()
+
+
+def pack_shape(kind: str, path: str) -> Tuple[int, int]:
+    """(height, width) of a pack's images, from its header."""
+    if kind == "cifar":
+        return 32, 32
+    if kind == "svhn":
+        return 32, 32
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z, z.open("images.npy") as f:
+            fmt = np.lib.format
+            major, _ = fmt.read_magic(f)
+            shape = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(f)[0]
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc.__class__.__name__}: {exc})") from None
+    return int(shape[1]), int(shape[2])

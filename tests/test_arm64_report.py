@@ -1,0 +1,69 @@
+"""benchmarks/arm64_report.py: the parsing and comparison behind the ARM64 check (the check itself
+runs under QEMU: benchmarks/arm64_check.sh, not in CI)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import arm64_report  # noqa: E402
+
+
+def _csv(path, rows):
+    cols = ["image", "score_a", "score_b", "normalized", "is_ood", "error"]
+    lines = [",".join(cols)] + [",".join(str(r.get(c, "")) for c in cols) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_compare_counts_flips_rank_and_error(tmp_path):
+    r = np.random.default_rng(0)
+    a = r.normal(size=50)
+    x86 = [{"image": i, "score_a": v, "score_b": 2 * v, "error": ""} for i, v in enumerate(a)]
+    arm = [dict(row) for row in x86]
+    arm[3]["score_a"] = a[3] + 10.0  # one image across the threshold 0
+    arm[7] = {"image": 7, "error": "cannot read"}  # unreadable there: left out, not compared as 0
+    _csv(tmp_path / "x.csv", x86)
+    _csv(tmp_path / "y.csv", arm)
+    res = arm64_report.compare(
+        arm64_report.read_scores(tmp_path / "x.csv"), arm64_report.read_scores(tmp_path / "y.csv"), {"a": 0.0}
+    )
+    assert res["a"]["n"] == 49 and res["a"]["flips"] == (1 if a[3] <= 0 else 0) and res["a"]["rank"] < 1.0
+    assert res["a"]["max_rel_err"] > 1.0
+    assert res["b"]["flips"] is None and res["b"]["rank"] == 1.0 and res["b"]["max_rel_err"] == 0.0
+
+
+def test_cpu_features_from_qemu_cpuinfo():
+    info = "processor\t: 0\nBogoMIPS\t: 125.00\nFeatures\t: fp asimd evtstrm aes asimddp i8mm bf16\nCPU part\t: 0x051\n"
+    f = arm64_report.cpu_features(info)
+    assert f["dotprod"] and f["i8mm"] and f["cpu_part"] == "0x051" and "bf16" in f["features"]
+    assert not arm64_report.cpu_features("Features\t: fp asimd\n")["dotprod"]
+
+
+def test_markdown_names_every_bundle():
+    res = {
+        "x86_machine": "x86 [avx2]",
+        "arm64": {
+            "uname": "Linux aarch64",
+            "onnxruntime": "1.32.0",
+            "cpu_part": "0x051",
+            "dotprod": True,
+            "i8mm": False,
+            "features": ["asimd"],
+        },
+        "rows": [
+            {
+                "bundle": "b-fp32",
+                "precision": "fp32",
+                "scheme": None,
+                "self_check": "pass",
+                "failures": [],
+                "z0_max_rel_l2": 1e-6,
+                "n_images": 300,
+                "scores": {"x": {"rank": 1.0, "max_rel_err": 1e-6, "flips": 0, "n": 300}},
+            }
+        ],
+    }
+    md = arm64_report.markdown(res)
+    assert "b-fp32" in md and "pass" in md and "0 of 300" in md

@@ -1,0 +1,101 @@
+"""The HTTP service bounds every request (issue 21): pixels, images, bytes, time; JSON errors only.
+These run the request handler directly (no Ray); tests/test_ray.py runs it behind Ray Serve."""
+
+import asyncio
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dlsr_deploy.scale.serve import ScoreService, ServiceLimits
+
+
+@pytest.fixture(scope="module")
+def service(bundles):
+    svc = ScoreService(str(bundles["fp32"]), backend="ort-cpu", limits=ServiceLimits(max_images=4, read_timeout_s=0.5))
+    yield svc
+    svc.det.close()
+
+
+def _call(svc, body: bytes, length=None, method="POST", path="/score", delay=0.0):
+    async def reader():
+        if delay:
+            await asyncio.sleep(delay)
+        return body
+
+    return asyncio.run(svc.handle(method, path, reader, str(len(body)) if length is None else length))
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def _huge_header() -> bytes:
+    """A .npy header that claims 100,000 images of 9000 x 9000 pixels, and no data."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": (3, 9000, 9000, 3)})
+    return buf.getvalue()
+
+
+def test_good_requests(service):
+    status, body = _call(service, _png(np.full((40, 50, 3), 128, np.uint8)))
+    assert (
+        status == 200
+        and len(body["results"]) == 1
+        and set(body["results"][0]) == {"score", "normalized", "is_ood", "scores"}
+    )
+    status, body = _call(service, _npy(np.zeros((4, 32, 32, 3), np.uint8)))
+    assert status == 200 and len(body["results"]) == 4
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(service):
+    bomb = _png(np.zeros((6000, 6000), np.uint8))  # 36 M grey pixels in a few tens of KB
+    assert len(bomb) < 200_000
+    t = time.perf_counter()
+    status, body = _call(service, bomb)
+    assert status == 413 and "over the limit" in body["error"] and time.perf_counter() - t < 1.0
+
+
+@pytest.mark.parametrize(
+    "make,status,needle",
+    [
+        (lambda: _npy(np.zeros((5, 32, 32, 3), np.uint8)), 413, "5 images, over the limit of 4"),
+        (lambda: _npy(np.zeros((1, 32, 32, 3), np.uint8))[:200], 400, "the body holds"),
+        (lambda: _huge_header(), 413, "over the limit"),
+        (lambda: _npy(np.zeros((1, 8, 8, 3), np.float64) + np.nan), 400, "NaN"),
+        (lambda: b"\x93NUMPY garbage", 400, "not a readable .npy"),
+        (lambda: b"not an image at all", 400, "cannot read image"),
+        (lambda: b"", 400, "empty request body"),
+    ],
+)
+def test_malformed_bodies_get_a_json_4xx_never_a_500(service, make, status, needle):
+    got, body = _call(service, make())
+    assert got == status and needle in body["error"], body
+
+
+def test_lying_or_slow_clients_do_not_hold_the_replica(service):
+    status, body = _call(service, _png(np.zeros((8, 8, 3), np.uint8)), length="100000")
+    assert status == 400 and "Content-Length says" in body["error"]
+    status, body = _call(service, b"x" * 10, length=str(64 << 20))
+    assert status == 413  # refused from the header, before reading
+    t = time.perf_counter()
+    status, body = _call(service, _png(np.zeros((8, 8, 3), np.uint8)), delay=5.0)
+    assert status == 408 and time.perf_counter() - t < 2.0
+
+
+def test_routes(service):
+    assert _call(service, b"", method="GET", path="/healthz")[0] == 200
+    assert _call(service, b"", method="GET", path="/score")[0] == 405
+    assert _call(service, b"", method="GET", path="/nope")[0] == 404
+    status, info = _call(service, b"", method="GET", path="/info")
+    assert status == 200 and info["limits"]["max_images"] == 4 and info["limits"]["max_pixels"] >= 4096 * 4096
