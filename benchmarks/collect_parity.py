@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from dlsr_deploy.io import atomic_write_text
+
 out_dir = Path(__file__).resolve().parent / "results"
 print(
     "| bundle | precision | images (OOD) | z0 max rel L2 | score | rank corr | max rel err | AUROC eager -> "
@@ -24,8 +26,15 @@ for b in sys.argv[1:]:
         "fp16_share": m["precision"].get("fp16_share"),
         "parity": p,
     }
-    (out_dir / f"parity_{m['name']}.json").write_text(json.dumps(rep, indent=2) + "\n")
+    atomic_write_text(out_dir / f"parity_{m['name']}.json", json.dumps(rep, indent=2) + "\n")
     z = p["tensors"]["z0"]["max_rel_l2"]
+    heads = (p.get("paths") or {}).get("heads")
+    if heads:  # the headline path (backbone + heads.onnx), checked on the same images
+        worst = min(v["spearman"] for v in heads["scores"].values())
+        print(
+            f"| {m['name']} | heads path | {p['n_images']} | - | every density score | {worst:.6f} (worst) | - | - | "
+            f"{'passed' if heads['passed'] else 'FAILED'} |"
+        )
     for k, s in p["scores"].items():
         print(
             f"| {m['name']} | {m['precision']['mode']} | {p['n_images']} ({p['n_ood']}) | {z:.1e} | {k[6:]} | "

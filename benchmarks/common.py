@@ -32,16 +32,27 @@ def p50_ms(call, reps: int) -> float:
     return median_seconds(call, reps) * 1e3
 
 
-PEAK_RSS_SCRIPT = """
-import resource, sys, numpy as np
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the forking parent, so a
+# child started by a large process reported the parent's peak; VmHWM belongs to the new address space
+PEAK_MB = """
+def peak_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+"""
+
+PEAK_RSS_SCRIPT = (
+    PEAK_MB
+    + """
+import sys, numpy as np
 from dlsr_deploy.runtime import Detector
 bundle, backend, path, n, data = sys.argv[1:6]
 images = np.load(data)["images"][: int(n)]
 with Detector.load(bundle, backend=backend) as det:
     for i in range(0, len(images), 32):
         det.predict(images[i : i + 32], None if path == "headline" else "all")
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(peak_mb())
 """
+)
 
 
 def peak_rss_mb(bundle, backend: str, path: str, n: int, data) -> float:

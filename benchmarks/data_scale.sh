@@ -18,7 +18,7 @@ EXTRA=("$DATA/cifar10_train_extra1.npz" "$DATA/cifar10_train_extra2.npz" "$DATA/
 run() {  # run NAME MAX_EPOCHS PATIENCE TRAIN-ARGS...
   local name=$1 epochs=$2 patience=$3
   shift 3
-  $BIN/dlsr-train "$@" --out "runs/$name" --epochs "$epochs" --patience "$patience" --preset paper --resume "${ENG[@]}"
+  $BIN/dlsr-train "$@" --out "runs/$name" --epochs "$epochs" --patience "$patience" --preset paper --native-size 32 --resume "${ENG[@]}"
   $BIN/dlsr-eval --model "runs/$name" --id "$DATA/cifar10_test.npz" "${OOD[@]}" "${ENG[@]}" \
     --out benchmarks/results --stem "scale_$name"
 }

@@ -1,37 +1,69 @@
 #!/usr/bin/env bash
-# Issue 11: export the default bundle (headline sum_mfsim_gauss_layer, density heads in the
-# graph) from a scale run in FP32 / FP16 / INT8, collect each export's parity, and time it
-# against PyTorch eager with dlsr-bench (batch 1 and 32, interleaved rounds).
-#   RUN=runs/c50k bash benchmarks/default_bundle.sh
-# Writes benchmarks/results/parity_default.md, parity_<bundle>.json and bench_cpu_default.{json,md,png}.
+# The package default (issues 22 and 23), built from evidence and measured against what it replaced.
+#
+#   bash benchmarks/default_bundle.sh            # every step, in order; each step skips what exists
+#   STEP=bench bash benchmarks/default_bundle.sh # one step: train | eval | export | bench | peers
+#
+# The configuration comes from the sweep (`bash benchmarks/pareto.sh`, benchmarks/results/pareto.md):
+# EfficientNet-Lite2 @ 160 px, the LFDN size and K that `pareto.py lfdn` chose by held-out ID loss,
+# trained on the 50,000 CIFAR-10 training images (10 % held out). CIFAR images are 32 px, so the native
+# size is given explicitly. Writes runs/default50k, export/default-{fp32,fp16,int8,int8w,int8ov},
+# benchmarks/results/default_eval.{json,md,png}, parity_default.md, parity_<bundle>.json,
+# bench_cpu_default.{json,md,png} and bench_cpu_peers.{json,md,png}.
+#
+# "Today's default" for the comparison rows (export/previous-fp32): EfficientNet-Lite0 @ 224, the paper
+# LFDN, K = 2, headline gauss_layer, density heads fitted on the same 45,000 training vectors. Its LFDN is
+# trained for one epoch only: the rows time it (its runtime ran the denoiser on every predict) and its
+# headline is a density head, so its AUROC is the real one; its DLSR scores are not used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
-RUN=${RUN:-runs/c50k}
-NAME=${NAME:-$(basename "$RUN")}
 BIN=${BIN:-.venv/bin}
-V=(--verify-ood "$DATA/tinyimagenet_val_32.npz" --verify-ood "$DATA/dtd_subset10.npz" --force --quiet)
-if [ "${EXPORT:-1}" = 1 ]; then
-  $BIN/dlsr-export --model "$RUN" --out "export/$NAME-fp32" "${V[@]}"
-  $BIN/dlsr-export --model "$RUN" --out "export/$NAME-fp16" --fp16 "${V[@]}"
-  $BIN/dlsr-export --model "$RUN" --out "export/$NAME-int8" --int8 "${V[@]}" || echo "INT8 export failed its parity check (see above)"
-  $BIN/dlsr-export --model "$RUN" --out "export/$NAME-int8w" --int8 --int8-scheme weight-only "${V[@]}" \
-    || echo "INT8 weight-only export failed its parity check (see above)"
-  $BIN/dlsr-export --model "$RUN" --out "export/$NAME-int8ov" --int8 --int8-scheme openvino "${V[@]}" \
-    || echo "INT8 OpenVINO export failed its parity check (see above)"
-  # the speed / accuracy trade the default guard refuses (issue 13): NNCF INT8 backbone blocks >= 1,
-  # exported at a relaxed parity budget (2 % flips per score, rank 0.995, AUROC 0.5 pts) that
-  # dlsr-bench prints next to its rows; not a default, a measurement of what the guard costs
-  $BIN/dlsr-export --model "$RUN" --out "export/$NAME-int8ov-bb1" --int8 --int8-scheme openvino \
-    --int8-backbone-from 1 --flip-rate 0.02 --rank-corr 0.995 --auroc-change 0.005 "${V[@]}" \
-    || echo "INT8 OpenVINO backbone export failed even the relaxed parity check (see above)"
-fi
-B=("export/$NAME-fp32" "export/$NAME-fp16")
-[ -f "export/$NAME-int8/manifest.json" ] && B+=("export/$NAME-int8")
-[ -f "export/$NAME-int8w/manifest.json" ] && B+=("export/$NAME-int8w")
-[ -f "export/$NAME-int8ov/manifest.json" ] && B+=("export/$NAME-int8ov")
-[ -f "export/$NAME-int8ov-bb1/manifest.json" ] && B+=("export/$NAME-int8ov-bb1")
-$BIN/python benchmarks/collect_parity.py "${B[@]}" > benchmarks/results/parity_default.md
+RUN=${RUN:-runs/default50k}
+PREV=${PREV:-runs/previous50k}
+BACKBONE=${BACKBONE:-efficientnet-lite2}
+SIZE=${SIZE:-160}
+WIDTH=${WIDTH:-560}
+BLOCKS=${BLOCKS:-16}
+K=${K:-1}
+STEP=${STEP:-all}
+TRAIN=(--data "$DATA/cifar10_train.npz")
+for i in 1 2 3 4; do TRAIN+=(--data "$DATA/cifar10_train_extra$i.npz"); done
 OOD=(--ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz")
-$BIN/dlsr-bench "${B[@]}" --data "$DATA/cifar10_test.npz" "${OOD[@]}" --n-eval 300 --batch 1 --batch 32 \
-  --stem bench_cpu_default --quiet
+V=(--verify-ood "$DATA/tinyimagenet_val_32.npz" --verify-ood "$DATA/dtd_subset10.npz" --force --quiet)
+want() { [ "$STEP" = all ] || [ "$STEP" = "$1" ]; }
+
+if want train; then
+  $BIN/dlsr-train "${TRAIN[@]}" --out "$RUN" --backbone "$BACKBONE" --input-size "$SIZE" --native-size 32 \
+    --width "$WIDTH" --blocks "$BLOCKS" --epochs 30 --patience 5 --feature-engine ort --resume
+  $BIN/dlsr-train "${TRAIN[@]}" --out "$PREV" --backbone efficientnet-lite0 --input-size 224 --native-size 32 \
+    --preset paper --epochs 1 --feature-engine ort --resume
+fi
+if want eval; then
+  $BIN/dlsr-eval --model "$RUN" --id "$DATA/cifar10_test.npz" "${OOD[@]}" --probes --t-start 3 --steps "$K" \
+    --feature-engine ort --out benchmarks/results --stem default_eval
+fi
+if want export; then
+  E=(--model "$RUN" --steps "$K" "${V[@]}")
+  $BIN/dlsr-export "${E[@]}" --out export/default-fp32
+  $BIN/dlsr-export "${E[@]}" --out export/default-fp16 --fp16
+  $BIN/dlsr-export "${E[@]}" --out export/default-int8 --int8 || echo "INT8 (dynamic) refused by its parity check (above)"
+  $BIN/dlsr-export "${E[@]}" --out export/default-int8w --int8 --int8-scheme weight-only \
+    || echo "INT8 weight-only refused by its parity check (above)"
+  $BIN/dlsr-export "${E[@]}" --out export/default-int8ov --int8 --int8-scheme openvino \
+    || echo "INT8 OpenVINO refused by its parity check (above)"
+  $BIN/dlsr-export --model "$PREV" --steps 2 --headline gauss_layer --out export/previous-fp32 --no-verify --force --quiet
+fi
+B=(export/default-fp32 export/default-fp16)
+for b in export/default-int8 export/default-int8w export/default-int8ov; do [ -f "$b/manifest.json" ] && B+=("$b"); done
+if want export; then
+  $BIN/python benchmarks/collect_parity.py "${B[@]}" > benchmarks/results/parity_default.md
+fi
+if want bench; then
+  $BIN/dlsr-bench "${B[@]}" export/previous-fp32 --data "$DATA/cifar10_test.npz" "${OOD[@]}" --n-eval 300 \
+    --batch 1 --batch 32 --backend ort-cpu --backend openvino --stem bench_cpu_default --quiet
+fi
+if want peers; then
+  $BIN/dlsr-bench export/default-fp32 --data "$DATA/cifar10_test.npz" "${OOD[@]}" --n-eval 300 --batch 1 --batch 32 \
+    --backend ort-cpu --backend openvino --peers --stem bench_cpu_peers --quiet
+fi

@@ -15,7 +15,7 @@ SIZES=${SIZES:-128 160}
 OOD=(--ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz")
 BUNDLES=()
 for S in $SIZES; do
-  $BIN/dlsr-train --data "$DATA/cifar10_train.npz" --out runs/cifar10-lite0-s$S --input-size $S --epochs 25 --patience 10 --preset paper --resume --quiet
+  $BIN/dlsr-train --data "$DATA/cifar10_train.npz" --out runs/cifar10-lite0-s$S --input-size $S --native-size 32 --epochs 25 --patience 10 --preset paper --resume --quiet
   if [ "${EXPORT:-1}" = 1 ]; then
     $BIN/dlsr-export --model runs/cifar10-lite0-s$S --out export/c10-fp32-s$S --n-verify 128 --verify-ood "$DATA/tinyimagenet_val_32.npz" --verify-ood "$DATA/dtd_subset10.npz" --force --quiet
   fi

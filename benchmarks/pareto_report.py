@@ -1,6 +1,6 @@
 """pareto.py report: the accuracy-vs-latency frontier of the sweep and the default it picks.
 
-Rule (issue 23, with the selection rule of issue 22): the best point is the (backbone, input
+Issue 23, with the selection rule of issue 22: the best point is the (backbone, input
 size) whose chosen headline has the highest AUROC on its worst real OOD set; a point is eligible
 when its headline's AUROC is within the best point's 95 % bootstrap interval (at or above the
 interval's lower end) on each real OOD set and on the mean over the shift probes; the default is

@@ -15,7 +15,7 @@ RUN=${RUN:-runs/cifar10-lite0}
 EPOCHS=${EPOCHS:-25}
 BIN=${BIN:-.venv/bin}
 if [ "${SKIP_TRAIN:-0}" != 1 ]; then
-  $BIN/dlsr-train --data "$DATA/cifar10_train.npz" --out "$RUN" --epochs "$EPOCHS" --preset paper --patience 10 --resume
+  $BIN/dlsr-train --data "$DATA/cifar10_train.npz" --out "$RUN" --epochs "$EPOCHS" --preset paper --native-size 32 --patience 10 --resume
 fi
 OOD=(--ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz")
 # headline configuration and the t_start sweep (K = 2 DDIM steps, eta = 0, one stored noise draw)

@@ -404,39 +404,9 @@ def training(env):
 def training_data(env):
     d = env.d
     shutil.copy(env.id_path, d / "copy.npz")
-    yield (
-        "silent",
-        "the same pack twice (two spellings)",
-        "refused",
-        *clean_error(
-            *cli(
-                "dlsr-train",
-                "--data",
-                env.id_path,
-                "--data",
-                f"{env.id_path.parent}/./{env.id_path.name}",
-                "--out",
-                d / "r2",
-            ),
-            "given twice",
-        ),
-    )
-    same = cli(
-        "dlsr-train",
-        "--data",
-        env.id_path,
-        "--data",
-        d / "copy.npz",
-        "--out",
-        d / "r3",
-        "--preset",
-        "small",
-        "--input-size",
-        "64",
-        "--epochs",
-        "1",
-        "--quiet",
-    )
+    twice = env.train(data=[env.id_path, f"{env.id_path.parent}/./{env.id_path.name}"], out=d / "r2")
+    yield "silent", "the same pack twice (two spellings)", "refused", *clean_error(*twice, "given twice")
+    same = env.train(data=[env.id_path, d / "copy.npz"], out=d / "r3")
     yield "silent", "two packs with the same images", "refused", *clean_error(*same, "hold the same images")
 
 
@@ -700,7 +670,7 @@ def _listening(pids):
     out = set()
     for c in psutil.net_connections(kind="tcp"):
         if c.status == psutil.CONN_LISTEN and c.pid in pids:
-            out.add(c.laddr.ip)
+            out.add((c.laddr.ip, c.laddr.port))
     return out
 
 
@@ -719,13 +689,15 @@ def serve_ray(env):
         ray_pids = kids | {
             p.pid for p in psutil.process_iter(["cmdline"]) if "ray" in " ".join(p.info["cmdline"] or [])
         }
-        ips = _listening(ray_pids)
+        ports = _listening(ray_pids)
+        service = {ip for ip, p in ports if p == port}
+        others = sorted({ip for ip, p in ports if p != port})
         yield (
             "security",
-            "dlsr-serve --host 127.0.0.1: where do Ray and the service listen",
-            "loopback only",
-            up and ips <= {"127.0.0.1", "::1"},
-            f"listening on {sorted(ips)}",
+            "dlsr-serve --host 127.0.0.1: what listens where",
+            "the service on loopback only; Ray's own ports named (README, --help)",
+            up and service == {"127.0.0.1"},
+            f"service on {sorted(service)}; Ray's ports on {others}",
         )
         yield _slow_client(port)
     finally:

@@ -16,7 +16,6 @@ Writes benchmarks/results/roofline.{json,md}.
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +82,7 @@ def _run_shapes(model, names):
 
 
 def sgemm_gflops():
-    from dlsr_deploy.bench.harness import gemm_gflops
+    from dlsr_deploy.bench.roofline import gemm_gflops
 
     return gemm_gflops()
 
@@ -109,25 +108,23 @@ def int8_gemm_gops(n=2048, threads=None):
     s = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     r = np.random.default_rng(0)
     feeds = {"a": r.integers(0, 255, (n, n), dtype=np.uint8), "b": r.integers(0, 255, (n, n), dtype=np.uint8)}
-    s.run(None, feeds)
-    rates = []
-    for _ in range(5):
-        t = time.perf_counter()
-        s.run(None, feeds)
-        rates.append(2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return {"gops": max(rates), "windows": [round(x, 1) for x in rates], "n": n}
+    from dlsr_deploy.timing import measure
+
+    rates = 2 * n**3 / measure(lambda: s.run(None, feeds), min_iters=5, max_iters=5).seconds / 1e9
+    return {"gops": float(rates.max()), "windows": [round(float(x), 1) for x in rates], "n": n}
 
 
 def bandwidth_gbs(mb=512):
     a = np.ones(mb * (1 << 20) // 8)
     b = np.empty_like(a)
-    np.copyto(b, a)
-    rates = []
-    for _ in range(5):
-        t = time.perf_counter()
-        np.copyto(b, a)
-        rates.append(2 * a.nbytes / (time.perf_counter() - t) / 1e9)
-    return {"gbs": max(rates), "windows": [round(x, 1) for x in rates], "how": f"numpy copy of {mb} MB (read + write)"}
+    from dlsr_deploy.timing import measure
+
+    rates = 2 * a.nbytes / measure(lambda: np.copyto(b, a), min_iters=5, max_iters=5).seconds / 1e9
+    return {
+        "gbs": float(rates.max()),
+        "windows": [round(float(x), 1) for x in rates],
+        "how": f"numpy copy of {mb} MB (read + write)",
+    }
 
 
 def stage_times(bundle, backend, batch, rounds, threads):
@@ -136,9 +133,9 @@ def stage_times(bundle, backend, batch, rounds, threads):
     with Detector.load(bundle, backend=backend, threads=threads, self_check="never") as det:
         s = det.manifest.input_size
         x = np.random.default_rng(0).integers(0, 255, (batch, s, s, 3), dtype=np.uint8)
-        det.backend.run_timed(x)
-        st = [det.backend.run_timed(x)[1] for _ in range(rounds)]
-    return {k: float(np.median([r[k] for r in st])) for k in st[0]}
+        from dlsr_deploy.timing import measure
+
+        return measure(lambda: det.backend.run_timed(x), min_iters=rounds, max_iters=rounds).stages
 
 
 def main():

@@ -46,9 +46,7 @@ def prepare(folder: Path, resume: bool, force: bool) -> None:
         raise ConfigError(f"out: {folder} is a file; give a folder for the run", param="out")
     if resume and force:
         raise ConfigError("resume and force: choose one (resume continues the run, force replaces it)", param="force")
-    if resume:
-        if not holds_run(folder):
-            raise ConfigError(f"resume: {folder} holds no run to resume; drop resume to start one", param="resume")
+    if resume:  # nothing there yet: the run starts (so a script can always pass resume)
         return
     if holds_run(folder):
         if not force:
@@ -69,7 +67,10 @@ def identity(data: List[str], digests: List[str], cfg: dict, **fields) -> Dict:
 
 
 def check_resume(folder: Path, now: Dict) -> None:
-    """Refuse a resume whose data (by content) or settings differ from the run's, naming the fields."""
+    """Refuse a resume whose data (by content) or settings differ from the run's, naming the fields
+    (a folder with no run yet: nothing to compare, the run starts)."""
+    if not holds_run(folder):
+        return
     path = Path(folder) / "run.json"
     try:
         old = json.loads(path.read_text())
@@ -79,7 +80,13 @@ def check_resume(folder: Path, now: Dict) -> None:
             "run (force)",
             param="resume",
         ) from None
-    before = old.get("identity", {})
+    if "identity" not in old:
+        raise ConfigError(
+            f"resume: {path} was written by an earlier dlsr-deploy that did not record the run's data and settings, "
+            "so a resume cannot be checked; start a new run (force)",
+            param="resume",
+        )
+    before = old["identity"]
     diff = [k for k in IDENTITY_FIELDS if k in now and before.get(k) != now[k]]
     if "config" in diff:
         changed = _config_diff(before.get("config") or {}, now["config"])

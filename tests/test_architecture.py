@@ -22,13 +22,13 @@ def _module_name(path: Path) -> str:
 
 
 def _imports(path: Path):
-    """Modules of the package a file imports (at any depth: lazy imports count too)."""
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            yield node.module
+    """Modules of the package a file imports (at any depth: lazy imports count too), and for
+    `from package import module` the module itself."""
+    from test_boundaries import _imports as imported_modules
+
+    yield from imported_modules(path)
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
             yield from (f"{node.module}.{a.name}" for a in node.names)
 
 

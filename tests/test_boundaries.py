@@ -55,6 +55,14 @@ RULES = {
         ["scale"],
         ["torch", "onnx", "dlsr_deploy.model", "dlsr_deploy.export", "dlsr_deploy.data", "dlsr_deploy.bench"],
     ),
+    "the bench imports no workflow module (machine facts come from dlsr_deploy.machine)": (
+        ["bench"],
+        ["dlsr_deploy.pipeline", "dlsr_deploy.evaluation", "dlsr_deploy.eval_pipeline", "dlsr_deploy.cli"],
+    ),
+    "the training / evaluation workflow does not import the runtime": (
+        ["pipeline.py", "evaluation.py", "eval_pipeline.py"],
+        ["dlsr_deploy.runtime", "dlsr_deploy.scale"],
+    ),
     "only scale/ imports ray": (
         [
             "__init__.py",

@@ -178,3 +178,37 @@ def test_resume_can_end_a_run_at_its_last_checkpoint(tmp_path):
     )
     with pytest.raises(ConfigError, match="different configuration"):
         train_denoiser(z, other, tmp_path / "run", resume=True, progress=False)
+
+
+def test_native_size_comes_from_the_data(tmp_path):
+    """Images of 48x40 px reach the backbone at their own resolution (native size 40, the median
+    shorter side), not reduced to CIFAR's 32; the run and its bundle record where the size came from."""
+    import json
+
+    from PIL import Image
+
+    from dlsr_deploy.config import FeatureConfig, TrainConfig
+    from dlsr_deploy.pipeline import run_train
+
+    d = tmp_path / "frames"
+    d.mkdir()
+    r = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray(r.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(d / f"{i:02d}.png")
+    kw = dict(
+        preset="small", tcfg=TrainConfig(epochs=1, batch_size=8), holdout=0.25, quiet=True, cache_dir=tmp_path / "c"
+    )
+    info = run_train(str(d), tmp_path / "run", FeatureConfig(input_size=64), **kw)
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["feature"]["native_size"] == 40 and info["native_size"] == 40
+    assert info["native_size_source"].startswith("data: median shorter side of 24 training images (40 px)")
+    from dlsr_deploy.export.exporter import export_bundle
+
+    m = export_bundle(tmp_path / "run", tmp_path / "b", verify=False, quiet=True)
+    assert m["preprocessing"]["native_size"] == 40 and m["preprocessing"]["native_size_source"].startswith("data:")
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(12):
+        Image.fromarray(r.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(big / f"{i:02d}.png")
+    run_train(str(big), tmp_path / "run2", FeatureConfig(input_size=64), **kw)
+    assert json.loads((tmp_path / "run2" / "config.json").read_text())["feature"]["native_size"] == 64  # capped

@@ -117,13 +117,31 @@ def parse_ood(values):
     return out
 
 
+class BackendChoice(click.Choice):
+    """--backend's choices, read from the registry when the command runs (a backend registered by
+    an application or plugin after import is a valid choice)."""
+
+    def __init__(self):
+        super().__init__(["auto"])
+
+    @property
+    def choices(self):
+        from dlsr_deploy.registry import backend_names
+
+        return ["auto", *backend_names()]
+
+    @choices.setter
+    def choices(self, value):  # click's __init__ assigns it; the registry is the source
+        pass
+
+
 def backend_option(help_extra: str = ""):
     """--backend with the registry's names as choices and auto's behaviour as help."""
-    from dlsr_deploy.registry import auto_help, backend_names
+    from dlsr_deploy.registry import auto_help
 
     return click.option(
         "--backend",
-        type=click.Choice(["auto", *backend_names()]),
+        type=BackendChoice(),
         default="auto",
         show_default=True,
         help=(help_extra + " " if help_extra else "") + auto_help() + ".",

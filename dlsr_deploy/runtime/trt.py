@@ -275,7 +275,9 @@ class TrtBackend(BackendBase):
         plan_path = self._plan(role)
         eng = TrtEngine(plan_path.read_bytes(), self.profile[2], self.options.cuda_graphs)
         counts = layer_precisions(eng.engine)
-        if self.manifest.precision == "fp16" and counts.get("fp16", 0) == 0:
+        if (
+            self.manifest.precision == "fp16" and role != "heads" and counts.get("fp16", 0) == 0
+        ):  # heads: FP32 by design
             eng.close()
             raise BackendUnavailable(
                 f"the TensorRT engine for {role} has no FP16 layers although the bundle is FP16 (layer "

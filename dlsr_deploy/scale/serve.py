@@ -306,9 +306,10 @@ def set_ingress(mode: str) -> None:
 
 
 def ray_init_options(host: str) -> dict:
-    """Options for a *local* Ray cluster started by dlsr-serve: its own ports (GCS, raylet, object
-    manager, workers) bound to the interface the user asked for, no dashboard. Loopback stays
-    loopback: nothing of Ray listens on other interfaces of the machine."""
+    """Options for a *local* Ray cluster started by dlsr-serve: no dashboard, and with a loopback
+    --host the node's address set to loopback. Ray 2.60 still binds most of its own ports (GCS,
+    raylet, workers, agents) on every interface (benchmarks/robustness.py lists them); its token
+    authentication, on by default, is what guards them."""
     opts = {"include_dashboard": False}
     if host in ("127.0.0.1", "localhost", "::1"):
         opts["_node_ip_address"] = "127.0.0.1"
