@@ -23,8 +23,8 @@ RUN=${RUN:-runs/default50k}
 PREV=${PREV:-runs/previous50k}
 BACKBONE=${BACKBONE:-efficientnet-lite2}
 SIZE=${SIZE:-160}
-WIDTH=${WIDTH:-560}
-BLOCKS=${BLOCKS:-16}
+WIDTH=${WIDTH:-1120}
+BLOCKS=${BLOCKS:-8}
 K=${K:-1}
 STEP=${STEP:-all}
 TRAIN=(--data "$DATA/cifar10_train.npz")
@@ -35,13 +35,15 @@ want() { [ "$STEP" = all ] || [ "$STEP" = "$1" ]; }
 
 if want train; then
   $BIN/dlsr-train "${TRAIN[@]}" --out "$RUN" --backbone "$BACKBONE" --input-size "$SIZE" --native-size 32 \
-    --width "$WIDTH" --blocks "$BLOCKS" --epochs 30 --patience 5 --feature-engine ort --resume
+    --width "$WIDTH" --blocks "$BLOCKS" --epochs 20 --patience 3 --feature-engine ort --resume
   $BIN/dlsr-train "${TRAIN[@]}" --out "$PREV" --backbone efficientnet-lite0 --input-size 224 --native-size 32 \
     --preset paper --epochs 1 --feature-engine ort --resume
 fi
 if want eval; then
+  # a fresh feature cache, so the probes' cost (and the whole evaluation's) is what a user pays
+  rm -rf build/eval-cache
   $BIN/dlsr-eval --model "$RUN" --id "$DATA/cifar10_test.npz" "${OOD[@]}" --probes --t-start 3 --steps "$K" \
-    --feature-engine ort --out benchmarks/results --stem default_eval
+    --feature-engine ort --cache-dir build/eval-cache --out benchmarks/results --stem default_eval
 fi
 if want export; then
   E=(--model "$RUN" --steps "$K" "${V[@]}")

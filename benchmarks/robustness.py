@@ -78,7 +78,8 @@ class Env:
         """dlsr-train on a tiny model (small LFDN, 64 px, 1 epoch); data: a source or a list of them."""
         sources = data if isinstance(data, list) else [data or self.id_path]
         args = ["dlsr-train", *[a for s in sources for a in ("--data", s)], "--out", out or (self.d / "r")]
-        small = ["--preset", "small", "--input-size", "64", "--epochs", "1", "--batch-size", "32", "--holdout", "0.25"]
+        small = ["--preset", "small", "--backbone", "efficientnet-lite0", "--input-size", "64", "--epochs", "1"]
+        small += ["--batch-size", "32", "--holdout", "0.25"]
         return cli(*args, *small, "--quiet", *extra)
 
 

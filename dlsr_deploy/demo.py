@@ -31,12 +31,12 @@ def run_demo(out: Path, epochs: int = 15, quiet: bool = False) -> dict:
     np.savez_compressed(out / "demo_id_test.npz", images=digits[perm[1400:]])
     np.savez_compressed(out / "demo_ood.npz", images=demo_images("ood"))
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    say("[1/4] dlsr-train: LFDN (paper preset) on scikit-learn digits (ID), efficientnet-lite0 @ 224")
+    say("[1/4] dlsr-train: the default LFDN and backbone (EfficientNet-Lite2 @ 160) on the digits (ID)")
     run_train(
         str(out / "demo_id_train.npz"),
         out / "model",
         FeatureConfig(),
-        preset="paper",
+        preset="default",
         tcfg=TrainConfig(epochs=epochs, checkpoint_every=5),
         quiet=quiet,
         force=True,  # the demo's own folder: a rerun replaces its earlier run

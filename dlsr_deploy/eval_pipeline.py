@@ -97,7 +97,7 @@ def run_eval(
     synthetic probes made from N ID test images) -> JSON, Markdown, PNG, scores."""
     from dlsr_deploy.evaluation import DIRECTION, POSITIVE, machine_info, now
 
-    log = _log(quiet)
+    log, t0 = _log(quiet), time.time()
     _check_sets(ood_sources, probes)
     model_dir = Path(model_dir)
     cfg = ModelConfig.load(model_dir / "config.json")
@@ -116,7 +116,7 @@ def run_eval(
         "feature_engine": feature_engine,
         "id_set": {"name": id_set.name, "source": str(id_source), "n": int(len(z_id))},
         "ood_sets": [{"name": k, "source": str(src), "n": int(len(z_ood[k]))} for k, src in ood_sources],
-        "probes": _probe_info(z_ood) if probes else None,
+        "probes": {"sets": _probe_info(z_ood), "seconds": feat.get("probe_seconds")} if probes else None,
         "runs": [],
     }
     plot_scores = None
@@ -125,6 +125,7 @@ def run_eval(
         result["runs"].append(block)
         plot_scores = plot_scores or {"id": s_id, "ood": s_ood}
     result["baselines"] = _baselines(model_dir, z_id, z_ood, knn_k, n_boot, log)
+    result["seconds"] = round(time.time() - t0, 1)
     out = Path(out_dir) if out_dir else model_dir / "eval"
     _write_eval(result, out, stem, plot_scores if plot else None, plot_scores, log)
     return result
@@ -144,7 +145,9 @@ def _features(cfg, id_source, ood_sources, o: dict):
         for name, src in ood_sources
     }
     if o["probes"]:
+        t = time.time()
         z_ood.update(_probe_features(id_set.images, cfg, cache, o["probes"], o["quiet"], o["engine"]))
+        o["probe_seconds"] = round(time.time() - t, 1)  # making the probes and their features (cache misses)
     return id_set, z_id, z_ood
 
 

@@ -257,7 +257,7 @@ def run_train(
     data,
     out: Path,
     fcfg: FeatureConfig,
-    preset: str = "paper",
+    preset: str = "default",
     width: Optional[int] = None,
     blocks: Optional[int] = None,
     tcfg: TrainConfig = TrainConfig(),

@@ -24,7 +24,7 @@ def make_run(folder: Path):
     run_train(
         str(id_path),
         folder / "run",
-        FeatureConfig(input_size=64),
+        FeatureConfig(backbone="efficientnet-lite0", input_size=64),
         preset="small",
         tcfg=TrainConfig(epochs=2, batch_size=32),
         holdout=0.25,

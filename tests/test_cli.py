@@ -18,6 +18,8 @@ def test_train_then_eval_end_to_end(tmp_path):
             str(id_path),
             "--out",
             str(run),
+            "--backbone",
+            "efficientnet-lite0",
             "--input-size",
             "64",
             "--preset",

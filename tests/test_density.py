@@ -123,7 +123,9 @@ def test_bundle_density_outputs_are_fp32_and_match_eager(bundles, tiny_run):
     with Detector.load(bundles["fp32"], backend="ort-cpu") as det:
         z0 = det.backend.run_graph("backbone", {"images": images})["z0"]
         got = det.score(images, "all")
-    assert m.density_heads == ["maha_lw", "gauss_layer"]
+    from dlsr_deploy.scoring import BUNDLE_HEADS
+
+    assert m.density_heads == list(BUNDLE_HEADS)
     for n in m.density_heads:
         np.testing.assert_allclose(got[n], heads[n].score(z0), rtol=2e-4)
     for c in m.combinations:
@@ -140,7 +142,9 @@ def test_int8_keeps_density_heads_fp32(tiny_run, tmp_path):
     run, _, ood = tiny_run
     export_bundle(run, tmp_path / "int8", int8=True, verify_ood=[str(ood)], n_verify=32, quiet=True, verify=False)
     model = onnx.load(str(tmp_path / "int8" / "denoiser.onnx"))
-    assert len(fp32_matmuls(model)) == 1 + 5  # maha_lw + one per tap layer for gauss_layer, not quantized
+    # maha_ridge, maha_lw: one MatMul each; gauss_layer, gauss_layer_dn: one per tap layer (5); none quantized
+    assert len(fp32_matmuls(model)) == 1 + 1 + 5 + 5
+    assert not [n for n in onnx.load(str(tmp_path / "int8" / "heads.onnx")).graph.node if "Integer" in n.op_type]
 
 
 def test_headline_auto_user_and_errors(tiny_run, tmp_path):
@@ -150,9 +154,11 @@ def test_headline_auto_user_and_errors(tiny_run, tmp_path):
     m = export_bundle(run, tmp_path / "auto", headline="auto", verify_ood=[str(ood)], n_verify=32, quiet=True)
     choice = m["scores"]["headline_choice"]
     # the selection rule's record: where it started, every step, every candidate's intervals
-    assert choice["how"].startswith("auto") and choice["incumbent"] == "gauss_layer" and "rule" in choice
+    from dlsr_deploy.scoring import DEFAULT_HEADLINE
+
+    assert choice["how"].startswith("auto") and choice["incumbent"] == DEFAULT_HEADLINE and "rule" in choice
     replaced = [s["candidate"] for s in choice["steps"] if s["replaces"]]
-    assert m["scores"]["headline"] == (replaced[-1] if replaced else "gauss_layer")
+    assert m["scores"]["headline"] == (replaced[-1] if replaced else DEFAULT_HEADLINE)
     row = choice["table"][m["scores"]["headline"]][Path(ood).stem]
     assert row["lo"] <= row["auroc"] <= row["hi"]
     assert m["threshold"]["score"] == m["scores"]["headline"]

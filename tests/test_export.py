@@ -28,14 +28,13 @@ def test_bundle_files_and_manifest(bundles):
         m = read_manifest(path)
         assert m.precision == prec
         assert set(m.files) >= {"backbone", "denoiser"}
-        heads = ["maha_lw", "gauss_layer"]
-        combos = [
-            f"{how}_{a}_{b}"
-            for a, b in (("mfsim", "gauss_layer"), ("mfsim", "maha_lw"), ("mse", "gauss_layer"))
-            for how in ("sum", "max")
-        ]
+        from dlsr_deploy.scoring import BUNDLE_HEADS, DEFAULT_HEADLINE, combination_names
+
+        heads = list(BUNDLE_HEADS)
+        combos = combination_names(["mfsim", "mse", "lr_mfsim", "lr_mse"] + heads)
         assert m.score_names == ["mfsim", "mse", "lr_mfsim", "lr_mse"] + heads + combos
-        assert m.headline == "gauss_layer" == m.threshold.score
+        assert m.headline == DEFAULT_HEADLINE == m.threshold.score
+        assert m.graphs_for([m.headline]) == ["heads"]  # the decision never runs the denoiser
         assert "default" in m.data["scores"]["headline_choice"]["how"]
         assert m.data["scores"]["direction"] == "higher score = more OOD"
         assert m.data["parity"]["passed"]

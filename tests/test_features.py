@@ -19,7 +19,7 @@ def test_zscore_is_per_layer_unbiased():
 
 
 def test_extractor_matches_manual_pipeline():
-    cfg = FeatureConfig(input_size=64)
+    cfg = FeatureConfig(backbone="efficientnet-lite0", input_size=64)
     ext = build_extractor(cfg)
     imgs = tiny_images(2)
     with torch.no_grad():
@@ -36,7 +36,7 @@ def test_extractor_matches_manual_pipeline():
 
 
 def test_feature_cache_hits(tmp_path):
-    cfg = FeatureConfig(input_size=64)
+    cfg = FeatureConfig(backbone="efficientnet-lite0", input_size=64)
     imgs = tiny_images(3)
     a = extract_features(imgs, cfg, cache_dir=tmp_path, progress=False)
     files = list(tmp_path.glob("*.npy"))
@@ -58,4 +58,4 @@ def test_feature_cache_hits(tmp_path):
 )
 def test_extract_rejects_bad_input(bad, msg):
     with pytest.raises(InputError, match=msg):
-        extract_features(bad, FeatureConfig(input_size=64), progress=False)
+        extract_features(bad, FeatureConfig(backbone="efficientnet-lite0", input_size=64), progress=False)

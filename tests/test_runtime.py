@@ -188,7 +188,9 @@ def test_dlsr_score_cli(bundles, tiny_run, tmp_path):
     r = CliRunner().invoke(score, [str(bundles["fp32"]), str(ood), "--backend", "ort-cpu", "--quiet"])
     assert r.exit_code == 0 and r.output.count("\n") >= 41 and "images scored" in r.output
     header = r.output.splitlines()[0].split(",")  # by default only the headline (the decision) is computed
-    assert header == ["image", "score_gauss_layer", "normalized", "is_ood", "error"]
+    from dlsr_deploy.scoring import DEFAULT_HEADLINE
+
+    assert header == ["image", f"score_{DEFAULT_HEADLINE}", "normalized", "is_ood", "error"]
 
 
 def test_detector_pickles_by_reopening_its_bundle(bundles, tiny_run):

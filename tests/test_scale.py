@@ -33,7 +33,7 @@ def test_ort_feature_engine_matches_eager_and_has_its_own_cache_key(tmp_path):
     from dlsr_deploy.model.features import extract_features
     from dlsr_deploy.pipeline import feature_engine_factory
 
-    cfg = FeatureConfig(input_size=64)
+    cfg = FeatureConfig(backbone="efficientnet-lite0", input_size=64)
     images = np.random.default_rng(0).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
     reports = []
     eager = extract_features(images, cfg, cache_dir=tmp_path, progress=False)
@@ -55,7 +55,7 @@ def test_ort_feature_engine_matches_eager_and_has_its_own_cache_key(tmp_path):
 def test_failed_ort_parity_falls_back_to_eager(tmp_path):
     from dlsr_deploy.model.features import extract_features
 
-    cfg = FeatureConfig(input_size=64)
+    cfg = FeatureConfig(backbone="efficientnet-lite0", input_size=64)
     images = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     z = extract_features(images, cfg, cache_dir=tmp_path, progress=False, engine="ort", engine_factory=lambda x: None)
     assert [p.name.endswith("-ort.npy") for p in tmp_path.glob("*.npy")] == [False]  # stored under the eager key
@@ -70,7 +70,7 @@ def test_train_on_two_sources_with_flips(tmp_path):
     info = run_train(
         [str(a), str(b)],
         tmp_path / "run",
-        FeatureConfig(input_size=64),
+        FeatureConfig(backbone="efficientnet-lite0", input_size=64),
         cache_dir=tmp_path / "cache",
         flip=True,
         **small,

@@ -198,7 +198,7 @@ def test_native_size_comes_from_the_data(tmp_path):
     kw = dict(
         preset="small", tcfg=TrainConfig(epochs=1, batch_size=8), holdout=0.25, quiet=True, cache_dir=tmp_path / "c"
     )
-    info = run_train(str(d), tmp_path / "run", FeatureConfig(input_size=64), **kw)
+    info = run_train(str(d), tmp_path / "run", FeatureConfig(backbone="efficientnet-lite0", input_size=64), **kw)
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["feature"]["native_size"] == 40 and info["native_size"] == 40
     assert info["native_size_source"].startswith("data: median shorter side of 24 training images (40 px)")
@@ -210,5 +210,5 @@ def test_native_size_comes_from_the_data(tmp_path):
     big.mkdir()
     for i in range(12):
         Image.fromarray(r.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(big / f"{i:02d}.png")
-    run_train(str(big), tmp_path / "run2", FeatureConfig(input_size=64), **kw)
+    run_train(str(big), tmp_path / "run2", FeatureConfig(backbone="efficientnet-lite0", input_size=64), **kw)
     assert json.loads((tmp_path / "run2" / "config.json").read_text())["feature"]["native_size"] == 64  # capped

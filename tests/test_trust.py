@@ -186,11 +186,11 @@ def test_headline_auto_warns_on_id_looking_ood(capsys):
     from dlsr_deploy.export.calibrate import choose_headline
 
     r = np.random.default_rng(0)
-    names = ["mfsim", "gauss_layer", "maha_lw"]
+    names = ["mfsim", "gauss_layer", "maha_ridge"]
     id_s = {n: r.normal(size=300) for n in names}
     ood = {"looks-id": {n: r.normal(size=200) for n in names}}
     head, how = choose_headline("auto", names, id_s, ood)
-    assert head == "gauss_layer" and how["near_chance"]
+    assert head == "maha_ridge" and how["near_chance"]
     assert "look like ID images" in capsys.readouterr().err
 
 
@@ -208,7 +208,7 @@ def test_training_never_overwrites_and_resume_proves_itself(tmp_path):
         quiet=True,
         cache_dir=tmp_path / "cache",
     )
-    fcfg = FeatureConfig(input_size=64)
+    fcfg = FeatureConfig(backbone="efficientnet-lite0", input_size=64)
     run_train(str(id_path), tmp_path / "r", fcfg, **kw)
     (tmp_path / "r" / "mine.txt").write_text("keep")
     before = (tmp_path / "r" / "model.safetensors").read_bytes()
@@ -218,7 +218,8 @@ def test_training_never_overwrites_and_resume_proves_itself(tmp_path):
     with pytest.raises(ConfigError, match=r"resume: .*other data, data_sha256"):
         run_train(str(ood_path), tmp_path / "r", fcfg, resume=True, **kw)
     with pytest.raises(ConfigError, match="config.feature.input_size"):
-        run_train(str(id_path), tmp_path / "r", FeatureConfig(input_size=96), resume=True, **kw)
+        other = FeatureConfig(backbone="efficientnet-lite0", input_size=96)
+        run_train(str(id_path), tmp_path / "r", other, resume=True, **kw)
     run_train(str(id_path), tmp_path / "r", fcfg, force=True, **kw)
     assert (tmp_path / "r" / "mine.txt").read_text() == "keep"
     dup = tmp_path / "same.npz"

@@ -40,7 +40,7 @@ EXPORT_KEYS = ("fp16", "int8", "fused", "with_lr", "calibrate_on", "target_tpr",
 @click.option("--int8-scheme", type=click.Choice(["dynamic", "weight-only", "openvino"]), default="dynamic", show_default=True, help="With --int8, the denoiser's 8 bits: 'dynamic' = uint8 weights, activations quantized per call (U8U8, the same numbers on every x86 CPU); 'weight-only' = MatMulNBits int8 blocks of 32 (ONNX Runtime only); 'openvino' = int8 per-channel weights behind DequantizeLinear, calibrated and verified on OpenVINO (pip install 'dlsr-deploy[int8]').")
 @click.option("--int8-backbone-from", type=click.IntRange(min=0), default=None, help="With --int8: also static INT8 (calibrated on held-out ID images) for backbone blocks from this index on; the stem and earlier blocks stay FP32. On the paper-size model it costs more accuracy than the guard allows (README).")
 @click.option("--t-start", type=click.IntRange(min=0), default=3, show_default=True, help="Noise level the reconstruction starts from.")
-@click.option("--steps", type=click.IntRange(min=1), default=2, show_default=True, help="DDIM steps K unrolled into the graph (README: K = 1 is as accurate here at half the denoiser cost).")
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True, help="DDIM steps K unrolled into the graph (K = 1 by the sweep's held-out ID loss; README).")
 @apply(SCORE_OPTS)
 @click.option("--lr", "with_lr", is_flag=True, help="Also output lr_<score> (first-epoch minus final model): adds the first-epoch LFDN to the graph and doubles the denoiser cost.")
 @click.option("--fused", is_flag=True, help="Also write pipeline.onnx: images -> every score in one graph.")
