@@ -21,6 +21,7 @@ same resample for every score, so differences between scores are measured on equ
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -35,16 +36,24 @@ NEAR_CHANCE = 0.6  # every candidate below this AUROC on given "OOD" images: the
 
 @dataclass
 class Resample:
-    """Bootstrap multiplicities for one ID set and one OOD set: counts [B, n] (each row sums to n)."""
+    """Bootstrap multiplicities (counts [B, n], each row sums to n) of a joint bootstrap: one ID
+    resample shared by every OOD set, one resample per OOD set.
+
+    The ID images are the same for every set, so a replicate draws them once: statistics taken
+    inside a replicate across sets (the worst real set, the probe mean) then vary as they would
+    with a new ID sample. A set's resample is seeded by its name, so adding a set does not move
+    the others' intervals."""
 
     id_counts: np.ndarray
-    ood_counts: np.ndarray
+    ood_counts: Dict[str, np.ndarray]
 
     @classmethod
-    def draw(cls, n_id: int, n_ood: int, n_boot: int = N_BOOT, seed: int = 0) -> "Resample":
-        """Independent resamples of the ID and the OOD side (seeded: the same call, the same intervals)."""
-        rng = np.random.default_rng(seed)
-        return cls(_counts(rng, n_id, n_boot), _counts(rng, n_ood, n_boot))
+    def draw(cls, n_id: int, n_ood: Dict[str, int], n_boot: int = N_BOOT, seed: int = 0) -> "Resample":
+        """Seeded resamples: the same call, the same intervals."""
+        if n_boot < 1:
+            raise InputError(f"n_boot: expected a positive number of replicates, got {n_boot}", param="n_boot")
+        ood = {k: _counts(np.random.default_rng([seed, zlib.crc32(k.encode())]), n, n_boot) for k, n in n_ood.items()}
+        return cls(_counts(np.random.default_rng(seed), n_id, n_boot), ood)
 
 
 def _counts(rng, n: int, b: int) -> np.ndarray:
@@ -52,34 +61,56 @@ def _counts(rng, n: int, b: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
 
 
-def _check(id_scores, ood_scores) -> Tuple[np.ndarray, np.ndarray]:
-    a = np.asarray(id_scores, np.float64).ravel()
-    b = np.asarray(ood_scores, np.float64).ravel()
-    if a.size == 0 or b.size == 0 or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        raise InputError(f"bootstrap: expected finite ID and OOD scores, got {a.size} ID and {b.size} OOD")
-    return a, b
+def _finite(scores, what: str) -> np.ndarray:
+    a = np.asarray(scores, np.float64).ravel()
+    if a.size == 0 or not np.all(np.isfinite(a)):
+        raise InputError(f"bootstrap: expected finite, non-empty {what} scores, got {a.size} values")
+    return a
 
 
-def auroc_replicates(id_scores, ood_scores, rs: Resample) -> np.ndarray:
-    """AUROC (OOD positive, ties count half) of every bootstrap replicate -> [B]."""
-    a, b = _check(id_scores, ood_scores)
-    order = np.argsort(a, kind="mergesort")
-    sa = a[order]
-    cw = np.concatenate([np.zeros((len(rs.id_counts), 1)), np.cumsum(rs.id_counts[:, order], axis=1)], axis=1)
-    lo, hi = np.searchsorted(sa, b, "left"), np.searchsorted(sa, b, "right")
-    below = cw[:, lo] + 0.5 * (cw[:, hi] - cw[:, lo])  # [B, n_ood]: ID weight under each OOD image
-    return (rs.ood_counts * below).sum(axis=1) / (a.size * b.size)
+class IdReplicates:
+    """The ID half of every replicate of one score, computed once and used for every OOD set:
+    the sorted ID scores, the cumulative resampled ID weight below each, and each replicate's
+    FPR@95TPR threshold."""
+
+    def __init__(self, id_scores, id_counts: np.ndarray):
+        a = _finite(id_scores, "ID")
+        if id_counts.shape[1] != a.size:
+            raise InputError(f"bootstrap: {a.size} ID scores for a resample of {id_counts.shape[1]}")
+        order = np.argsort(a, kind="mergesort")
+        self.n = a.size
+        self.sorted = a[order]
+        self.cw = np.concatenate([np.zeros((len(id_counts), 1)), np.cumsum(id_counts[:, order], axis=1)], axis=1)
+        self._thr: Dict[float, np.ndarray] = {}
+
+    def auroc(self, ood_scores, ood_counts: np.ndarray) -> np.ndarray:
+        """AUROC (OOD positive, ties count half) of every replicate -> [B]."""
+        b = _finite(ood_scores, "OOD")
+        lo = np.searchsorted(self.sorted, b, "left")
+        below = self.cw[:, lo]  # [B, n_ood]: resampled ID weight under each OOD image
+        hi = np.searchsorted(self.sorted, b, "right")
+        tied = np.flatnonzero(hi != lo)
+        if tied.size:
+            below[:, tied] += 0.5 * (self.cw[:, hi[tied]] - self.cw[:, lo[tied]])
+        return (ood_counts * below).sum(axis=1) / (self.n * b.size)
+
+    def fpr(self, ood_scores, ood_counts: np.ndarray, tpr: float = 0.95) -> np.ndarray:
+        """FPR at `tpr` ID acceptance of every replicate (threshold: the replicate's nearest-rank ID quantile)."""
+        b = _finite(ood_scores, "OOD")
+        if tpr not in self._thr:
+            k = np.minimum((self.cw[:, 1:] < tpr * self.n).sum(axis=1), self.n - 1)
+            self._thr[tpr] = self.sorted[k]
+        return (ood_counts * (b[None, :] <= self._thr[tpr][:, None])).sum(axis=1) / b.size
 
 
-def fpr95_replicates(id_scores, ood_scores, rs: Resample, tpr: float = 0.95) -> np.ndarray:
-    """FPR at `tpr` ID acceptance of every replicate (threshold: the replicate's nearest-rank ID quantile)."""
-    a, b = _check(id_scores, ood_scores)
-    sa = np.sort(a)
-    order = np.argsort(a, kind="mergesort")
-    cw = np.cumsum(rs.id_counts[:, order], axis=1)
-    k = np.minimum((cw < tpr * a.size).sum(axis=1), a.size - 1)
-    thr = sa[k]  # [B]
-    return (rs.ood_counts * (b[None, :] <= thr[:, None])).sum(axis=1) / b.size
+def auroc_replicates(id_scores, ood_scores, id_counts: np.ndarray, ood_counts: np.ndarray) -> np.ndarray:
+    """AUROC of every bootstrap replicate of one ID and one OOD set -> [B]."""
+    return IdReplicates(id_scores, id_counts).auroc(ood_scores, ood_counts)
+
+
+def fpr95_replicates(id_scores, ood_scores, id_counts: np.ndarray, ood_counts: np.ndarray) -> np.ndarray:
+    """FPR@95TPR of every bootstrap replicate of one ID and one OOD set -> [B]."""
+    return IdReplicates(id_scores, id_counts).fpr(ood_scores, ood_counts)
 
 
 def interval(replicates: np.ndarray, level: float = LEVEL) -> Tuple[float, float]:
@@ -93,10 +124,11 @@ def auroc_with_interval(id_scores, ood_scores, n_boot: int = N_BOOT, seed: int =
     """{'auroc', 'auroc_lo', 'auroc_hi', 'fpr95', 'fpr95_lo', 'fpr95_hi'} (fractions, not %)."""
     from dlsr_deploy.metrics import auroc, fpr_at_tpr
 
-    a, b = _check(id_scores, ood_scores)
-    rs = Resample.draw(a.size, b.size, n_boot, seed)
-    lo, hi = interval(auroc_replicates(a, b, rs))
-    flo, fhi = interval(fpr95_replicates(a, b, rs))
+    a, b = _finite(id_scores, "ID"), _finite(ood_scores, "OOD")
+    rs = Resample.draw(a.size, {"ood": b.size}, n_boot, seed)
+    side = IdReplicates(a, rs.id_counts)
+    lo, hi = interval(side.auroc(b, rs.ood_counts["ood"]))
+    flo, fhi = interval(side.fpr(b, rs.ood_counts["ood"]))
     return {
         "auroc": auroc(a, b),
         "auroc_lo": lo,
@@ -121,17 +153,20 @@ class Evidence:
     n_boot: int = N_BOOT
     seed: int = 0
     _reps: Dict[Tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False)
-    _rs: Dict[str, Resample] = field(default_factory=dict, repr=False)
+    _sides: Dict[str, IdReplicates] = field(default_factory=dict, repr=False)
+    _rs: Optional[Resample] = field(default=None, repr=False)
 
     def replicates(self, cand: str, ood_set: str) -> np.ndarray:
-        """AUROC replicates of a candidate on one set (the set's resample is shared by every candidate)."""
+        """AUROC replicates of a candidate on one set (one joint resample shared by every candidate)."""
         key = (cand, ood_set)
         if key not in self._reps:
-            if ood_set not in self._rs:
-                n_ood = len(next(iter(self.ood[ood_set].values())))
-                seed = self.seed + 1 + sorted(self.ood).index(ood_set)
-                self._rs[ood_set] = Resample.draw(len(next(iter(self.id.values()))), n_ood, self.n_boot, seed)
-            self._reps[key] = auroc_replicates(self.id[cand], self.ood[ood_set][cand], self._rs[ood_set])
+            if self._rs is None:
+                n_id = len(next(iter(self.id.values())))
+                n_ood = {k: len(next(iter(v.values()))) for k, v in self.ood.items()}
+                self._rs = Resample.draw(n_id, n_ood, self.n_boot, self.seed)
+            if cand not in self._sides:
+                self._sides[cand] = IdReplicates(self.id[cand], self._rs.id_counts)
+            self._reps[key] = self._sides[cand].auroc(self.ood[ood_set][cand], self._rs.ood_counts[ood_set])
         return self._reps[key]
 
     def point(self, cand: str, ood_set: str) -> float:
@@ -179,8 +214,14 @@ def compare(ev: Evidence, incumbent: str, candidate: str) -> dict:
 
 
 def complexity(name: str) -> int:
-    """Components of a score name: 1 for a plain score, 2 for sum_a_b, ..."""
-    return 1 if not name.startswith(("sum_", "max_")) else max(2, name.count("_"))
+    """Components of a score: 1 for a plain score, 2 for sum_mfsim_gauss_layer, 3 for a three-way
+    combination (the registered combinations by name; other sum_ / max_ names count their parts)."""
+    from dlsr_deploy.scoring import COMBINATIONS
+
+    if not name.startswith(("sum_", "max_")):
+        return 1
+    known = {"_".join(c): len(c) for c in COMBINATIONS}
+    return known.get(name.split("_", 1)[1], max(2, name.count("_")))
 
 
 def choose(ev: Evidence, incumbent: str, candidates: Sequence[str]) -> dict:
