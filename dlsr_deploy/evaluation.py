@@ -29,31 +29,27 @@ def metrics_table(
 ) -> Dict[str, Dict[str, Dict[str, float]]]:
     """{score: {set | 'mean' | 'probe_mean': {metric: value}}}. With n_boot > 0 every set's AUROC
     and FPR95 carry a 95 % bootstrap interval (auroc_lo / auroc_hi, fpr95_lo / fpr95_hi; ID and OOD
-    resampled, one resample per set shared by every score). 'mean' is over the real OOD sets;
+    resampled jointly: one ID resample for every set, the same resamples for every score). 'mean'
+    is over the real OOD sets;
     'probe_mean' (AUROC with its interval) over the synthetic *shift* probes named in `probes`
     (sets named 'probe:<name>')."""
-    from dlsr_deploy.selection import Resample, auroc_replicates, fpr95_replicates, interval
+    from dlsr_deploy.selection import IdReplicates, Resample, interval
 
     real = [k for k in ood_scores if not k.startswith("probe:")]
     shift = [k for k in ood_scores if k.startswith("probe:") and k.split(":", 1)[1] in probes]
     n_id = len(next(iter(id_scores.values())))
-    rs = (
-        {
-            k: Resample.draw(n_id, len(next(iter(v.values()))), n_boot, seed + i)
-            for i, (k, v) in enumerate(ood_scores.items())
-        }
-        if n_boot
-        else {}
-    )
+    sizes = {k: len(next(iter(v.values()))) for k, v in ood_scores.items()}
+    rs = Resample.draw(n_id, sizes, n_boot, seed) if n_boot else None
     out = {}
     for score, id_s in id_scores.items():
         per, reps = {}, {}
+        side = IdReplicates(id_s, rs.id_counts) if rs else None
         for name, sets in ood_scores.items():
             per[name] = ood_metrics(id_s, sets[score])
-            if n_boot:
-                reps[name] = auroc_replicates(id_s, sets[score], rs[name])
+            if side:
+                reps[name] = side.auroc(sets[score], rs.ood_counts[name])
                 lo, hi = interval(reps[name])
-                flo, fhi = interval(fpr95_replicates(id_s, sets[score], rs[name]))
+                flo, fhi = interval(side.fpr(sets[score], rs.ood_counts[name]))
                 per[name].update(auroc_lo=lo, auroc_hi=hi, fpr95_lo=flo, fpr95_hi=fhi)
         if real:
             per["mean"] = {m: float(np.mean([per[k][m] for k in real])) for m in METRIC_NAMES}
@@ -76,25 +72,36 @@ def _cell(m: dict, key: str) -> str:
 
 
 def format_table(table: Dict[str, Dict[str, Dict[str, float]]], title: str = "") -> str:
-    """Markdown table: one row per score, AUROC [95 % interval] / FPR95 [interval] / AUPR-In /
-    AUPR-Out per OOD set (percent), then the means."""
+    """Markdown: one row per score with AUROC [95 % interval] / FPR95 [interval] / AUPR-In / AUPR-Out
+    per real OOD set (percent) and their mean; when synthetic probes are present, a second table of
+    their AUROCs (the shift probes first, then the content probes, then the shift-probe mean), so
+    neither is seventy columns wide."""
     sets = list(next(iter(table.values())).keys())
-    head = (
-        "| score | "
-        + " | ".join(
-            f"{s} AUROC" if s == "probe_mean" else f"{s} AUROC | {s} FPR95 | {s} AUPR-In | {s} AUPR-Out" for s in sets
-        )
-        + " |"
-    )
-    sep = "|---" * (1 + sum(1 if s == "probe_mean" else 4 for s in sets)) + "|"
-    rows = []
+    probes = [s for s in sets if s.startswith("probe:")]
+    real = [s for s in sets if s not in probes and s != "probe_mean"]
+    head = "| score | " + " | ".join(f"{s} AUROC | {s} FPR95 | {s} AUPR-In | {s} AUPR-Out" for s in real) + " |"
+    rows = [head, "|---" * (1 + 4 * len(real)) + "|"]
     for score, per in table.items():
-        cells = []
-        for s in sets:
-            keys = ("auroc",) if s == "probe_mean" else ("auroc", "fpr95", "aupr_in", "aupr_out")
-            cells += [_cell(per[s], k) for k in keys]
+        cells = [_cell(per[s], k) for s in real for k in ("auroc", "fpr95", "aupr_in", "aupr_out")]
         rows.append(f"| {score} | " + " | ".join(cells) + " |")
-    lines = ([f"**{title}**", ""] if title else []) + [head, sep] + rows
+    lines = ([f"**{title}**", ""] if title else []) + rows
+    if probes:
+        from dlsr_deploy.probes import PROBES
+
+        kind = {p: PROBES[p[6:]].kind if p[6:] in PROBES else "?" for p in probes}
+        order = [p for p in probes if kind[p] == "shift"] + [p for p in probes if kind[p] != "shift"]
+        cols = order + (["probe_mean"] if "probe_mean" in sets else [])
+        names = [f"{p[6:]} ({kind[p]})" for p in order] + (["mean of the shift probes"] if "probe_mean" in sets else [])
+        lines += [
+            "",
+            "Synthetic probes made from the ID test images: AUROC [95 % interval] (README 'Synthetic shift "
+            "probes'; only the shift probes count for choosing)",
+            "",
+            "| score | " + " | ".join(names) + " |",
+            "|---" * (1 + len(cols)) + "|",
+        ]
+        for score, per in table.items():
+            lines.append(f"| {score} | " + " | ".join(_cell(per[c], "auroc") for c in cols) + " |")
     return "\n".join(lines)
 
 

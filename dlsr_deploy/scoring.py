@@ -17,8 +17,25 @@ from dlsr_deploy.errors import InputError
 
 # the bundle's headline score (and so its threshold) unless dlsr-export --headline says
 # otherwise; chosen by the selection rule (dlsr_deploy.selection) over both shared OOD sets and the
-# synthetic shift probes at the largest training scale (README "Choosing the headline")
+# synthetic shift probes at the largest training scale (README "Choosing the headline";
+# benchmarks/results/default_headline.md: re-chosen on the 50k run, maha_ridge kept)
 DEFAULT_HEADLINE = "maha_ridge"
+# ... for a density head fitted on at least SMALL_N_RATIO training vectors per z0 dimension. With
+# fewer, the sample covariance is ill-conditioned and maha_ridge's fixed ridge (1e-6 x the mean
+# variance) weights the directions the data did not span by up to 1e6: refitted on subsets of the
+# 50k run (benchmarks/results/heads_small_n.md, 560 dims) it is 5.3 AUROC below gauss_layer on the
+# worst set at 500 vectors and behind it up to 1,000; from 2,000 on it is ahead. gauss_layer
+# (per-layer Ledoit-Wolf, each block at most 352 dims) is the default below the ratio.
+SMALL_N_RATIO = 3
+SMALL_N_HEADLINE = "gauss_layer"
+
+
+def default_headline_for(n_fit, dim) -> str:
+    """The package default headline for density heads fitted on n_fit vectors of dim dimensions
+    (unknown sizes: the large-data default)."""
+    if n_fit is not None and dim is not None and n_fit < SMALL_N_RATIO * dim:
+        return SMALL_N_HEADLINE
+    return DEFAULT_HEADLINE
 
 # LR = LR_SIGN * (score(first-epoch model) - score(final model)), shared stored noise.
 # The paper's reading (ID errors fall more during training) makes first - final *larger*
@@ -223,13 +240,16 @@ def fit_density_heads(
 
 
 def save_density_heads(path, heads: Dict[str, DensityHead]) -> None:
-    """One .npz: <name>.mean, <name>.proj, <name>.l2 per head (written atomically)."""
+    """One .npz: <name>.mean, <name>.proj, <name>.l2, <name>.blocks (and <name>.n_fit, the number of
+    training vectors) per head (written atomically)."""
     from dlsr_deploy.io import atomic_write
 
     arrays = {}
     for n, h in heads.items():
         arrays[f"{n}.mean"], arrays[f"{n}.proj"], arrays[f"{n}.l2"] = h.mean, h.proj, np.array(h.l2)
         arrays[f"{n}.blocks"] = np.array(h.blocks, dtype=np.int64)
+        if "n_fit" in h.info:  # picks the default headline (default_headline_for)
+            arrays[f"{n}.n_fit"] = np.array(int(h.info["n_fit"]), dtype=np.int64)
     atomic_write(path, lambda p: np.savez(open(p, "wb"), **arrays))
 
 
@@ -244,7 +264,7 @@ def load_density_heads(path) -> Dict[str, DensityHead]:
                     data[f"{n}.mean"],
                     data[f"{n}.proj"],
                     bool(data[f"{n}.l2"]),
-                    {},
+                    {"n_fit": int(data[f"{n}.n_fit"])} if f"{n}.n_fit" in data.files else {},
                     tuple(int(x) for x in data[f"{n}.blocks"]) if f"{n}.blocks" in data.files else (),
                 )
                 for n in names

@@ -154,11 +154,12 @@ def test_headline_auto_user_and_errors(tiny_run, tmp_path):
     m = export_bundle(run, tmp_path / "auto", headline="auto", verify_ood=[str(ood)], n_verify=32, quiet=True)
     choice = m["scores"]["headline_choice"]
     # the selection rule's record: where it started, every step, every candidate's intervals
-    from dlsr_deploy.scoring import DEFAULT_HEADLINE
+    from dlsr_deploy.scoring import SMALL_N_HEADLINE
 
-    assert choice["how"].startswith("auto") and choice["incumbent"] == DEFAULT_HEADLINE and "rule" in choice
+    # the incumbent is the package default for the heads' training size (72 vectors, 512 dims)
+    assert choice["how"].startswith("auto") and choice["incumbent"] == SMALL_N_HEADLINE and "rule" in choice
     replaced = [s["candidate"] for s in choice["steps"] if s["replaces"]]
-    assert m["scores"]["headline"] == (replaced[-1] if replaced else DEFAULT_HEADLINE)
+    assert m["scores"]["headline"] == (replaced[-1] if replaced else SMALL_N_HEADLINE)
     row = choice["table"][m["scores"]["headline"]][Path(ood).stem]
     assert row["lo"] <= row["auroc"] <= row["hi"]
     assert m["threshold"]["score"] == m["scores"]["headline"]
@@ -168,3 +169,26 @@ def test_headline_auto_user_and_errors(tiny_run, tmp_path):
         choose_headline("nope", ["mfsim", "mse"], {}, {})
     assert choose_headline("mse", ["mfsim", "mse"], {}, {})[0] == "mse"
     assert choose_headline(None, ["mfsim", "mse"], {}, {})[0] == "mfsim"  # no density heads: fallback
+
+
+def test_default_headline_follows_the_training_size():
+    """maha_ridge from SMALL_N_RATIO training vectors per dimension, gauss_layer below
+    (benchmarks/results/heads_small_n.md); an unknown size keeps the large-data default."""
+    from dlsr_deploy.export.calibrate import default_headline
+    from dlsr_deploy.scoring import DEFAULT_HEADLINE, SMALL_N_HEADLINE, SMALL_N_RATIO, default_headline_for
+
+    assert default_headline_for(45000, 560) == DEFAULT_HEADLINE == default_headline_for(None, None)
+    assert default_headline_for(SMALL_N_RATIO * 560, 560) == DEFAULT_HEADLINE
+    assert default_headline_for(SMALL_N_RATIO * 560 - 1, 560) == SMALL_N_HEADLINE
+    names = ["mfsim", "maha_ridge", "gauss_layer"]
+    head, how = default_headline(names, (500, 560))
+    assert head == SMALL_N_HEADLINE and "500 vectors of 560 dims" in how["how"]
+    assert default_headline(["mfsim", "maha_ridge"], (500, 560))[0] == "maha_ridge"  # not in the bundle: fallback
+
+
+def test_density_heads_keep_their_training_size(tmp_path):
+    from dlsr_deploy.scoring import fit_density_heads, load_density_heads, save_density_heads
+
+    z = np.random.default_rng(0).standard_normal((40, 6))
+    save_density_heads(tmp_path / "d.npz", fit_density_heads(z, [2, 4], ["maha_ridge", "gauss_layer"]))
+    assert {h.info["n_fit"] for h in load_density_heads(tmp_path / "d.npz").values()} == {40}

@@ -28,14 +28,15 @@ def test_bundle_files_and_manifest(bundles):
         m = read_manifest(path)
         assert m.precision == prec
         assert set(m.files) >= {"backbone", "denoiser"}
-        from dlsr_deploy.scoring import BUNDLE_HEADS, DEFAULT_HEADLINE, combination_names
+        from dlsr_deploy.scoring import BUNDLE_HEADS, SMALL_N_HEADLINE, combination_names
 
         heads = list(BUNDLE_HEADS)
         combos = combination_names(["mfsim", "mse", "lr_mfsim", "lr_mse"] + heads)
         assert m.score_names == ["mfsim", "mse", "lr_mfsim", "lr_mse"] + heads + combos
-        assert m.headline == DEFAULT_HEADLINE == m.threshold.score
+        # the tiny run fits its heads on 72 vectors of 512 dims: the small-data default
+        assert m.headline == SMALL_N_HEADLINE == m.threshold.score
         assert m.graphs_for([m.headline]) == ["heads"]  # the decision never runs the denoiser
-        assert "default" in m.data["scores"]["headline_choice"]["how"]
+        assert "fitted on 72 vectors of 512 dims" in m.data["scores"]["headline_choice"]["how"]
         assert m.data["scores"]["direction"] == "higher score = more OOD"
         assert m.data["parity"]["passed"]
         thr = m.data["threshold"]

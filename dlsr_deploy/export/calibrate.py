@@ -71,17 +71,23 @@ def calibration_images(
     return images[np.asarray(idx)], f"{len(idx)} ID images held out of training ({', '.join(data)})"
 
 
-def default_headline(names: Sequence[str]) -> Tuple[str, dict]:
-    """The package default when the bundle has it, else the first density head, else mfsim."""
-    if DEFAULT_HEADLINE in names:
-        return DEFAULT_HEADLINE, {
-            "how": f"package default ({DEFAULT_HEADLINE}: chosen by the selection rule over the shared OOD sets and "
-            "the synthetic shift probes, README 'Choosing the headline')"
-        }
-    from dlsr_deploy.scoring import DENSITY_HEADS
+def default_headline(names: Sequence[str], fit_shape: Optional[Tuple[int, int]] = None) -> Tuple[str, dict]:
+    """The package default for heads fitted on fit_shape = (n vectors, dims) when the bundle has it,
+    else the first density head, else the first score."""
+    from dlsr_deploy.scoring import DENSITY_HEADS, SMALL_N_RATIO, default_headline_for
 
+    want = default_headline_for(*(fit_shape or (None, None)))
+    if want in names:
+        why = (
+            "chosen by the selection rule over the shared OOD sets and the synthetic shift probes, README "
+            "'Choosing the headline'"
+            if want == DEFAULT_HEADLINE
+            else f"the density heads were fitted on {fit_shape[0]} vectors of {fit_shape[1]} dims, fewer than "
+            f"{SMALL_N_RATIO} per dim, where {DEFAULT_HEADLINE} is unreliable (benchmarks/results/heads_small_n.md)"
+        )
+        return want, {"how": f"package default ({want}: {why})"}
     fallback = next((n for n in names if n in DENSITY_HEADS), names[0])
-    return fallback, {"how": f"package fallback (the default {DEFAULT_HEADLINE} is not among this bundle's scores)"}
+    return fallback, {"how": f"package fallback (the default {want} is not among this bundle's scores)"}
 
 
 def auto_candidates(names: Sequence[str]) -> list:
@@ -98,12 +104,14 @@ def choose_headline(
     ood_scores: Dict[str, Dict[str, np.ndarray]],
     probe_scores: Optional[Dict[str, Dict[str, np.ndarray]]] = None,
     n_boot: int = 200,
+    fit_shape: Optional[Tuple[int, int]] = None,
 ) -> Tuple[str, dict]:
     """(headline score, how it was chosen). requested: a score name, 'auto' (the selection rule
     over the given OOD sets and the probes, starting from the package default) or None (the
-    package default)."""
+    package default). fit_shape: (vectors, dims) the density heads were fitted on, which picks the
+    package default (scoring.default_headline_for)."""
     if requested is None:
-        return default_headline(names)
+        return default_headline(names, fit_shape)
     if requested != "auto":
         if requested not in names:
             raise ConfigError(f"headline: expected one of {list(names)} or 'auto', got {requested!r}", param="headline")
@@ -119,10 +127,10 @@ def choose_headline(
         id={n: id_scores[n] for n in cands},
         ood={k: {n: v[n] for n in cands} for k, v in {**ood_scores, **probe_scores}.items()},
         real=list(ood_scores),
-        probes=[p for p in probe_scores if p in shift_probes()],
+        probes=[p for p in probe_scores if p.split(":", 1)[-1] in shift_probes()],  # 'probe:<name>' or '<name>'
         n_boot=n_boot,
     )
-    incumbent = default_headline(cands)[0]
+    incumbent = default_headline(cands, fit_shape)[0]
     res = choose(ev, incumbent, cands)
     record = {
         "how": "auto: the selection rule (README 'Choosing the headline') on the verify_ood sets and the shift "
@@ -131,7 +139,8 @@ def choose_headline(
         "incumbent": incumbent,
         "table": res["table"],
         "steps": [
-            {k: s[k] for k in ("candidate", "incumbent", "not_worse", "better_on_worst", "replaces")}
+            {k: s[k] for k in ("candidate", "incumbent", "real", "probe_mean", "worst_real", "not_worse",
+                               "better_on_worst", "replaces")}
             for s in res["steps"]
         ],
         "near_chance": res["near_chance"],

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def _probe_scores(tmp: Path, inp: _Inputs, req: ExportRequest, engine: str) -> D
     probes = make_probes(inp.cal_images, n=min(req.n_verify, 256))
     names = inp.ref.score_names
     return {
-        p: {n: o[output_name(n)] for n in names}
+        f"probe:{p}": {n: o[output_name(n)] for n in names}  # named as dlsr-eval names them
         for p, o in ((p, run_bundle_graphs(tmp, x, engine=engine)) for p, x in probes.items())
     }
 
@@ -106,9 +106,17 @@ def _calibrate_and_verify(tmp: Path, inp: _Inputs, req: ExportRequest, say):
         ood_got = {k: run_bundle_graphs(tmp, v, engine=engine) for k, v in inp.ood_images.items()}
     id_scores = {n: cal[output_name(n)] for n in names}
     ood_scores = {k: {n: o[output_name(n)] for n in names} for k, o in ood_got.items()}
-    head, choice = choose_headline(req.headline, names, id_scores, ood_scores, _probe_scores(tmp, inp, req, engine))
+    probes = _probe_scores(tmp, inp, req, engine)
+    head, choice = choose_headline(req.headline, names, id_scores, ood_scores, probes, fit_shape=_fit_shape(inp.ref))
     say(f"      headline score: {head} ({choice['how']})")
     return thresholds, cal, parity, head, choice
+
+
+def _fit_shape(ref) -> Optional[Tuple[int, int]]:
+    """(training vectors, dims) the bundle's density heads were fitted on; None without heads."""
+    head = next(iter((ref.heads or {}).values()), None)
+    n = head.info.get("n_fit") if head is not None else None
+    return (int(n), int(head.mean.shape[0])) if n else None
 
 
 def _self_check_entry(req: ExportRequest) -> dict:
