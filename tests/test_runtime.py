@@ -24,7 +24,8 @@ def _ref_scores(bundle, images):
 
 def test_ort_cpu_scores_match_eager(bundles, tiny_run):
     _, id_path, ood_path = tiny_run
-    images = np.concatenate([np.load(id_path)["images"][:20], np.load(ood_path)["images"][:12]])
+    unseen = np.load(id_path.parent / "id_unseen.npz")["images"][:20]
+    images = np.concatenate([unseen, np.load(ood_path)["images"][:12]])
     for prec, rtol in (("fp32", 1e-5), ("fp16", None)):
         with Detector.load(bundles[prec], backend="ort-cpu") as det:
             got = det.score(images, "all")
@@ -47,8 +48,10 @@ def test_ort_cpu_scores_match_eager(bundles, tiny_run):
                 # density heads whiten z0, so they amplify the FP16 backbone's z0 error; on this tiny
                 # run (72 training vectors for 512 dims) their covariance is poorly conditioned. The
                 # real bundles' parity (768 images, strict tolerances) is checked at export.
-                dlsr = name in ("mfsim", "mse") or name.startswith("lr_")
-                assert spearman(r, g) >= (0.999 if dlsr else 0.99), name
+                # LR is a difference of two close reconstruction scores, so the FP16 error is
+                # relative to each of them, not to the (small) spread of the difference
+                floor = 0.999 if name in ("mfsim", "mse") else 0.995 if name.startswith("lr_") else 0.99
+                assert spearman(r, g) >= floor, name
 
 
 def test_batch_splitting_is_invisible(bundles, tiny_run):
