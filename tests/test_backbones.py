@@ -3,6 +3,8 @@ import torch
 
 from dlsr_deploy.errors import WeightsError
 from dlsr_deploy.model.backbones import build_backbone, load_backbone, load_state_dict
+from dlsr_deploy.model.backbones.efficientnet import EfficientNet
+from dlsr_deploy.model.backbones.resnet import ResNet50
 
 
 def test_lite0_matches_reference_implementation():
@@ -135,3 +137,24 @@ def test_lite1_lite2_match_reference_implementation(name, channels):
     assert (logits_ref - logits).abs().max().item() < 1e-4
     for j, t in zip(ours.tap_indices, taps):
         assert (feats[j] - t).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("make", [lambda: EfficientNet.lite0(), lambda: ResNet50()], ids=["lite0", "resnet50"])
+def test_fold_batchnorm_removes_every_bn_and_keeps_the_taps(make):
+    from dlsr_deploy.model.backbones import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = make().eval()
+    for mod in model.modules():  # non-trivial statistics, so a missed or wrong fold shows
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-1, 1)
+            mod.running_var.uniform_(0.5, 2)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.5, 0.5)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(model.forward_taps(x), folded.forward_taps(x)):
+            assert float((a - b).abs().max() / a.abs().max()) < 1e-5

@@ -212,6 +212,11 @@ def _native_source(run_dir: Path) -> str:
 def _int8_hint(req: ExportRequest) -> str:
     k = req.int8_backbone_from
     if k is None:
+        if req.int8_scheme == "dynamic":
+            return (
+                "; the backbone is FP32 already, so the 8-bit denoiser (activations quantized per batch) is what "
+                "moved the scores: try int8_scheme 'weight-only' (8-bit weights, FP32 activations), or FP32 / FP16"
+            )
         return "; the backbone is FP32 already, so the 8-bit denoiser is what moved the scores: export FP32 or FP16"
     return (
         f"; keep more of the backbone in FP32 (int8_backbone_from {k + 4} quantizes blocks {k + 4} and later "

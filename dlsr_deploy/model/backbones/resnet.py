@@ -11,6 +11,8 @@ from dlsr_deploy.errors import WeightsError
 
 
 class Bottleneck(nn.Module):
+    CONV_BN = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))  # fold_batchnorm; downsample is a Sequential
+
     def __init__(self, cin: int, width: int, stride: int, downsample: bool):
         super().__init__()
         cout = width * 4
@@ -34,6 +36,7 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50(nn.Module):
+    CONV_BN = (("conv1", "bn1"),)  # fold_batchnorm
     tap_strides = [4, 8, 16]
 
     def __init__(self, num_classes: int = 1000):
