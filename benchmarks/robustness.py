@@ -13,6 +13,7 @@ test_inputs.py, test_service.py, test_export.py, ...).
 """
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -90,6 +91,9 @@ def main():
     from robustness_cases import GROUPS
 
     d = Path(tempfile.mkdtemp(prefix="dlsr-robust-"))
+    # a cache root of its own: the verdict cases edit cached verdicts, which must be this tour's
+    # (never the user's), and the first-load self-checks must run here, not come from a cache
+    os.environ["DLSR_CACHE"] = str(d / "cache" / "features")
     try:
         env = Env(d)
         rows = []
