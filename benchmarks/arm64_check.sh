@@ -10,8 +10,8 @@
 #     click, tqdm for aarch64, and this project's pure-Python wheel);
 #   - the binfmt_misc entry qemu-aarch64 (from qemu-user-static's binfmt.d file), registered only if
 #     it is not there, and unregistered at the end if this script registered it;
-#   - /proc and /sys bind-mounted into the root while it runs (so ONNX Runtime's cpuinfo sees the CPU
-#     features QEMU exposes), unmounted at the end;
+#   - /proc bind-mounted into the root while it runs (not /sys: see step 4), unmounted at the end;
+#     the CPU features QEMU emulates are read from the auxiliary vector (AT_HWCAP);
 #   - per bundle: `dlsr-check --on-target` (the golden-set self-check on both scoring paths) and
 #     `dlsr-score --scores all` on IMAGES (default 300 CIFAR-10 test + Tiny ImageNet + DTD images) on
 #     ARM64, the same dlsr-score on this machine, then benchmarks/arm64_report.py writes
@@ -70,14 +70,19 @@ chroot "$RFS" /bin/sh -c 'test -x /opt/dlsr/bin/python || python3 -m venv /opt/d
 chroot "$RFS" /opt/dlsr/bin/pip install -q --no-index --find-links /wheels --force-reinstall --no-deps dlsr-deploy
 chroot "$RFS" /opt/dlsr/bin/pip install -q --no-index --find-links /wheels 'dlsr-deploy[cpu]'
 
-# 4. /proc and /sys inside the root, the bundles and images
-for m in proc sys; do
+# 4. /proc inside the root, the bundles and images. Not /sys: qemu-user 7.2 passes the host's x86
+# /proc/cpuinfo and /sys CPU topology through, and ONNX Runtime's cpuinfo library segfaults on the
+# pair (with /proc alone it prints "cpuinfo_initialize failed" and goes on). Without cpuinfo, ORT picks its ARM64
+# kernels from the auxiliary vector (AT_HWCAP / AT_HWCAP2), which QEMU fills for the CPU it
+# emulates: that is what platform.json records.
+for m in proc; do
   mountpoint -q "$RFS/$m" || { mount --bind "/$m" "$RFS/$m"; MOUNTED+=("$RFS/$m"); }
 done
 rm -rf "$WORK" && mkdir -p "$WORK/bundles" "$WORK/out"
 "$PY" benchmarks/arm64_report.py images --data "$DATA" --out "$WORK/images.npz"
-chroot "$RFS" /opt/dlsr/bin/python -c "import json, platform, onnxruntime; info = dict(uname=' '.join(platform.uname()), \
-onnxruntime=onnxruntime.__version__, cpuinfo=open('/proc/cpuinfo').read()); print(json.dumps(info))" \
+chroot "$RFS" /opt/dlsr/bin/python -c "import ctypes, json, platform, onnxruntime; aux = ctypes.CDLL(None).getauxval; \
+aux.restype = ctypes.c_ulong; info = dict(uname=' '.join(platform.uname()), onnxruntime=onnxruntime.__version__, \
+cpuinfo=open('/proc/cpuinfo').read(), hwcap=aux(16), hwcap2=aux(26)); print(json.dumps(info))" \
   > "$WORK/out/platform.json"
 for b in "$@"; do
   name=$(basename "$b")

@@ -17,6 +17,7 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -65,8 +66,32 @@ def compare(x86: dict, arm: dict, thresholds: dict) -> dict:
     return res
 
 
-def cpu_features(cpuinfo: str) -> dict:
-    """What /proc/cpuinfo says under QEMU: the CPU part and the feature flags (dotprod, i8mm, ...)."""
+# Linux arch/arm64 uapi hwcap.h: the bits of AT_HWCAP / AT_HWCAP2 an ARM64 process is given. ONNX
+# Runtime's MLAS picks its ARM64 kernels (dot-product int8, i8mm, FP16 arithmetic) from these.
+HWCAP = {
+    0: "fp",
+    1: "asimd",
+    7: "crc32",
+    8: "atomics",
+    9: "fphp",
+    10: "asimdhp",
+    12: "asimdrdm",
+    20: "asimddp",
+    22: "sve",
+    23: "asimdfhm",
+}
+HWCAP2 = {1: "sve2", 13: "i8mm", 14: "bf16"}
+
+
+def hwcap_features(hwcap: int, hwcap2: int) -> set:
+    """Feature names of the AT_HWCAP / AT_HWCAP2 words (the bits listed in HWCAP / HWCAP2)."""
+    return {n for b, n in HWCAP.items() if hwcap >> b & 1} | {n for b, n in HWCAP2.items() if hwcap2 >> b & 1}
+
+
+def cpu_features(cpuinfo: str, hwcap: Optional[int] = None, hwcap2: Optional[int] = None) -> dict:
+    """The CPU features the emulated ARM64 process sees: from its auxiliary vector when given (what
+    the kernels are chosen from; qemu-user 7.2 passes the host's x86 /proc/cpuinfo through), else
+    from the Features line of /proc/cpuinfo; plus the CPU part when cpuinfo has one."""
     feats, part = set(), None
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
@@ -74,7 +99,17 @@ def cpu_features(cpuinfo: str) -> dict:
             feats |= set(value.split())
         elif key.strip().lower() == "cpu part":
             part = value.strip()
-    return {"features": sorted(feats), "cpu_part": part, "dotprod": "asimddp" in feats, "i8mm": "i8mm" in feats}
+    source = "/proc/cpuinfo"
+    if hwcap is not None:
+        feats, source = hwcap_features(hwcap, hwcap2 or 0), "AT_HWCAP"
+    return {
+        "features": sorted(feats),
+        "features_from": source,
+        "cpu_part": part,
+        "dotprod": "asimddp" in feats,
+        "i8mm": "i8mm" in feats,
+        "fp16_arith": "asimdhp" in feats,
+    }
 
 
 def bundle_row(out: Path, bundle: Path) -> dict:
@@ -108,7 +143,11 @@ def report(out: Path, bundles) -> dict:
     plat = json.loads((out / "platform.json").read_text())
     return {
         "x86_machine": describe(),
-        "arm64": {"uname": plat["uname"], "onnxruntime": plat["onnxruntime"], **cpu_features(plat["cpuinfo"])},
+        "arm64": {
+            "uname": plat["uname"],
+            "onnxruntime": plat["onnxruntime"],
+            **cpu_features(plat["cpuinfo"], plat.get("hwcap"), plat.get("hwcap2")),
+        },
         "rows": [bundle_row(out, Path(b)) for b in bundles],
     }
 
@@ -119,7 +158,8 @@ def markdown(res: dict) -> str:
         "# Bundles exported on x86-64, checked on ARM64 (`sudo bash benchmarks/arm64_check.sh`)",
         "",
         f"ARM64: QEMU user emulation; uname `{a['uname']}`; ONNX Runtime {a['onnxruntime']}; CPU part "
-        f"{a['cpu_part']}; dot-product int8 (asimddp): {a['dotprod']}; i8mm: {a['i8mm']}; features: "
+        f"{a['cpu_part']}; dot-product int8 (asimddp): {a['dotprod']}; i8mm: {a['i8mm']}; FP16 arithmetic "
+        f"(asimdhp): {a.get('fp16_arith')}; features (from {a.get('features_from', '/proc/cpuinfo')}): "
         f"{' '.join(a['features'])}.",
         f"x86-64 reference: {res['x86_machine']}.",
         "Timings under emulation mean nothing and are not reported.",

@@ -67,3 +67,12 @@ def test_markdown_names_every_bundle():
     }
     md = arm64_report.markdown(res)
     assert "b-fp32" in md and "pass" in md and "0 of 300" in md
+
+
+def test_cpu_features_from_the_auxiliary_vector():
+    """qemu-user hands an ARM64 process the host's x86 /proc/cpuinfo; AT_HWCAP is what it emulates."""
+    x86 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f\n"
+    f = arm64_report.cpu_features(x86, hwcap=(1 << 20) | (1 << 10) | 0b11, hwcap2=1 << 13)
+    assert f["features_from"] == "AT_HWCAP" and f["dotprod"] and f["i8mm"] and f["fp16_arith"]
+    assert f["features"] == ["asimd", "asimddp", "asimdhp", "fp", "i8mm"]
+    assert not arm64_report.cpu_features(x86, hwcap=0b11, hwcap2=0)["dotprod"]

@@ -337,3 +337,22 @@ def test_an_edited_manifest_is_refused(bundles, tmp_path):
         Detector.load(b, backend="ort-cpu")
     r = CliRunner().invoke(inspect, [str(b)])
     assert r.exit_code == 1 and "modified after export" in r.output
+
+
+def test_auroc_guard_allows_three_swapped_pairs_on_small_sets():
+    """One swapped ID/OOD pair moves AUROC by 1/(n_id n_ood); on 4 x 4 images the 0.002 guard would
+    refuse any change at all, so up to three swaps pass and a fourth fails."""
+    from dlsr_deploy.parity import Tolerances, compare
+
+    ref = np.array([0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0])
+    is_ood = np.arange(8) >= 4
+    tol = Tolerances(rank_corr=0.0, auroc_change=0.002, flip_rate=1.0, z0_rel=1.0)
+
+    def swaps(n):  # lift the top ID scores above the lowest OOD one: n swapped pairs
+        got = ref.copy()
+        got[3 - np.arange(n)] = 10.5
+        return compare({"score_x": ref}, {"score_x": got}, is_ood, {}, tol)
+
+    assert swaps(3)["passed"]
+    rep = swaps(4)
+    assert not rep["passed"] and "4 swapped ID/OOD pairs" in rep["failures"][0]
