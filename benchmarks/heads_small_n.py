@@ -105,6 +105,7 @@ def markdown(res: dict) -> str:
     for r in res["rows"]:
         by.setdefault((r["n"], r["head"]), []).append(r)
     for (n, head), rs in by.items():
+
         def cell(vals):
             v = 100 * np.asarray(vals)
             return f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f} [{v.min():.2f}, {v.max():.2f}]"

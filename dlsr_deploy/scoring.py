@@ -37,6 +37,7 @@ def default_headline_for(n_fit, dim) -> str:
         return SMALL_N_HEADLINE
     return DEFAULT_HEADLINE
 
+
 # LR = LR_SIGN * (score(first-epoch model) - score(final model)), shared stored noise.
 # The paper's reading (ID errors fall more during training) makes first - final *larger*
 # for ID, i.e. lower = more OOD; the sign is fixed here, once, from measurements (README,

@@ -139,8 +139,19 @@ def choose_headline(
         "incumbent": incumbent,
         "table": res["table"],
         "steps": [
-            {k: s[k] for k in ("candidate", "incumbent", "real", "probe_mean", "worst_real", "not_worse",
-                               "better_on_worst", "replaces")}
+            {
+                k: s[k]
+                for k in (
+                    "candidate",
+                    "incumbent",
+                    "real",
+                    "probe_mean",
+                    "worst_real",
+                    "not_worse",
+                    "better_on_worst",
+                    "replaces",
+                )
+            }
             for s in res["steps"]
         ],
         "near_chance": res["near_chance"],
