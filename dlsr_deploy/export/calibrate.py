@@ -97,6 +97,22 @@ def auto_candidates(names: Sequence[str]) -> list:
     return [n for n in names if not n.startswith("lr_")]
 
 
+STEP_FIELDS = ("candidate", "incumbent", "real", "probe_mean", "worst_real", "not_worse", "better_on_worst", "replaces")
+
+
+def _auto_record(res: dict, incumbent: str) -> dict:
+    """The manifest's record of an 'auto' choice: the rule, every candidate's intervals, each step."""
+    return {
+        "how": "auto: the selection rule (README 'Choosing the headline') on the verify_ood sets and the shift "
+        "probes, against the calibration ID images, starting from the package default",
+        "rule": res["rule"],
+        "incumbent": incumbent,
+        "table": res["table"],
+        "steps": [{k: s[k] for k in STEP_FIELDS} for s in res["steps"]],
+        "near_chance": res["near_chance"],
+    }
+
+
 def choose_headline(
     requested: Optional[str],
     names: Sequence[str],
@@ -132,30 +148,7 @@ def choose_headline(
     )
     incumbent = default_headline(cands, fit_shape)[0]
     res = choose(ev, incumbent, cands)
-    record = {
-        "how": "auto: the selection rule (README 'Choosing the headline') on the verify_ood sets and the shift "
-        "probes, against the calibration ID images, starting from the package default",
-        "rule": res["rule"],
-        "incumbent": incumbent,
-        "table": res["table"],
-        "steps": [
-            {
-                k: s[k]
-                for k in (
-                    "candidate",
-                    "incumbent",
-                    "real",
-                    "probe_mean",
-                    "worst_real",
-                    "not_worse",
-                    "better_on_worst",
-                    "replaces",
-                )
-            }
-            for s in res["steps"]
-        ],
-        "near_chance": res["near_chance"],
-    }
+    record = _auto_record(res, incumbent)
     if res["near_chance"]:
         print(
             f"warning: every candidate score has AUROC < 0.6 on the verify_ood images {list(ood_scores)}: they look "
