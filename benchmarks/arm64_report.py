@@ -26,12 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 N_IMAGES = {"cifar10_test.npz": 150, "tinyimagenet_val_32.npz": 100, "dtd_subset10.npz": 50}
 
 
-def images(data: Path, out: Path) -> None:
-    """A few hundred real images, evenly spread over CIFAR-10 test (ID), Tiny ImageNet and DTD."""
+def images(data: Path, out: Path, total: int = 300) -> None:
+    """`total` real images (default 300), evenly spread over CIFAR-10 test (ID), Tiny ImageNet and DTD
+    in the proportions of N_IMAGES."""
+    if total < len(N_IMAGES):
+        raise SystemExit(f"error: --n: expected at least {len(N_IMAGES)} images, got {total}")
     parts = []
     for name, n in N_IMAGES.items():
         x = np.load(Path(data) / name)["images"]
-        parts.append(x[np.linspace(0, len(x) - 1, n).astype(int)])
+        k = max(1, round(n * total / sum(N_IMAGES.values())))
+        parts.append(x[np.linspace(0, len(x) - 1, k).astype(int)])
     np.savez(out, images=np.concatenate(parts))
 
 
@@ -192,9 +196,10 @@ def main(argv=None) -> None:
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--dir", type=Path)
+    ap.add_argument("--n", type=int, default=300, help="images: how many (default 300)")
     a = ap.parse_args(argv)
     if a.step == "images":
-        images(Path(a.data), a.out)
+        images(Path(a.data), a.out, a.n)
         return
     from common import write_results
 
