@@ -13,9 +13,12 @@
 #   - /proc bind-mounted into the root while it runs (not /sys: see step 4), unmounted at the end;
 #     the CPU features QEMU emulates are read from the auxiliary vector (AT_HWCAP);
 #   - per bundle: `dlsr-check --on-target` (the golden-set self-check on both scoring paths) and
-#     `dlsr-score --scores all` on IMAGES (default 300 CIFAR-10 test + Tiny ImageNet + DTD images) on
-#     ARM64, the same dlsr-score on this machine, then benchmarks/arm64_report.py writes
+#     `dlsr-score --scores all` on N_IMAGES real images (default 300: CIFAR-10 test, Tiny ImageNet,
+#     DTD) on ARM64, the same dlsr-score on this machine, then benchmarks/arm64_report.py writes
 #     benchmarks/results/arm64.{json,md}.
+# Emulation is slow (a bundle's self-check took over 25 CPU-minutes for Lite2 @ 160): RESUME=1 keeps
+# the self-check reports of an earlier run (out/NAME-check.json) and checks only the bundles without
+# one; the scores are always redone, on N_IMAGES images.
 # Timings under emulation mean nothing and are not reported; correctness is what this proves.
 # Needs root, apt packages qemu-user-static and debootstrap, and the package registries.
 set -euo pipefail
@@ -31,6 +34,14 @@ PY=${PYTHON:-.venv/bin/python}
 DIR=${ARM64_DIR:-$HOME/.cache/dlsr-deploy/arm64}
 RFS=$DIR/rootfs
 DATA=${DATA:-../shared/data}
+N_IMAGES=${N_IMAGES:-300}
+# The emulated CPU: a Cortex-A76 (Raspberry Pi 5's core; ARMv8.2-A with dot-product int8 and FP16
+# arithmetic, no i8mm, SVE or SME; Jetson Orin's A78AE is the same class). QEMU's default "max" CPU
+# also offers SVE and SME, which ONNX Runtime's ARM64 GEMM kernels then use and which QEMU emulates
+# about 20x slower (the default bundle's denoiser on 16 vectors: 84 s on "max", 4.5 s on
+# cortex-a76) - and which no Raspberry Pi or Jetson CPU has. QEMU_CPU=max checks those kernels.
+export QEMU_CPU=${QEMU_CPU:-cortex-a76}
+RESUME=${RESUME:-0}
 WORK=$RFS/work
 REGISTERED=0
 MOUNTED=()
@@ -78,8 +89,13 @@ chroot "$RFS" /opt/dlsr/bin/pip install -q --no-index --find-links /wheels 'dlsr
 for m in proc; do
   mountpoint -q "$RFS/$m" || { mount --bind "/$m" "$RFS/$m"; MOUNTED+=("$RFS/$m"); }
 done
-rm -rf "$WORK" && mkdir -p "$WORK/bundles" "$WORK/out"
-"$PY" benchmarks/arm64_report.py images --data "$DATA" --out "$WORK/images.npz"
+if [ "$RESUME" = 1 ]; then
+  mkdir -p "$WORK/out" && find "$WORK/out" -type f ! -name '*-check.json' -delete && rm -rf "$WORK/bundles"
+else
+  rm -rf "$WORK"
+fi
+mkdir -p "$WORK/bundles" "$WORK/out"
+"$PY" benchmarks/arm64_report.py images --data "$DATA" --out "$WORK/images.npz" --n "$N_IMAGES"
 chroot "$RFS" /opt/dlsr/bin/python -c "import ctypes, json, platform, onnxruntime; aux = ctypes.CDLL(None).getauxval; \
 aux.restype = ctypes.c_ulong; info = dict(uname=' '.join(platform.uname()), onnxruntime=onnxruntime.__version__, \
 cpuinfo=open('/proc/cpuinfo').read(), hwcap=aux(16), hwcap2=aux(26)); print(json.dumps(info))" \
@@ -88,8 +104,12 @@ for b in "$@"; do
   name=$(basename "$b")
   cp -r "$b" "$WORK/bundles/$name"
   echo "== $name on aarch64 (emulated)"
-  chroot "$RFS" /opt/dlsr/bin/dlsr-check "/work/bundles/$name" --on-target --backend ort-cpu \
-    --report "/work/out/$name-check.json" --quiet || true
+  if [ -f "$WORK/out/$name-check.json" ]; then
+    echo "   self-check: kept from the earlier run (RESUME=1)"
+  else
+    chroot "$RFS" /opt/dlsr/bin/dlsr-check "/work/bundles/$name" --on-target --backend ort-cpu \
+      --report "/work/out/$name-check.json" --quiet || true
+  fi
   chroot "$RFS" /opt/dlsr/bin/dlsr-score "/work/bundles/$name" /work/images.npz --backend ort-cpu --scores all \
     --quiet --out "/work/out/$name-scores.csv" 2> "$WORK/out/$name-score.err" || true
   .venv/bin/dlsr-score "$b" "$WORK/images.npz" --backend ort-cpu --scores all --quiet \

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -148,6 +149,7 @@ def report(out: Path, bundles) -> dict:
     return {
         "x86_machine": describe(),
         "arm64": {
+            "qemu_cpu": os.environ.get("QEMU_CPU", "max"),
             "uname": plat["uname"],
             "onnxruntime": plat["onnxruntime"],
             **cpu_features(plat["cpuinfo"], plat.get("hwcap"), plat.get("hwcap2")),
@@ -161,7 +163,8 @@ def markdown(res: dict) -> str:
     lines = [
         "# Bundles exported on x86-64, checked on ARM64 (`sudo bash benchmarks/arm64_check.sh`)",
         "",
-        f"ARM64: QEMU user emulation; uname `{a['uname']}`; ONNX Runtime {a['onnxruntime']}; CPU part "
+        f"ARM64: QEMU user emulation of a `{a.get('qemu_cpu', 'max')}` CPU; uname `{a['uname']}`; "
+        f"ONNX Runtime {a['onnxruntime']}; CPU part "
         f"{a['cpu_part']}; dot-product int8 (asimddp): {a['dotprod']}; i8mm: {a['i8mm']}; FP16 arithmetic "
         f"(asimdhp): {a.get('fp16_arith')}; features (from {a.get('features_from', '/proc/cpuinfo')}): "
         f"{' '.join(a['features'])}.",
