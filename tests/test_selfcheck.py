@@ -75,3 +75,16 @@ def test_self_check_catches_numerics_that_drift(bundles, tmp_path):
     assert r.exit_code == 1 and "FAIL" in r.output
     r = CliRunner().invoke(check, [str(bundles["fp16"]), "--on-target", "--report", str(tmp_path / "r.json")])
     assert r.exit_code == 0 and "PASS" in r.output and json.loads((tmp_path / "r.json").read_text())["passed"]
+
+
+def test_fp16_self_check_failure_on_a_cpu_says_what_to_ship():
+    from types import SimpleNamespace
+
+    from dlsr_deploy.runtime.selfcheck import _fp16_cpu_hint
+
+    cpu, gpu = SimpleNamespace(provider="CPUExecutionProvider"), SimpleNamespace(provider="CUDAExecutionProvider")
+    assert "ship the FP32 or the 8-bit weight-only bundle to CPUs" in _fp16_cpu_hint(
+        SimpleNamespace(precision="fp16"), cpu
+    )
+    assert _fp16_cpu_hint(SimpleNamespace(precision="fp16"), gpu) == ""
+    assert _fp16_cpu_hint(SimpleNamespace(precision="fp32"), cpu) == ""
