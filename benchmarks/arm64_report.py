@@ -200,7 +200,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--dir", type=Path)
     ap.add_argument("--n", type=int, default=300, help="images: how many (default 300)")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)  # `report --dir OUT BUNDLE...`: bundles after the option
     if a.step == "images":
         images(Path(a.data), a.out, a.n)
         return

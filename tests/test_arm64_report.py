@@ -76,3 +76,14 @@ def test_cpu_features_from_the_auxiliary_vector():
     assert f["features_from"] == "AT_HWCAP" and f["dotprod"] and f["i8mm"] and f["fp16_arith"]
     assert f["features"] == ["asimd", "asimddp", "asimdhp", "fp", "i8mm"]
     assert not arm64_report.cpu_features(x86, hwcap=0b11, hwcap2=0)["dotprod"]
+
+
+def test_report_takes_the_bundles_after_its_options(monkeypatch):
+    """arm64_check.sh calls `report --dir OUT BUNDLE...` (argparse refused that before)."""
+    seen = {}
+    monkeypatch.setattr(arm64_report, "report", lambda d, b: seen.update(dir=d, bundles=b) or {})
+    import common
+
+    monkeypatch.setattr(common, "write_results", lambda *a: None)
+    arm64_report.main(["report", "--dir", "/tmp/x", "export/a", "export/b"])
+    assert seen == {"dir": arm64_report.Path("/tmp/x"), "bundles": ["export/a", "export/b"]}

@@ -153,7 +153,6 @@ def self_check(manifest, backend, mode: str = "auto", chunk: int = 24) -> Option
             f"bundle {manifest.name} fails its self-check on {describe_platform(info)}: "
             + "; ".join(rep["failures"])
             + " (the scores here differ from the export machine's beyond the bundle's tolerances; "
-            "re-export for this platform or use another backend / precision)"
-            + _fp16_cpu_hint(manifest, backend)
+            "re-export for this platform or use another backend / precision)" + _fp16_cpu_hint(manifest, backend)
         )
     return rep
