@@ -31,12 +31,12 @@ HEADS = ("maha_ridge", "maha_lw", "gauss_layer")
 def features(model: Path, data: Path, cache: Path):
     """(training z0, ID test z0, {real set: z0}, {probe: z0}) through the feature cache."""
     from dlsr_deploy.config import ModelConfig
-    from dlsr_deploy.eval_pipeline import _features
+    from dlsr_deploy.eval_pipeline import eval_features
 
     cfg = ModelConfig.load(model / "config.json")
     ood = [("tinyimagenet", str(data / "tinyimagenet_val_32.npz")), ("dtd", str(data / "dtd_subset10.npz"))]
     o = dict(cache_dir=cache, limit=None, quiet=True, engine="ort", probes=1000)
-    _, z_id, z_ood = _features(cfg, str(data / "cifar10_test.npz"), ood, o)
+    _, z_id, z_ood = eval_features(cfg, str(data / "cifar10_test.npz"), ood, o)
     from dlsr_deploy.probes import PROBES
 
     real = {k: v for k, v in z_ood.items() if not k.startswith("probe:")}

@@ -103,7 +103,7 @@ def run_eval(
     cfg = ModelConfig.load(model_dir / "config.json")
     hold_z = np.load(model_dir / "holdout_z0.npy") if (model_dir / "holdout_z0.npy").exists() else None
     feat = dict(cache_dir=cache_dir, limit=limit, quiet=quiet, engine=feature_engine, probes=probes)
-    id_set, z_id, z_ood = _features(cfg, id_source, ood_sources, feat)
+    id_set, z_id, z_ood = eval_features(cfg, id_source, ood_sources, feat)
     result = {
         "direction": DIRECTION,
         "positive_class": POSITIVE,
@@ -131,8 +131,10 @@ def run_eval(
     return result
 
 
-def _features(cfg, id_source, ood_sources, o: dict):
-    """(ID image set, z0 of the ID set, {set or probe:<name>: z0}) through the feature cache."""
+def eval_features(cfg, id_source, ood_sources, o: dict):
+    """(ID image set, z0 of the ID set, {set or probe:<name>: z0}) through the feature cache: what
+    dlsr-eval scores, for scripts that refit or rescore on the same z0. o: cache_dir, limit, quiet,
+    engine ('eager' | 'ort') and probes (None, or how many ID images the probes are made from)."""
     from dlsr_deploy.data import load_images
     from dlsr_deploy.model.features import default_cache_dir
     from dlsr_deploy.pipeline import features_for, features_of

@@ -1,5 +1,6 @@
 """Density heads, combined scores and the headline choice (issue 11)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,16 @@ def test_density_heads_keep_their_training_size(tmp_path):
     z = np.random.default_rng(0).standard_normal((40, 6))
     save_density_heads(tmp_path / "d.npz", fit_density_heads(z, [2, 4], ["maha_ridge", "gauss_layer"]))
     assert {h.info["n_fit"] for h in load_density_heads(tmp_path / "d.npz").values()} == {40}
+
+
+def test_an_older_density_file_takes_its_training_size_from_train_z0(tmp_path):
+    """density.npz written before it recorded n_fit: the count comes from train_z0.npy, so an old
+    small run still gets the small-data default headline rather than the large-data one."""
+    from dlsr_deploy.model.reference import run_density_heads
+    from dlsr_deploy.scoring import fit_density_heads, save_density_heads
+
+    z = np.random.default_rng(0).standard_normal((40, 6))
+    heads = fit_density_heads(z, [2, 4], ["maha_ridge"])
+    save_density_heads(tmp_path / "density.npz", {k: replace(h, info={}) for k, h in heads.items()})
+    np.save(tmp_path / "train_z0.npy", z)
+    assert run_density_heads(tmp_path, [2, 4])["maha_ridge"].info["n_fit"] == 40

@@ -8,7 +8,7 @@ outputs and the reference compare key by key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -35,9 +35,15 @@ from dlsr_deploy.scoring import (
 def run_density_heads(run_dir: Path, layer_sizes: Sequence[int]) -> Dict[str, DensityHead]:
     """The run's density heads (density.npz), fitted on its training z0 and stored on first use."""
     path = Path(run_dir) / "density.npz"
-    if path.exists():
-        return load_density_heads(path)
     tz = Path(run_dir) / "train_z0.npy"
+    if path.exists():
+        heads = load_density_heads(path)
+        if tz.exists() and any("n_fit" not in h.info for h in heads.values()):
+            # written before density.npz recorded it: the training z0 the heads were fitted on
+            # (the count picks the default headline, scoring.default_headline_for)
+            n = int(np.load(tz, mmap_mode="r").shape[0])
+            heads = {k: replace(h, info={**h.info, "n_fit": n}) for k, h in heads.items()}
+        return heads
     if not tz.exists():
         raise ConfigError(f"{run_dir}: neither density.npz nor train_z0.npy; retrain with dlsr-train")
     heads = fit_density_heads(np.load(tz), layer_sizes)
