@@ -20,7 +20,8 @@ NUMERIC_LIBRARIES = ("numpy", "onnxruntime", "openvino", "tensorrt")
 
 def cpu_info() -> Dict[str, str]:
     """CPU model, a hash of all its flags and the SIMD ones (avx*, amx*, *vnni*, and ARM's
-    asimd / dot-product / i8mm / sve features) read from /proc/cpuinfo."""
+    asimd / dot-product / i8mm / sve features) read from /proc/cpuinfo, or on ARM64 from the
+    auxiliary vector."""
     info = {"machine": platform.machine(), "cpu": platform.processor() or "?"}
     try:
         with open("/proc/cpuinfo") as f:
@@ -36,11 +37,51 @@ def cpu_info() -> Dict[str, str]:
             flags = sorted(value.split())
             info["flags_sha"] = hashlib.sha256(" ".join(flags).encode()).hexdigest()[:12]
             info["simd"] = " ".join(f for f in flags if _is_simd(f))
+    feats = auxv_features()  # ARM64: what the kernels are chosen from (under QEMU, /proc/cpuinfo is the host's)
+    if feats:
+        info["flags_sha"] = hashlib.sha256(" ".join(sorted(feats)).encode()).hexdigest()[:12]
+        info["simd"] = " ".join(sorted(f for f in feats if _is_simd(f)))
     if "model" not in info:
         part = next((ln.split(":", 1)[1].strip() for ln in lines if ln.lower().startswith("cpu part")), None)
         if part:
             info["model"] = f"ARM CPU part {part}"
     return info
+
+
+# Linux arch/arm64 uapi hwcap.h: the bits of AT_HWCAP / AT_HWCAP2 an ARM64 process is given. ONNX
+# Runtime's MLAS picks its ARM64 kernels (dot-product int8, i8mm, FP16 arithmetic) from these.
+HWCAP = {
+    0: "fp",
+    1: "asimd",
+    7: "crc32",
+    8: "atomics",
+    9: "fphp",
+    10: "asimdhp",
+    12: "asimdrdm",
+    20: "asimddp",
+    22: "sve",
+    23: "asimdfhm",
+}
+HWCAP2 = {1: "sve2", 13: "i8mm", 14: "bf16"}
+
+
+def hwcap_features(hwcap: int, hwcap2: int) -> set:
+    """Feature names of the AT_HWCAP / AT_HWCAP2 words (the bits listed in HWCAP / HWCAP2)."""
+    return {n for b, n in HWCAP.items() if hwcap >> b & 1} | {n for b, n in HWCAP2.items() if hwcap2 >> b & 1}
+
+
+def auxv_features() -> Optional[set]:
+    """The ARM64 features this process was given (AT_HWCAP / AT_HWCAP2), or None off Linux/ARM64."""
+    if platform.machine().lower() not in ("aarch64", "arm64"):
+        return None
+    try:
+        import ctypes
+
+        aux = ctypes.CDLL(None).getauxval
+        aux.restype, aux.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+        return hwcap_features(aux(16), aux(26))
+    except (OSError, AttributeError):
+        return None
 
 
 def _is_simd(flag: str) -> bool:

@@ -87,3 +87,16 @@ def test_report_takes_the_bundles_after_its_options(monkeypatch):
     monkeypatch.setattr(common, "write_results", lambda *a: None)
     arm64_report.main(["report", "--dir", "/tmp/x", "export/a", "export/b"])
     assert seen == {"dir": arm64_report.Path("/tmp/x"), "bundles": ["export/a", "export/b"]}
+
+
+def test_cpu_info_on_arm64_reads_the_auxiliary_vector(monkeypatch):
+    """Under QEMU /proc/cpuinfo is the x86 host's: the ARM64 features come from AT_HWCAP."""
+    from dlsr_deploy import machine
+
+    monkeypatch.setattr(machine, "auxv_features", lambda: machine.hwcap_features((1 << 20) | (1 << 10) | 0b11, 0))
+    info = machine.cpu_info()
+    assert info["simd"] == "asimd asimddp asimdhp" and "avx" not in info["simd"]
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    monkeypatch.undo()
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    assert machine.auxv_features() is None

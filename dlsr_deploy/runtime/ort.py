@@ -20,6 +20,29 @@ def import_ort():
     return import_optional("onnxruntime", "cpu")
 
 
+def _session_options(ort, device: str, threads: Optional[int], spin: bool, arena: bool):
+    """ORT SessionOptions: full graph optimisation, threads, spinning and arena as asked."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    if device == "cpu" and not spin:
+        # backbone.onnx and denoiser.onnx run back to back, each session with its own
+        # pool. With ORT's default spin-waiting the idle pool's threads keep spinning
+        # while the other session works and take the cores from it: on the 2-core
+        # dev box turning it off made the pipeline 1.32x faster at batch 32 and 1.53x
+        # at batch 1 (benchmarks/results/ort_threads.md). ORT's global pool would avoid it too, but once made it
+        # forces every other session in the process onto it, so a library cannot.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if device == "cpu" and not arena:
+        # no CPU memory arena: buffers go back to the allocator after each run, so a process
+        # that scored a large batch once does not keep the peak resident
+        # (benchmarks/results/memory.md measures both; throughput cost within noise)
+        opts.enable_cpu_mem_arena = False
+    opts.log_severity_level = 3
+    return opts
+
+
 class OrtSession:
     """One ONNX graph in one InferenceSession."""
 
@@ -32,6 +55,7 @@ class OrtSession:
         threads: Optional[int] = None,
         spin: bool = True,
         arena: bool = True,
+        upcast_fp16: bool = False,
     ):
         ort = import_ort()
         self.path = Path(path)
@@ -42,28 +66,15 @@ class OrtSession:
                 f"ONNX Runtime provider {wanted} is not available (available: {available}); install "
                 "onnxruntime-gpu for CUDA"
             )
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-        if device == "cpu" and not spin:
-            # backbone.onnx and denoiser.onnx run back to back, each session with its own
-            # pool. With ORT's default spin-waiting the idle pool's threads keep spinning
-            # while the other session works and take the cores from it: on the 2-core
-            # dev box turning it off made the pipeline 1.32x faster at batch 32 and 1.53x
-            # at batch 1 (benchmarks/results/ort_threads.md). ORT's global pool would avoid it too, but once made it
-            # forces every other session in the process onto it, so a library cannot.
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if device == "cpu" and not arena:
-            # no CPU memory arena: buffers go back to the allocator after each run, so a process
-            # that scored a large batch once does not keep the peak resident
-            # (benchmarks/results/memory.md measures both; throughput cost within noise)
-            opts.enable_cpu_mem_arena = False
-        opts.log_severity_level = 3
+        opts = _session_options(ort, device, threads, spin, arena)
         providers: List = [(wanted, provider_options or {})]
         if device != "cpu":
             providers.append("CPUExecutionProvider")
-        self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        self.upcast = None  # what fp16_upcast rewrote, when it did
+        model = str(self.path)
+        if upcast_fp16 and device == "cpu":
+            model, self.upcast = _upcast(self.path)
+        self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
         used = self.session.get_providers()
         self.provider = used[0]
         if self.provider != wanted:
@@ -103,6 +114,19 @@ class OrtSession:
         self.session = None
 
 
+def _upcast(path: Path):
+    """The FP16 graph rewritten to FP32 (runtime/fp16_upcast.py) -> (model bytes or path, counts)."""
+    from dlsr_deploy.runtime.fp16_upcast import Fp16UpcastError, upcast_model
+
+    try:
+        return upcast_model(path.read_bytes())
+    except Fp16UpcastError as e:
+        import warnings
+
+        warnings.warn(f"{path.name} runs in native FP16 on this CPU: {e}", RuntimeWarning, stacklevel=3)
+        return str(path), None
+
+
 class OrtBackend(BackendBase):
     """The bundle's graphs on one ORT provider ('ort-cpu' or 'ort-cuda'), one session per graph
     opened on first use (or pipeline.onnx with options.fused)."""
@@ -118,11 +142,12 @@ class OrtBackend(BackendBase):
     def open_graph(self, role: str) -> OrtSession:
         """One session; CPU sessions of a chain do not spin-wait (see OrtSession)."""
         o = self.options
+        # FP16 bundles compute in FP32 on every CPU (runtime/fp16_upcast.py: parity on ARM64, speed on x86-64)
+        common = dict(provider_options=o.provider_options, strict=o.strict, threads=o.threads)
+        common["upcast_fp16"] = self.manifest.precision == "fp16"
         if role == "pipeline":
-            return OrtSession(self.manifest.file(role), self.device, o.provider_options, o.strict, o.threads)
-        return OrtSession(
-            self.manifest.file(role), self.device, o.provider_options, o.strict, o.threads, spin=False, arena=False
-        )
+            return OrtSession(self.manifest.file(role), self.device, **common)
+        return OrtSession(self.manifest.file(role), self.device, spin=False, arena=False, **common)
 
     def run_timed(self, images: np.ndarray, graphs=None):
         """The graphs (or the fused one) with per-stage seconds."""

@@ -123,9 +123,10 @@ def _fp16_cpu_hint(manifest, backend) -> str:
     if manifest.precision != "fp16" or "CPU" not in str(getattr(backend, "provider", "")):
         return ""
     return (
-        ". FP16 graphs on a CPU with FP16 arithmetic (ARM64, AVX512-FP16) run and accumulate in half "
-        "precision, so they drift from the export machine (measured on an emulated Cortex-A76: z0 2.9e-2 "
-        "against a 2e-2 tolerance); ship the FP32 or the 8-bit weight-only bundle to CPUs, FP16 to GPUs"
+        ". An FP16 bundle on a CPU computes in FP32 (ONNX Runtime's own fallback on x86-64; on ARM64 the "
+        "runtime rewrites its graphs to FP32 at load, because ONNX Runtime's native FP16 kernels there "
+        "compute in half precision: z0 drifted 2.9e-2 against the 2e-2 tolerance on an emulated Cortex-A76). "
+        "If it still fails here, ship the FP32 or the 8-bit weight-only bundle to CPUs, FP16 to GPUs"
     )
 
 
