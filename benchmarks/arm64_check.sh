@@ -12,7 +12,9 @@
 #     it is not there, and unregistered at the end if this script registered it;
 #   - /proc bind-mounted into the root while it runs (not /sys: see step 4), unmounted at the end;
 #     the CPU features QEMU emulates are read from the auxiliary vector (AT_HWCAP);
-#   - per bundle: `dlsr-check --on-target` (the golden-set self-check on both scoring paths) and
+#   - /sys bind-mounted only while a bundle that runs on OpenVINO is checked (its CPU plugin needs it);
+#   - per bundle, on ONNX Runtime CPU or, for bundles that list only OpenVINO, on OpenVINO (its aarch64
+#     wheel, installed only then): `dlsr-check --on-target` (the golden-set self-check on both scoring paths) and
 #     `dlsr-score --scores all` on N_IMAGES real images (default 300: CIFAR-10 test, Tiny ImageNet,
 #     DTD) on ARM64, the same dlsr-score on this machine, then benchmarks/arm64_report.py writes
 #     benchmarks/results/arm64.{json,md}.
@@ -48,6 +50,7 @@ MOUNTED=()
 
 cleanup() {
   for m in "${MOUNTED[@]}"; do umount -l "$m" 2>/dev/null || true; done
+  if mountpoint -q "$RFS/sys"; then umount -l "$RFS/sys"; fi
   if [ "$REGISTERED" = 1 ]; then echo -1 > /proc/sys/fs/binfmt_misc/qemu-aarch64 && echo "unregistered qemu-aarch64"; fi
 }
 trap cleanup EXIT
@@ -76,10 +79,21 @@ rm -f "$WHEELS"/dlsr_deploy-*.whl
 "$PY" -m pip wheel -q --no-deps -w "$WHEELS" .
 "$PY" -m pip download -q --only-binary=:all: --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
   --python-version 3.11 --implementation cp -c constraints.txt -d "$WHEELS" onnxruntime numpy pillow click tqdm
+# bundles whose manifest lists only OpenVINO (the --int8-scheme openvino ones) run on OpenVINO: its
+# aarch64 wheels need glibc 2.35 (manylinux_2_35; Debian bookworm has 2.36)
+backend_of() { "$PY" -c "import json, sys; b = json.load(open(sys.argv[1] + '/manifest.json'))['backends']; \
+print('ort-cpu' if 'ort-cpu' in b else b[0])" "$1"; }
+NEED_OV=0
+for b in "$@"; do [ "$(backend_of "$b")" = openvino ] && NEED_OV=1; done
+if [ "$NEED_OV" = 1 ]; then
+  "$PY" -m pip download -q --only-binary=:all: --platform manylinux_2_35_aarch64 --platform manylinux_2_28_aarch64 \
+    --platform manylinux2014_aarch64 --python-version 3.11 --implementation cp -c constraints.txt -d "$WHEELS" openvino
+fi
 rm -rf "$RFS/wheels" && cp -r "$WHEELS" "$RFS/wheels"
 chroot "$RFS" /bin/sh -c 'test -x /opt/dlsr/bin/python || python3 -m venv /opt/dlsr'
 chroot "$RFS" /opt/dlsr/bin/pip install -q --no-index --find-links /wheels --force-reinstall --no-deps dlsr-deploy
 chroot "$RFS" /opt/dlsr/bin/pip install -q --no-index --find-links /wheels 'dlsr-deploy[cpu]'
+[ "$NEED_OV" = 1 ] && chroot "$RFS" /opt/dlsr/bin/pip install -q --no-index --find-links /wheels openvino
 
 # 4. /proc inside the root, the bundles and images. Not /sys: qemu-user 7.2 passes the host's x86
 # /proc/cpuinfo and /sys CPU topology through, and ONNX Runtime's cpuinfo library segfaults on the
@@ -102,17 +116,22 @@ cpuinfo=open('/proc/cpuinfo').read(), hwcap=aux(16), hwcap2=aux(26)); print(json
   > "$WORK/out/platform.json"
 for b in "$@"; do
   name=$(basename "$b")
+  backend=$(backend_of "$b")
   cp -r "$b" "$WORK/bundles/$name"
-  echo "== $name on aarch64 (emulated)"
+  echo "== $name on aarch64 (emulated), $backend"
+  # OpenVINO's CPU plugin needs /sys (hwloc, and xbyak_aarch64 looks for MIDR_EL1 there: it warns and
+  # goes on); ONNX Runtime's cpuinfo segfaults on the host's x86 /sys, so it is mounted only for these
+  if [ "$backend" = openvino ]; then mountpoint -q "$RFS/sys" || mount --bind /sys "$RFS/sys"; fi
   if [ -f "$WORK/out/$name-check.json" ]; then
     echo "   self-check: kept from the earlier run (RESUME=1)"
   else
-    chroot "$RFS" /opt/dlsr/bin/dlsr-check "/work/bundles/$name" --on-target --backend ort-cpu \
+    chroot "$RFS" /opt/dlsr/bin/dlsr-check "/work/bundles/$name" --on-target --backend "$backend" \
       --report "/work/out/$name-check.json" --quiet || true
   fi
-  chroot "$RFS" /opt/dlsr/bin/dlsr-score "/work/bundles/$name" /work/images.npz --backend ort-cpu --scores all \
+  chroot "$RFS" /opt/dlsr/bin/dlsr-score "/work/bundles/$name" /work/images.npz --backend "$backend" --scores all \
     --quiet --out "/work/out/$name-scores.csv" 2> "$WORK/out/$name-score.err" || true
-  .venv/bin/dlsr-score "$b" "$WORK/images.npz" --backend ort-cpu --scores all --quiet \
+  if mountpoint -q "$RFS/sys"; then umount -l "$RFS/sys"; fi
+  .venv/bin/dlsr-score "$b" "$WORK/images.npz" --backend "$backend" --scores all --quiet \
     --out "$WORK/out/$name-x86.csv"
 done
 "$PY" benchmarks/arm64_report.py report --dir "$WORK/out" "$@"

@@ -108,6 +108,9 @@ def bundle_row(out: Path, bundle: Path) -> dict:
         "bundle": name,
         "precision": m.precision,
         "scheme": m.data["precision"].get("int8_scheme"),
+        "backend": None
+        if rep is None
+        else rep.get("platform", {}).get("provider", rep.get("platform", {}).get("backend")),
         "self_check": None if rep is None else ("pass" if rep["passed"] else "FAIL"),
         "failures": [] if rep is None else rep["failures"],
         "z0_max_rel_l2": None if rep is None else rep["tensors"].get("z0", {}).get("max_rel_l2"),
@@ -138,6 +141,14 @@ def report(out: Path, bundles) -> dict:
     }
 
 
+def _engine(provider) -> str:
+    """'ONNX Runtime CPU' / 'OpenVINO 2026.4.1 (f32)' from the self-check's provider string."""
+    p = str(provider or "-")
+    if p.startswith("OpenVINO"):
+        return f"OpenVINO {p.split()[1].split('-')[0]}" + (" (f32)" if "f32" in p else "")
+    return "ONNX Runtime CPU" if "CPUExecutionProvider" in p else p
+
+
 def markdown(res: dict) -> str:
     a = res["arm64"]
     lines = [
@@ -153,9 +164,9 @@ def markdown(res: dict) -> str:
         "runtime rewrites their graphs at load (`dlsr_deploy/runtime/fp16_upcast.py`); in ONNX Runtime's "
         "native half-precision ARM64 kernels the default FP16 bundle's z0 drifted 2.9e-2 against its 2e-2 tolerance.",
         "",
-        "| bundle | precision | self-check on ARM64 (golden set, both paths) | z0 max rel. L2 | worst rank corr. | "
-        "max score error | flips at the thresholds |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| bundle | precision | engine on ARM64 | self-check on ARM64 (golden set, both paths) | z0 max rel. L2 | "
+        "worst rank corr. | max score error | flips at the thresholds |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in res["rows"]:
         sc = r["scores"]
@@ -168,8 +179,8 @@ def markdown(res: dict) -> str:
         if r["failures"]:
             verdict += ": " + "; ".join(r["failures"])[:160]
         lines.append(
-            f"| {r['bundle']} | {prec} | {verdict} | {z} | {worst:.6f} | {err:.1e} | {flips} of "
-            f"{r.get('n_images', 0)} x {len(sc)} scores |"
+            f"| {r['bundle']} | {prec} | {_engine(r.get('backend'))} | {verdict} | {z} | {worst:.6f} | {err:.1e} | "
+            f"{flips} of {r.get('n_images', 0)} x {len(sc)} scores |"
         )
     return "\n".join(lines)
 

@@ -100,3 +100,9 @@ def test_cpu_info_on_arm64_reads_the_auxiliary_vector(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
     assert machine.auxv_features() is None
+
+
+def test_engine_names_the_runtime_the_self_check_used():
+    assert arm64_report._engine("CPUExecutionProvider") == "ONNX Runtime CPU"
+    assert arm64_report._engine("OpenVINO 2026.4.1-22982-e213a14 CPU (latency, f32)") == "OpenVINO 2026.4.1 (f32)"
+    assert arm64_report._engine(None) == "-"
