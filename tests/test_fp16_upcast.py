@@ -73,6 +73,16 @@ def test_upcast_refuses_what_it_cannot_rewrite():
         upcast_model(model.SerializeToString())
     with pytest.raises(Fp16UpcastError):
         upcast_model(b"\x0a\xff")  # truncated
+    bad = _tiny_fp16_model()
+    bad.graph.initializer[0].raw_data = b"\x00\x3c\x00"  # an odd number of bytes for FP16 values
+    with pytest.raises(Fp16UpcastError):
+        upcast_model(bad.SerializeToString())
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # random bytes: a clean refusal or a rewrite, never another exception
+        try:
+            upcast_model(rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8).tobytes())
+        except Fp16UpcastError:
+            pass
 
 
 def test_ort_cpu_sessions_open_fp16_bundles_in_fp32_with_the_same_outputs(bundles):

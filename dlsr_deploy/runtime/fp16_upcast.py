@@ -175,7 +175,9 @@ def upcast_model(data: bytes, log: Callable[[str], None] = lambda s: None) -> Tu
     counts = {"tensors": 0, "casts": 0, "values": 0}
     try:
         out = _walk("model", bytes(data), counts)
-    except (IndexError, KeyError) as e:  # a malformed message: the engine will report it when it opens the file
+    except Fp16UpcastError:
+        raise
+    except (IndexError, KeyError, UnicodeDecodeError, ValueError) as e:  # malformed: the engine reports it on open
         raise Fp16UpcastError(f"not a readable ONNX model ({type(e).__name__})") from e
     log(f"FP16 -> FP32: {counts['tensors']} tensors, {counts['casts']} casts, {counts['values']} value types")
     return out, counts
