@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dlsr_deploy.io import atomic_write_text
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
@@ -67,7 +69,7 @@ def main(argv):
         print(f"{prec}: {res['provider']}; {scores}")
     out = Path("benchmarks/results/gpu_check.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
     # the GPU benchmark suite: same harness and files as on the CPU (eager FP32 / FP16 autocast /
     # torch.compile on the GPU, ORT-CUDA when onnxruntime-gpu is installed, TensorRT)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dlsr_deploy.io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 HEADS = ("maha_ridge", "maha_lw", "gauss_layer")
@@ -83,8 +85,8 @@ def main(argv=None) -> None:
         "seconds": round(time.time() - t0, 1),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "heads_small_n.json").write_text(json.dumps(res, indent=1))
-    (RESULTS / "heads_small_n.md").write_text(markdown(res))
+    atomic_write_text((RESULTS / "heads_small_n.json"), json.dumps(res, indent=1))
+    atomic_write_text((RESULTS / "heads_small_n.md"), markdown(res))
     print(markdown(res))
 
 

@@ -49,7 +49,10 @@ def export(run: str, out: str) -> None:
         "z0": p["tensors"]["z0"],
         "scores": {k: {f: v[f] for f in keep} for k, v in p["scores"].items()},
     }
-    Path(out + ".parity.json").write_text(json.dumps(res, indent=1, default=str))
+    # runs under the old checkout's package too: written to a temporary file and renamed by hand
+    tmp = Path(out + ".parity.json.tmp")
+    tmp.write_text(json.dumps(res, indent=1, default=str))
+    tmp.replace(out + ".parity.json")
 
 
 def compare(old: str, new: str) -> None:
@@ -76,7 +79,9 @@ def compare(old: str, new: str) -> None:
             f"| {cell(x, y, 'flips', '{}')} | {cell(x, y, 'spearman', '{:.6f}')} | {cell(x, y, 'max_abs', '{:.2e}')} |"
         )
     out = Path(__file__).resolve().parent / "results" / "old_vs_new_parity.md"
-    out.write_text("\n".join(lines) + "\n")
+    from dlsr_deploy.io import atomic_write_text
+
+    atomic_write_text(out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from dlsr_deploy.io import atomic_write_text
+
 R = Path(__file__).resolve().parent / "results"
 RUNS = ("c10k", "c10k-flip", "c30k", "c50k")
 SETS = ("tinyimagenet", "dtd")
@@ -120,8 +122,8 @@ def main():
         md.append(f"| {s} | " + " | ".join(cells) + " |")
     plot_curve(summary)
     md += ["", "![AUROC vs training vectors](scale_summary.png)"]
-    (R / "scale_summary.md").write_text("\n".join(md) + "\n")
-    (R / "scale_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text((R / "scale_summary.md"), "\n".join(md) + "\n")
+    atomic_write_text((R / "scale_summary.json"), json.dumps(summary, indent=2) + "\n")
     print("\n".join(md))
 
 

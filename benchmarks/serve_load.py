@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from common import machine  # benchmarks/common.py
 
+from dlsr_deploy.io import atomic_write_text
+
 OUT = Path(__file__).resolve().parent / "results"
 PORT = 8477
 
@@ -237,9 +239,9 @@ def main():
         "errors_without_kill": sum(sum(r["errors"].values()) for r in res["runs"]),
     }
     OUT.mkdir(exist_ok=True)
-    (OUT / f"{stem}.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
+    atomic_write_text((OUT / f"{stem}.json"), json.dumps(res, indent=2, default=float) + "\n")
     _plot(res, stem)
-    (OUT / f"{stem}.md").write_text(_markdown(res, a) + "\n")
+    atomic_write_text((OUT / f"{stem}.md"), _markdown(res, a) + "\n")
     print(_markdown(res, a))
 
 
