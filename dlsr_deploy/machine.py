@@ -27,7 +27,7 @@ def cpu_info() -> Dict[str, str]:
         with open("/proc/cpuinfo") as f:
             lines = f.readlines()
     except OSError:
-        return info
+        lines = []
     for line in lines:
         key, _, value = line.partition(":")
         key = key.strip().lower()

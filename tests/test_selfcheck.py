@@ -88,3 +88,18 @@ def test_fp16_self_check_failure_on_a_cpu_says_what_to_ship():
     )
     assert _fp16_cpu_hint(SimpleNamespace(precision="fp16"), gpu) == ""
     assert _fp16_cpu_hint(SimpleNamespace(precision="fp32"), cpu) == ""
+
+
+def test_fused_self_check_runs_each_golden_image_once_and_passes(bundles):
+    """A fused backend computes every score in one graph: the self-check replays each golden image
+    through it once for both scoring paths, not once per path."""
+    from dlsr_deploy.runtime.selfcheck import load_golden, run_self_check
+
+    with Detector.load(bundles["fp32"], backend="ort-cpu", fused=True, self_check="never") as det:
+        assert det.backend.fused and len(det.manifest.score_graphs) == 2
+        calls, run = [], det.backend.run
+        det.backend.run = lambda x, graphs=None: calls.append(len(x)) or run(x, graphs)
+        rep = run_self_check(det.manifest, det.backend, chunk=24)
+    n = len(load_golden(det.manifest)["images"])
+    assert rep["passed"], rep["failures"]
+    assert sum(calls) == n  # every golden image through the pipeline once (twice before: once per path)

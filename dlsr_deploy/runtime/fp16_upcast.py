@@ -20,7 +20,7 @@ raises Fp16UpcastError, and the caller keeps the graph as it is.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -138,19 +138,12 @@ def _tensor(fields: List[Field], counts: Dict[str, int]) -> List[Field]:
     return kept + [(2, 0, FLOAT), (9, 2, values.astype("<f4").tobytes())]
 
 
-def _node_or_attr(kind: str, fields: List[Field], counts: Dict[str, int]) -> List[Field]:
-    if kind != "attribute":
+def _retype(fields: List[Field], num: int, counts: Dict[str, int], what: str) -> List[Field]:
+    """Fields with the varint field `num` (a data type) turned from FP16 into FP32, counted as `what`."""
+    if not any(n == num and w == 0 and v == FLOAT16 for n, w, v in fields):
         return fields
-    name = next((bytes(v).decode() for n, w, v in fields if n == 1 and w == 2), "")
-    if name not in _DTYPE_ATTRIBUTES:
-        return fields
-    out = []
-    for n, w, v in fields:
-        if n == 3 and w == 0 and v == FLOAT16:
-            v = FLOAT
-            counts["casts"] += 1
-        out.append((n, w, v))
-    return out
+    counts[what] += 1
+    return [(n, w, FLOAT if n == num and w == 0 else v) for n, w, v in fields]
 
 
 def _walk(kind: str, buf: bytes, counts: Dict[str, int]) -> bytes:
@@ -161,16 +154,17 @@ def _walk(kind: str, buf: bytes, counts: Dict[str, int]) -> bytes:
     children = _CHILDREN[kind]
     fields = [(n, w, _walk(children[n], v, counts)) if w == 2 and n in children else (n, w, v) for n, w, v in fields]
     if kind == "tensor":
-        return serialize(_tensor(fields, counts))
-    if kind == "tensor_type":
-        if any(n == 1 and w == 0 and v == FLOAT16 for n, w, v in fields):
-            counts["values"] += 1
-            fields = [(n, w, FLOAT if n == 1 and w == 0 else v) for n, w, v in fields]
-        return serialize(fields)
-    return serialize(_node_or_attr(kind, fields, counts))
+        fields = _tensor(fields, counts)
+    elif kind == "tensor_type":  # TypeProto.Tensor / SparseTensor: elem_type
+        fields = _retype(fields, 1, counts, "values")
+    elif kind == "attribute":  # a Cast `to` (or `dtype`) naming FP16; field 3 is the attribute's int
+        name = next((bytes(v).decode() for n, w, v in fields if n == 1 and w == 2), "")
+        if name in _DTYPE_ATTRIBUTES:
+            fields = _retype(fields, 3, counts, "casts")
+    return serialize(fields)
 
 
-def upcast_model(data: bytes, log: Callable[[str], None] = lambda s: None) -> Tuple[bytes, Dict[str, int]]:
+def upcast_model(data: bytes) -> Tuple[bytes, Dict[str, int]]:
     """A serialized ONNX model with every FP16 tensor, type and cast made FP32 -> (bytes, counts)."""
     counts = {"tensors": 0, "casts": 0, "values": 0}
     try:
@@ -179,5 +173,4 @@ def upcast_model(data: bytes, log: Callable[[str], None] = lambda s: None) -> Tu
         raise
     except (IndexError, KeyError, UnicodeDecodeError, ValueError) as e:  # malformed: the engine reports it on open
         raise Fp16UpcastError(f"not a readable ONNX model ({type(e).__name__})") from e
-    log(f"FP16 -> FP32: {counts['tensors']} tensors, {counts['casts']} casts, {counts['values']} value types")
     return out, counts

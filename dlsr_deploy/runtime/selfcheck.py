@@ -71,13 +71,14 @@ def _replay(backend, images: np.ndarray, chunk: int, roles) -> Dict[str, dict]:
     """{score graph role: its outputs (z0 included)} on the golden images. The backbone runs once
     per chunk and its z0 feeds every score graph (half the work of replaying each path from the
     images: it is what a first load on a slow or emulated CPU waits for); a fused backend runs its
-    one graph, as it does when it scores."""
+    one graph once, as it does when it scores."""
     parts: Dict[str, list] = {r: [] for r in roles}
     for i in range(0, len(images), chunk):
         x = images[i : i + chunk]
-        if getattr(backend, "fused", False):
+        if getattr(backend, "fused", False):  # one graph computes every score: run it once
+            out = backend.run(x)
             for r in roles:
-                parts[r].append(backend.run(x, [r]))
+                parts[r].append(out)
             continue
         z0 = backend.run_graph("backbone", {"images": x})["z0"]
         feed = {"z0": np.ascontiguousarray(z0, dtype=np.float32)}
