@@ -15,18 +15,12 @@
 # alt_<name>_headline.{json,md} and bench_cpu_alt_<name>.{json,md,png}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${DATA:-../shared/data}
-BIN=${BIN:-.venv/bin}
+source benchmarks/cifar_env.sh
 BACKBONE=${BACKBONE:-efficientnet-lite2}
 SIZE=${SIZE:-128}
 EPOCHS=${EPOCHS:-2}
-STEP=${STEP:-all}
 NAME=${BACKBONE#efficientnet-}_$SIZE
 RUN=runs/alt-$NAME
-TRAIN=(--data "$DATA/cifar10_train.npz")
-for i in 1 2 3 4; do TRAIN+=(--data "$DATA/cifar10_train_extra$i.npz"); done
-OOD=(--ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz")
-want() { [ "$STEP" = all ] || [ "$STEP" = "$1" ]; }
 
 if want train; then
   $BIN/dlsr-train "${TRAIN[@]}" --out "$RUN" --backbone "$BACKBONE" --input-size "$SIZE" --native-size 32 \

@@ -8,10 +8,8 @@
 # Each run writes runs/<name>/ and benchmarks/results/scale_<name>.{json,md,png}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${DATA:-../shared/data}
-BIN=${BIN:-.venv/bin}
+source benchmarks/cifar_env.sh
 ENG=(--feature-engine ort)
-OOD=(--ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz")
 C10="$DATA/cifar10_train.npz"
 EXTRA=("$DATA/cifar10_train_extra1.npz" "$DATA/cifar10_train_extra2.npz" "$DATA/cifar10_train_extra3.npz" "$DATA/cifar10_train_extra4.npz")
 

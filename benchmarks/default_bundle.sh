@@ -17,8 +17,7 @@
 # headline is a density head, so its AUROC is the real one; its DLSR scores are not used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${DATA:-../shared/data}
-BIN=${BIN:-.venv/bin}
+source benchmarks/cifar_env.sh
 RUN=${RUN:-runs/default50k}
 PREV=${PREV:-runs/previous50k}
 BACKBONE=${BACKBONE:-efficientnet-lite2}
@@ -26,12 +25,7 @@ SIZE=${SIZE:-160}
 WIDTH=${WIDTH:-1120}
 BLOCKS=${BLOCKS:-8}
 K=${K:-1}
-STEP=${STEP:-all}
-TRAIN=(--data "$DATA/cifar10_train.npz")
-for i in 1 2 3 4; do TRAIN+=(--data "$DATA/cifar10_train_extra$i.npz"); done
-OOD=(--ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz")
 V=(--verify-ood "$DATA/tinyimagenet_val_32.npz" --verify-ood "$DATA/dtd_subset10.npz" --force --quiet)
-want() { [ "$STEP" = all ] || [ "$STEP" = "$1" ]; }
 
 if want train; then
   $BIN/dlsr-train "${TRAIN[@]}" --out "$RUN" --backbone "$BACKBONE" --input-size "$SIZE" --native-size 32 \
