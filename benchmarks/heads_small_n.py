@@ -85,8 +85,8 @@ def main(argv=None) -> None:
         "seconds": round(time.time() - t0, 1),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    atomic_write_text((RESULTS / "heads_small_n.json"), json.dumps(res, indent=1))
-    atomic_write_text((RESULTS / "heads_small_n.md"), markdown(res))
+    atomic_write_text(RESULTS / "heads_small_n.json", json.dumps(res, indent=1))
+    atomic_write_text(RESULTS / "heads_small_n.md", markdown(res))
     print(markdown(res))
 
 

@@ -117,7 +117,7 @@ def main():
         exactly_once=all(r["ray_rows"] == n for r in res["rounds"]),
     )
     OUT.mkdir(exist_ok=True)
-    atomic_write_text((OUT / "ray_batch.json"), json.dumps(res, indent=2) + "\n")
+    atomic_write_text(OUT / "ray_batch.json", json.dumps(res, indent=2) + "\n")
     md = [
         "# Batch scoring: Ray Data pipeline vs one `dlsr-score` process (`python benchmarks/ray_batch.py`)",
         "",
@@ -133,7 +133,7 @@ def main():
         f"Ray vs one process: {res['ratio_wall']:.1%} of its throughput on wall time, {res['ratio_pipeline']:.1%} on "
         f"the pipeline's own rate. Rows written = inputs in every round: {res['exactly_once']}.",
     ]
-    atomic_write_text((OUT / "ray_batch.md"), "\n".join(md) + "\n")
+    atomic_write_text(OUT / "ray_batch.md", "\n".join(md) + "\n")
     print("\n".join(md))
 
 

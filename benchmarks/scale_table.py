@@ -122,8 +122,8 @@ def main():
         md.append(f"| {s} | " + " | ".join(cells) + " |")
     plot_curve(summary)
     md += ["", "![AUROC vs training vectors](scale_summary.png)"]
-    atomic_write_text((R / "scale_summary.md"), "\n".join(md) + "\n")
-    atomic_write_text((R / "scale_summary.json"), json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(R / "scale_summary.md", "\n".join(md) + "\n")
+    atomic_write_text(R / "scale_summary.json", json.dumps(summary, indent=2) + "\n")
     print("\n".join(md))
 
 

@@ -239,9 +239,9 @@ def main():
         "errors_without_kill": sum(sum(r["errors"].values()) for r in res["runs"]),
     }
     OUT.mkdir(exist_ok=True)
-    atomic_write_text((OUT / f"{stem}.json"), json.dumps(res, indent=2, default=float) + "\n")
+    atomic_write_text(OUT / f"{stem}.json", json.dumps(res, indent=2, default=float) + "\n")
     _plot(res, stem)
-    atomic_write_text((OUT / f"{stem}.md"), _markdown(res, a) + "\n")
+    atomic_write_text(OUT / f"{stem}.md", _markdown(res, a) + "\n")
     print(_markdown(res, a))
 
 
