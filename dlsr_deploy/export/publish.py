@@ -4,10 +4,13 @@ A bundle is built in a hidden `.NAME.partial` folder beside `out` and moved in w
 
 - `out` does not exist (or is empty): the folder is renamed onto it.
 - `out` holds a bundle this toolkit wrote (`owned_bundle_files`: its manifest.json parses, its
-  digest matches its content, and it lists its files): with force, only the files that bundle
-  lists are removed (manifest.json first, so a crash never leaves an old manifest over new
-  graphs), then the new files move in (manifest.json last). A user's own files kept in that
-  folder stay where they are.
+  digest matches its content, and it lists its files): with force, a user's own files kept in
+  that folder move into the new one first, then the two folders are swapped in one atomic
+  `renameat2(RENAME_EXCHANGE)` (Linux), and the old bundle's files are removed. At every instant
+  `out` is the complete old bundle or the complete new one, so a concurrent `Detector.load`
+  (which reads through one handle on the folder) never mixes them. Where the exchange is not
+  supported, the old folder is renamed aside and the new one renamed in (a load in between
+  finds no bundle and says so; it never sees a mix).
 - anything else is refused before the export starts (`request._check_out`).
 
 A bundle that failed its parity check is never left at `out`: it goes to `out.failed`
@@ -48,26 +51,58 @@ def owned_bundle_files(folder: Path) -> Optional[List[str]]:
     return ["manifest.json", *names]
 
 
-def _remove_owned(folder: Path) -> None:
-    for name in owned_bundle_files(folder) or []:
-        p = folder / name
-        if p.is_file() or p.is_symlink():
-            p.unlink()
+RENAME_EXCHANGE = 2
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28
+        return False
+    at_fdcwd = -100
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this file system cannot exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _move_foreign(old: Path, new: Path) -> None:
+    """A user's own files in the old bundle folder move into the new one (they stay at `out`)."""
+    owned = set(owned_bundle_files(old) or [])
+    for p in sorted(old.iterdir()):
+        if p.name not in owned and not (new / p.name).exists():
+            os.replace(p, new / p.name)
 
 
 def publish(tmp: Path, out: Path) -> None:
     """Move the finished bundle in `tmp` to `out` (see the module docstring); `tmp` is removed."""
     tmp, out = Path(tmp), Path(out)
+    if out.is_symlink():  # a `current -> v1` link: the bundle goes where it points, the link stays
+        out = out.resolve()
     if not out.exists():
         tmp.rename(out)
         return
     if any(out.iterdir()) and owned_bundle_files(out) is None:
         raise FileExistsError(f"{out} changed during the export and is no longer a bundle of ours")
-    _remove_owned(out)
-    names = sorted(p.name for p in tmp.iterdir())
-    for name in [n for n in names if n != "manifest.json"] + ["manifest.json"]:
-        os.replace(tmp / name, out / name)
-    shutil.rmtree(tmp, ignore_errors=True)
+    _move_foreign(out, tmp)
+    if exchange(tmp, out):  # out is the new bundle, tmp the old one, in one step
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    aside = out.with_name(f".{out.name}.old-{os.getpid()}")
+    out.rename(aside)
+    tmp.rename(out)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def failed_path(out: Path) -> Path:

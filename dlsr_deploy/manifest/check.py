@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from dlsr_deploy.errors import BundleError
-from dlsr_deploy.io import sha256_file
-from dlsr_deploy.manifest.model import DEFAULT_PROFILE, PRECISIONS, READABLE_SCHEMAS, REQUIRED, Manifest, safe_join
+from dlsr_deploy.manifest.model import DEFAULT_PROFILE, PRECISIONS, READABLE_SCHEMAS, REQUIRED, Manifest
 from dlsr_deploy.names import output_name
 
 
@@ -35,22 +34,49 @@ def verify_digest(data: Dict[str, Any], path: Path) -> None:
         )
 
 
-def read_manifest(folder: Path, verify: bool = True, trusted_keys=None) -> Manifest:
+def read_manifest(folder: Path, verify: bool = True, trusted_keys=None, hold: bool = False) -> Manifest:
     """Load and validate a bundle's manifest; with verify, check its digest and every file's
     sha256; with trusted_keys (PEM public keys), require a signature by one of them (and check
     digest and files whatever `verify` says). trusted_keys=None: no signature required; an
-    empty list is refused (ConfigError)."""
+    empty list is refused (ConfigError). hold: keep the folder and every file it lists open
+    (`Manifest.snapshot`), so `Manifest.read_bytes` returns exactly the files this call verified
+    whatever happens to the folder later (a Detector loads with it; `Manifest.close()` releases)."""
+    from dlsr_deploy.manifest.snapshot import BundleSnapshot
+
     folder = Path(folder)
-    if folder.is_file() and folder.name == "manifest.json":
+    if folder.name == "manifest.json" and not folder.is_dir():
         folder = folder.parent
+    for attempt in range(RETRIES):
+        snap = BundleSnapshot(folder)
+        try:
+            m = _read_snapshot(snap, verify, trusted_keys, hold)
+            break
+        except BundleError:
+            # the folder was swapped while we read it (an export published a new bundle): read the
+            # new one from the start; one bundle or the other, never a mix of both
+            if attempt + 1 < RETRIES and snap.replaced():
+                snap.close()
+                continue
+            snap.close()
+            raise
+        except BaseException:
+            snap.close()
+            raise
+    if not hold:
+        snap.close()
+        m.snapshot = None
+    return m
+
+
+RETRIES = 5  # reads of a bundle folder that was replaced while being read
+
+
+def _read_snapshot(snap, verify: bool, trusted_keys, hold: bool) -> Manifest:
+    folder = snap.folder
     path = folder / "manifest.json"
-    if not folder.exists():
-        raise BundleError(f"bundle not found: {folder}")
-    if not path.exists():
-        raise BundleError(f"{folder}: no manifest.json (is this a bundle written by dlsr-export?)")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(snap.read_manifest())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path}: corrupt manifest ({exc})") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object")
@@ -63,19 +89,27 @@ def read_manifest(folder: Path, verify: bool = True, trusted_keys=None) -> Manif
             f"{list(READABLE_SCHEMAS)}; "
             "re-export the bundle or upgrade"
         )
-    validate(data, path)
-    m = Manifest(folder, data)
     signed = trusted_keys is not None
     if signed:
         from dlsr_deploy.signing import check_trusted_keys
 
         check_trusted_keys(trusted_keys)  # an empty list is an error, never "no check"
     if verify or signed:  # a signature covers the files through the digest: both are always checked
-        verify_digest(data, path)
+        verify_digest(data, path)  # first: "edited after export" says more than the field it broke
+    m = Manifest(folder, data, snapshot=snap)
     if signed:
         from dlsr_deploy.signing import verify_signature
 
-        verify_signature(data, trusted_keys, path)
+        verify_signature(data, trusted_keys, path)  # a forged field says "not signed by you" first
+    try:
+        validate(data, path)
+    except BundleError:
+        if data.get("digest") not in (None, content_digest(data)):
+            verify_digest(data, path)  # a field broken by an edit after export: say that
+        raise
+    if hold:  # every file opened now, through the folder handle: one bundle, whatever comes later
+        for info in m.file_entries():
+            snap.hold(info["name"])
     if verify or signed:
         verify_files(m)
     return m
@@ -125,23 +159,17 @@ def validate(data: Dict[str, Any], path: Path) -> None:
         prof,
     )
     _validate_graph_io(files, names, native, path)
+    from dlsr_deploy.manifest.schema import check_more
+
+    check_more(data, path, names)
 
 
 def _validate_files(files: dict, path: Path) -> None:
     _need(len(files) > 0, path, "'files' must name at least one graph", files)
+    from dlsr_deploy.manifest.schema import check_file_entry
+
     for role, f in files.items():
-        _need(isinstance(f, dict), path, f"'files.{role}' must be an object", f)
-        for key, ok in (
-            ("name", lambda v: isinstance(v, str) and v != ""),
-            ("sha256", lambda v: isinstance(v, str)),
-            ("bytes", _is_int),
-        ):
-            _need(
-                ok(f.get(key)),
-                path,
-                f"'files.{role}.{key}' must be a {'string' if key != 'bytes' else 'integer'}",
-                f.get(key),
-            )
+        check_file_entry(f"files.{role}", f, path)
         for io in ("inputs", "outputs"):
             specs = f.get(io, [])
             _need(
@@ -194,27 +222,33 @@ def _validate_graph_io(files: dict, names: List[str], native: int, path: Path) -
 
 
 def verify_files(m: Manifest) -> Dict[str, str]:
-    """{file name: 'ok'}; raises BundleError naming every missing or tampered file."""
+    """{file name: 'ok'}; raises BundleError naming every missing or tampered file. Reads through
+    the manifest's snapshot (the files it holds open) when it has one."""
+    from dlsr_deploy.manifest.snapshot import BundleSnapshot
+
+    snap = m.snapshot or BundleSnapshot(m.path)
     problems, ok = [], {}
-    for info in list(m.files.values()) + ([m.golden] if m.golden else []):
-        p = safe_join(m.path, info["name"])
-        if not p.exists():
-            problems.append(f"{info['name']} is missing")
-            continue
-        if p.stat().st_size != info.get("bytes", p.stat().st_size):
-            problems.append(
-                f"{info['name']} has {p.stat().st_size} bytes, the manifest says {info['bytes']} (truncated or "
-                "replaced)"
-            )
-            continue
-        digest = sha256_file(p)
-        if digest != info["sha256"]:
-            problems.append(
-                f"{info['name']} sha256 {digest[:12]}... does not match the manifest's {info['sha256'][:12]}... "
-                "(modified)"
-            )
-            continue
-        ok[info["name"]] = "ok"
+    try:
+        for info in m.file_entries():
+            try:
+                digest, size = snap.sha256(info["name"])
+            except BundleError as exc:
+                problems.append(str(exc).split(": ", 1)[-1])
+                continue
+            if size != info.get("bytes", size):
+                problems.append(
+                    f"{info['name']} has {size} bytes, the manifest says {info['bytes']} (truncated or replaced)"
+                )
+            elif digest != info["sha256"]:
+                problems.append(
+                    f"{info['name']} sha256 {digest[:12]}... does not match the manifest's {info['sha256'][:12]}... "
+                    "(modified)"
+                )
+            else:
+                ok[info["name"]] = "ok"
+    finally:
+        if snap is not m.snapshot:
+            snap.close()
     if problems:
         raise BundleError(f"{m.path}: " + "; ".join(problems))
     return ok

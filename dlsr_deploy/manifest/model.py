@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -35,6 +35,38 @@ class Manifest:
 
     path: Path  # the bundle folder
     data: Dict[str, Any]
+    # the folder and its files held open by read_manifest(hold=True): what read_bytes() reads
+    snapshot: Any = field(default=None, repr=False, compare=False)
+
+    def file_entries(self) -> List[dict]:
+        """The manifest's entries of every file of the bundle (graphs, then the golden set)."""
+        return list(self.files.values()) + ([self.golden] if self.golden else [])
+
+    def read_bytes(self, role: str) -> bytes:
+        """The bytes of a graph ('backbone', 'heads', ...) or of the golden set ('golden'), checked
+        against the manifest's sha256 as they are read. With a snapshot (a loaded Detector's
+        manifest) they come from the file opened and verified at load, whatever the folder holds now."""
+        if role == "golden":
+            self.golden_path()  # a clear error for bundles without a golden set
+            info = self.golden
+        else:
+            self.file(role)
+            info = self.files[role]
+        if self.snapshot is not None:
+            return self.snapshot.read(info["name"], info["sha256"], info.get("bytes"))
+        from dlsr_deploy.manifest.snapshot import BundleSnapshot
+
+        snap = BundleSnapshot(self.path)
+        try:
+            return snap.read(info["name"], info["sha256"], info.get("bytes"))
+        finally:
+            snap.close()
+
+    def close(self) -> None:
+        """Release the files held open since load (no-op without a snapshot); later reads go by path."""
+        if self.snapshot is not None:
+            self.snapshot.close()
+            self.snapshot = None
 
     @property
     def name(self) -> str:

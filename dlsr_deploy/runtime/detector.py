@@ -51,8 +51,24 @@ def _check_load_args(backend: str, max_batch, self_check: str) -> None:
         raise InputError(f"self_check: expected one of {list(MODES)}, got {self_check!r}")
 
 
-def _read_checked(bundle, verify: bool, trusted_keys, allow_failed_parity: bool) -> Manifest:
-    m = read_manifest(Path(bundle), verify=verify, trusted_keys=trusted_keys)
+def _read_checked(bundle, verify: bool, trusted_keys, allow_failed_parity: bool, expect_digest) -> Manifest:
+    """The manifest with every file held open (one bundle, whatever happens to the folder later)."""
+    m = read_manifest(Path(bundle), verify=verify, trusted_keys=trusted_keys, hold=True)
+    try:
+        _check_read(m, allow_failed_parity, expect_digest)
+    except BaseException:
+        m.close()
+        raise
+    return m
+
+
+def _check_read(m: Manifest, allow_failed_parity: bool, expect_digest) -> None:
+    if expect_digest is not None and m.data.get("digest") != expect_digest:
+        raise BundleError(
+            f"bundle {m.name} at {m.path} is not the bundle this Detector was loaded from (digest "
+            f"{str(m.data.get('digest'))[:19]}..., expected {str(expect_digest)[:19]}...): the folder was re-exported "
+            "or a symlink to it switched since; load it again to use the new one"
+        )
     if not m.parity_passed and not allow_failed_parity:
         raise BundleError(
             f"bundle {m.name} failed its parity check at export ({'; '.join(m.parity_failures)[:300]}); it is kept "
@@ -136,6 +152,7 @@ class Detector:
         trusted_keys: Optional[list] = None,
         self_check: str = "auto",
         allow_failed_parity: bool = False,
+        expect_digest: Optional[str] = None,
     ) -> "Detector":
         """Open a bundle on a backend: 'auto' or a registered name ('trt', 'ort-cuda', 'ort-cpu',
         'openvino', ...; `dlsr_deploy.registry`).
@@ -150,28 +167,50 @@ class Detector:
         'auto' replays the bundle's golden set the first time it meets this machine + backend +
         library versions (verdict cached, authenticated), 'always' every load, 'never' skips it;
         a failure raises ParityError naming the platform. A bundle whose export failed parity is
-        refused unless allow_failed_parity=True."""
-        kwargs = {k: v for k, v in locals().items() if k not in ("cls", "bundle")}
+        refused unless allow_failed_parity=True. expect_digest: refuse any other bundle than the
+        one with this manifest digest (what a pickled Detector re-opens with).
+
+        Every file of the bundle is read and verified at load and held open: whatever happens to
+        the folder afterwards (a file replaced, a re-export, a switched symlink), this Detector runs
+        what it verified, or refuses in one line. trusted_keys=None reads $DLSR_TRUSTED_KEYS (see
+        `dlsr_deploy.signing.trusted_keys_from_env`), so an edge image can make signatures mandatory."""
+        from dlsr_deploy.signing import resolve_trusted_keys
+
+        trusted_keys = resolve_trusted_keys(trusted_keys)  # key bytes: a pickled Detector needs no paths
+        kwargs = {k: v for k, v in locals().items() if k not in ("cls", "bundle", "resolve_trusted_keys")}
         _check_load_args(backend, max_batch, self_check)
-        m = _read_checked(bundle, verify, trusted_keys, allow_failed_parity)
+        m = _read_checked(bundle, verify, trusted_keys, allow_failed_parity, expect_digest)
+        try:
+            det = cls._open(m, backend, kwargs)
+        except BaseException:
+            m.close()
+            raise
+        kwargs["expect_digest"] = m.data.get("digest")  # a pickled copy re-opens this bundle or refuses
+        det._load_args = (str(Path(bundle).resolve()), kwargs)
+        return det
+
+    @classmethod
+    def _open(cls, m: Manifest, backend: str, kwargs: dict) -> "Detector":
+        """The backend (auto's choice), the self-check, the Detector."""
+        k = kwargs
         _warn_unverified_target(m)
         opts = OpenOptions(
-            threads, max_batch, provider_options, strict_providers, fused, engines_dir, build, cuda_graphs
-        )
+            k["threads"], k["max_batch"], k["provider_options"], k["strict_providers"], k["fused"],
+            k["engines_dir"], k["build"], k["cuda_graphs"],
+        )  # fmt: skip
         impl, chunk, chosen, choice = _open_chosen(m, backend, opts)
         release_heap()  # the parsed model copies are freed by now; give their pages back
         try:
             from dlsr_deploy.runtime.selfcheck import self_check as run_check
 
-            report = run_check(m, impl, self_check, chunk=chunk)
+            report = run_check(m, impl, k["self_check"], chunk=chunk)
         except BaseException:
             impl.close()
             raise
         if report is not None:
             release_heap()
-        det = cls(m, impl, chosen, chunk, resize)
+        det = cls(m, impl, chosen, chunk, k["resize"])
         det.self_check_report, det.backend_choice = report, choice
-        det._load_args = (str(Path(bundle).resolve()), kwargs)
         return det
 
     def __reduce__(self):
@@ -192,6 +231,7 @@ class Detector:
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+            self.manifest.close()  # the bundle's files, held open since load
 
     def _check_open(self):
         if self.backend is None:
@@ -212,6 +252,12 @@ class Detector:
                 f"scores: expected 'headline', 'all' or names among {names}, got {list(wanted) or 'an empty list'}"
             )
         return list(dict.fromkeys(wanted))
+
+    def row_scores(self, scores: ScoresArg = None) -> List[str]:
+        """The scores a result row carries (dlsr-score, Ray Data): those asked for, then the headline
+        when it is not among them, since the row's `normalized` and `is_ood` are the headline's."""
+        names = self.resolve_scores(scores)
+        return names if self.score_name in names else [*names, self.score_name]
 
     def graphs_for(self, scores: ScoresArg = None) -> List[str]:
         """The score graphs that computing `scores` runs after the backbone (the cheapest cover)."""

@@ -20,7 +20,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from dlsr_deploy.runtime.backend import BackendBase, OpenOptions, cache_root, import_optional
+from dlsr_deploy.runtime.backend import BackendBase, OpenOptions, cache_root, import_optional, usable_cache_dir
 
 
 def import_ov():
@@ -31,11 +31,10 @@ def import_ov():
 def ov_config(mode: str = "latency", threads: Optional[int] = None, cache_dir: Optional[Path] = None) -> dict:
     """The CPU plugin's settings for every graph: f32 precision hint (see the module's notes),
     the performance hint, the thread count and the compiled-model cache."""
-    config = {
-        "PERFORMANCE_HINT": mode.upper(),
-        "INFERENCE_PRECISION_HINT": "f32",
-        "CACHE_DIR": str(cache_dir or cache_root() / "openvino"),
-    }
+    config = {"PERFORMANCE_HINT": mode.upper(), "INFERENCE_PRECISION_HINT": "f32"}
+    cache = usable_cache_dir(Path(cache_dir) if cache_dir else cache_root() / "openvino")
+    if cache is not None:  # an unwritable or full cache location: compile every time, never fail
+        config["CACHE_DIR"] = str(cache)
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return config
@@ -53,10 +52,13 @@ class OpenVinoSession:
         mode: str = "latency",
         cache_dir: Optional[Path] = None,
         core=None,
+        model: Optional[bytes] = None,
     ):
+        """path: the graph (read when `model`, its bytes, is None)."""
         self._ov = import_ov()
         core = core or self._ov.Core()
-        self.compiled = core.compile_model(str(path), "CPU", ov_config(mode, threads, cache_dir))
+        source = core.read_model(model) if model is not None else str(path)
+        self.compiled = core.compile_model(source, "CPU", ov_config(mode, threads, cache_dir))
         self.request = self.compiled.create_infer_request()
 
     def _outputs(self, get) -> Dict[str, np.ndarray]:
@@ -108,7 +110,9 @@ class OpenVinoBackend(BackendBase):
 
     def open_graph(self, role: str) -> OpenVinoSession:
         """One graph compiled with the backend's settings."""
-        return OpenVinoSession(self.manifest.file(role), self.options.threads, self.mode, self.cache_dir, self.core)
+        o = self.options
+        data = self.manifest.read_bytes(role)  # the bytes verified at load, never the path again
+        return OpenVinoSession(self.manifest.file(role), o.threads, self.mode, self.cache_dir, self.core, data)
 
     def run_graph(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """One graph; in throughput mode a large batch is split over the plugin's streams."""

@@ -56,7 +56,9 @@ class OrtSession:
         spin: bool = True,
         arena: bool = True,
         upcast_fp16: bool = False,
+        model: Optional[bytes] = None,
     ):
+        """path names the graph (in messages, and is read when `model`, the graph's bytes, is None)."""
         ort = import_ort()
         self.path = Path(path)
         wanted = PROVIDERS[device]
@@ -71,10 +73,10 @@ class OrtSession:
         if device != "cpu":
             providers.append("CPUExecutionProvider")
         self.upcast = None  # what fp16_upcast rewrote, when it did
-        model = str(self.path)
+        source = model if model is not None else str(self.path)
         if upcast_fp16 and device == "cpu":
-            model, self.upcast = _upcast(self.path)
-        self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+            source, self.upcast = _upcast(self.path, model)
+        self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         used = self.session.get_providers()
         self.provider = used[0]
         if self.provider != wanted:
@@ -114,12 +116,13 @@ class OrtSession:
         self.session = None
 
 
-def _upcast(path: Path):
-    """The FP16 graph rewritten to FP32 (runtime/fp16_upcast.py) -> (model bytes or path, counts)."""
+def _upcast(path: Path, model: Optional[bytes] = None):
+    """The FP16 graph (its bytes, or read from path) rewritten to FP32 (runtime/fp16_upcast.py) ->
+    (model bytes or path, counts)."""
     from dlsr_deploy.runtime.fp16_upcast import Fp16UpcastError, upcast_model
 
     try:
-        return upcast_model(path.read_bytes())
+        return upcast_model(model if model is not None else path.read_bytes())
     except Fp16UpcastError as e:
         import warnings
 
@@ -150,6 +153,8 @@ class OrtBackend(BackendBase):
         # FP16 bundles compute in FP32 on every CPU (runtime/fp16_upcast.py: parity on ARM64, speed on x86-64)
         common = dict(provider_options=o.provider_options, strict=o.strict, threads=o.threads)
         common["upcast_fp16"] = self.manifest.precision == "fp16"
+        # the bytes verified at load (Manifest.read_bytes), never the path again
+        common["model"] = self.manifest.read_bytes(role)
         if role == "pipeline":
             return OrtSession(self.manifest.file(role), self.device, **common)
         return OrtSession(self.manifest.file(role), self.device, spin=False, arena=False, **common)

@@ -44,9 +44,12 @@ def load_golden(manifest) -> Dict[str, np.ndarray]:
     """golden.npz as arrays, checked complete: images, is_ood, and the export machine's outputs
     (`bundle/<name>`) of z0 and of every score the manifest lists. A golden set that would
     compare fewer scores than the bundle has is a BundleError, never a pass."""
+    import io
+
     path = manifest.golden_path()
+    data = manifest.read_bytes("golden")  # what load verified (a held file when loaded by a Detector)
     try:
-        with np.load(path, allow_pickle=False) as g:
+        with np.load(io.BytesIO(data), allow_pickle=False) as g:
             golden = {k: g[k] for k in g.files}
     except Exception as exc:  # zip, header or dtype errors of a malformed file
         raise BundleError(f"{path}: not a readable golden set ({exc.__class__.__name__}: {exc})") from None
@@ -139,8 +142,13 @@ def self_check(manifest, backend, mode: str = "auto", chunk: int = 24) -> Option
 
     if mode not in MODES:
         raise ValueError(f"self_check: expected one of {list(MODES)}, got {mode!r}")
-    if mode == "never" or manifest.golden is None:
+    if mode == "never":
         return None
+    if manifest.golden is None:  # nothing to check against: say so, never a silent pass
+        raise BundleError(
+            f"bundle {manifest.name} has no golden set, so it cannot verify itself on this machine; re-export it "
+            "with this dlsr-deploy, or load it with Detector.load(..., self_check='never') to skip the check"
+        )
     info = platform_info(backend)
     cache = VerdictCache("selfcheck")
     binding = {"digest": manifest.data.get("digest"), "chunk": int(chunk), **info}

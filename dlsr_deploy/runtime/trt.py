@@ -69,7 +69,7 @@ def _progress_monitor(trt, quiet: bool):
 
 
 def engine_from_onnx(
-    onnx_path: Path,
+    onnx_path,  # a path, or the graph's bytes
     input_name: str,
     profile_shapes: Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]],
     timing_cache: Optional[Path] = None,
@@ -92,9 +92,11 @@ def engine_from_onnx(
         raise BackendUnavailable(f"TensorRT {trt.__version__} has no strongly typed networks; install tensorrt>=10.12")
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(Path(onnx_path).read_bytes()):
+    data = onnx_path if isinstance(onnx_path, bytes) else Path(onnx_path).read_bytes()
+    shown = "the graph" if isinstance(onnx_path, bytes) else onnx_path
+    if not parser.parse(data):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BundleError(f"TensorRT could not parse {onnx_path}: {errors}")
+        raise BundleError(f"TensorRT could not parse {shown}: {errors}")
     config = builder.create_builder_config()
     if workspace_bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
@@ -110,7 +112,7 @@ def engine_from_onnx(
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BackendUnavailable(
-            f"TensorRT failed to build {onnx_path} (out of GPU memory? try a smaller workspace or max batch)"
+            f"TensorRT failed to build {shown} (out of GPU memory? try a smaller workspace or max batch)"
         )
     if timing_cache:
         from dlsr_deploy.io import atomic_write_bytes
@@ -257,7 +259,7 @@ class TrtBackend(BackendBase):
             shapes = tuple((b, *spec["shape"][1:]) for b in self.profile)
             t = time.time()
             plan = engine_from_onnx(
-                self.manifest.file(graph),
+                self.manifest.read_bytes(graph),  # the bytes verified at load
                 spec["name"],
                 shapes,
                 self.cache.root / "timing.cache",
