@@ -7,14 +7,20 @@ by sha256, so signing the digest signs the bundle:
     dlsr-export --model runs/m --sign keys/fleet.key --out export/m
     Detector.load("export/m", trusted_keys=["keys/fleet.pub"])    # refuses unsigned / foreign bundles
 
-Keys are PEM files (PKCS#8 private key, SubjectPublicKeyInfo public key).
+Keys are PEM files (PKCS#8 private key, SubjectPublicKeyInfo public key). A public key file may
+hold several PEM blocks: each is trusted. An encrypted private key is decrypted with the password
+in $DLSR_SIGN_PASSWORD. $DLSR_TRUSTED_KEYS (key paths, os.pathsep-separated) makes a signature
+mandatory for every load in that environment.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from dlsr_deploy.errors import BundleError, ConfigError, missing_extra
 
@@ -59,6 +65,80 @@ def _read(key: KeyLike, what: str) -> bytes:
         raise ConfigError(f"{what} {key}: cannot read it ({exc.strerror})") from None
 
 
+PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.S)
+TRUSTED_KEYS_ENV = "DLSR_TRUSTED_KEYS"
+PASSWORD_ENV = "DLSR_SIGN_PASSWORD"
+
+
+def _pem_blocks(pem: bytes, shown: str) -> List[bytes]:
+    """Every PEM block of a key file (a .pub may hold several trusted keys: each is trusted)."""
+    blocks = [m.group(0) for m in PEM_BLOCK.finditer(pem)]
+    if not blocks:
+        raise ConfigError(f"trusted key {shown}: no PEM block (expected '-----BEGIN PUBLIC KEY-----')")
+    return blocks
+
+
+def trusted_keys_from_env() -> Optional[List[bytes]]:
+    """The keys named by $DLSR_TRUSTED_KEYS (PEM paths separated by os.pathsep), or None when it is
+    unset. An edge image sets it once and every load in that environment (Detector, dlsr-score,
+    dlsr-serve, dlsr-check, dlsr-inspect, dlsr-build, Ray workers) requires a signature by one of
+    them. Set but naming no key fails closed (ConfigError), never "no check"."""
+    value = os.environ.get(TRUSTED_KEYS_ENV)
+    if value is None:
+        return None
+    paths = [p for p in value.split(os.pathsep) if p.strip()]
+    if not paths:
+        raise ConfigError(f"${TRUSTED_KEYS_ENV} is set but names no key file; give PEM public key paths")
+    return resolve_trusted_keys(paths, env=False)
+
+
+def resolve_trusted_keys(trusted_keys, env: bool = True) -> Optional[List[bytes]]:
+    """trusted_keys as a list of single-key PEM bytes (paths read now, so a pickled Detector
+    re-opens in any working directory; every block of a multi-key file kept; a generator taken
+    whole). None -> $DLSR_TRUSTED_KEYS when env and it is set, else None (no signature required)."""
+    if trusted_keys is None:
+        return trusted_keys_from_env() if env else None
+    if isinstance(trusted_keys, (str, bytes, Path)):
+        check_trusted_keys(trusted_keys)  # the single-key error
+    keys = list(trusted_keys)
+    check_trusted_keys(keys)
+    out: List[bytes] = []
+    for k in keys:
+        if not isinstance(k, (str, bytes, Path)):
+            raise ConfigError(f"trusted_keys: expected PEM paths or bytes, got a {type(k).__name__}")
+        out += _pem_blocks(_read(k, "trusted key"), "(bytes)" if isinstance(k, bytes) else str(k))
+    return out
+
+
+def load_signing_key(key: KeyLike) -> bytes:
+    """A private key's PEM bytes, read once (so `--sign /dev/stdin` works) and decrypted when it is
+    encrypted (password from $DLSR_SIGN_PASSWORD); a key file that other users can read is used
+    with a warning."""
+    if not isinstance(key, bytes):
+        try:
+            mode = os.stat(key).st_mode
+        except OSError:
+            mode = 0
+        if stat.S_ISREG(mode) and mode & 0o077:
+            warnings.warn(
+                f"signing key {key} can be read by other users (mode {stat.S_IMODE(mode):o}); chmod 600 it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    pem = _read(key, "signing key")
+    if b"ENCRYPTED" not in pem:
+        return pem
+    serialization, _ = _crypto()
+    password = os.environ.get(PASSWORD_ENV)
+    if not password:
+        raise ConfigError(f"signing key: it is encrypted; put its password in ${PASSWORD_ENV}")
+    try:
+        k = serialization.load_pem_private_key(pem, password=password.encode())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"signing key: cannot decrypt it with ${PASSWORD_ENV} ({exc})") from None
+    return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
 def public_key_id(pub_pem: bytes) -> str:
     """A short fingerprint of a public key: sha256 of its raw 32 key bytes, 16 hex digits. The
     key, not its file: the same key saved with CRLF line endings or other PEM wrapping has the
@@ -84,7 +164,7 @@ def check_trusted_keys(trusted_keys) -> None:
             "trusted_keys: expected a list of public keys (PEM paths or bytes), got a single "
             f"{type(trusted_keys).__name__}; wrap it in a list"
         )
-    if len(list(trusted_keys)) == 0:
+    if isinstance(trusted_keys, (list, tuple)) and len(trusted_keys) == 0:
         raise ConfigError(
             "trusted_keys: the list is empty, so no bundle could be trusted; give at least one public key, or "
             "trusted_keys=None to load without a signature check"
@@ -95,9 +175,9 @@ def sign_manifest(data: Dict[str, Any], private_key: KeyLike) -> Dict[str, Any]:
     """The manifest with a `signature` over its digest (call after the digest is set)."""
     serialization, ed25519 = _crypto()
     try:
-        key = serialization.load_pem_private_key(_read(private_key, "signing key"), password=None)
+        key = serialization.load_pem_private_key(load_signing_key(private_key), password=None)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"signing key: not an unencrypted PEM private key ({exc})") from None
+        raise ConfigError(f"signing key: not a PEM private key ({exc})") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ConfigError(f"signing key: expected an Ed25519 key, got {type(key).__name__}")
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -113,12 +193,10 @@ def verify_signature(data: Dict[str, Any], trusted_keys: Sequence[KeyLike], path
         raise BundleError(
             f"{path}: the bundle is not signed, and trusted keys were given (sign it at export with a private key)"
         )
-    check_trusted_keys(trusted_keys)
     _, ed25519 = _crypto()
     keys = {}
-    for k in trusted_keys:
-        pem = _read(k, "trusted key")
-        shown = k if not isinstance(k, bytes) else "(bytes)"
+    for i, pem in enumerate(resolve_trusted_keys(list(trusted_keys), env=False)):
+        shown = f"#{i + 1}"
         try:
             key = serialization.load_pem_public_key(pem)
         except (ValueError, TypeError) as exc:

@@ -48,7 +48,7 @@ def test_cli_export_sign_then_score_trusted_key(tiny_run, tmp_path):
             str(tmp_path / "garbage.key"),
         ],
     )
-    assert r.exit_code == 1 and "not an unencrypted PEM private key" in r.output and not (tmp_path / "c").exists()
+    assert r.exit_code == 1 and "not a PEM private key" in r.output and not (tmp_path / "c").exists()
 
 
 def test_empty_key_list_is_an_error_and_key_ids_follow_the_key(bundles, tmp_path):
@@ -92,8 +92,7 @@ def test_forged_self_check_verdicts_mean_check_again(bundles, tmp_path, monkeypa
     Detector.load(bundles["fp32"], backend="ort-cpu").close()
     Detector.load(bundles["fp32"], backend="ort-cpu").close()
     assert len(calls) == 1  # the second load trusted the authenticated verdict
-    root = tmp_path / "feature-cache"
-    root = root.parent
+    root = tmp_path / "dlsr-cache"
     (entry,) = _entries(root)
     for forge in ({"failures": ["edited"], "n_images": 999}, {"passed": "false"}):
         data = json.loads(entry.read_text())

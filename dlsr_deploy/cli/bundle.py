@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from dlsr_deploy.cli.common import CONTEXT, apply, backend_option, fields, friendly
+from dlsr_deploy.cli.common import CONTEXT, apply, backend_option, fields, friendly, keys_from, trusted_key_option
 from dlsr_deploy.cli.workflow import SCORE_OPTS
 
 TOL_OPTS = [
@@ -54,7 +54,7 @@ EXPORT_KEYS = ("fp16", "int8", "fused", "with_lr", "calibrate_on", "target_tpr",
 @click.option("--no-density", is_flag=True, help="Leave the density heads and combined scores out of the bundle (DLSR scores only).")
 @click.option("--force", is_flag=True, help="Replace the bundle in --out: only a folder holding a bundle dlsr-export wrote (checked by its manifest digest), and only the files that bundle lists.")
 @click.option("--keep-failed", is_flag=True, help="Keep a bundle that fails parity at --out (default: it goes to OUT.failed for inspection, and --out is untouched).")
-@click.option("--sign", type=click.Path(dir_okay=False, exists=True), default=None, help="Ed25519 private key (PEM, from dlsr-keygen) that signs the manifest; runtimes given the public key refuse unsigned or foreign bundles.")
+@click.option("--sign", type=click.Path(dir_okay=False, exists=True), default=None, help="Ed25519 private key (PEM, from dlsr-keygen) that signs the manifest; runtimes given the public key refuse unsigned or foreign bundles. An encrypted key is decrypted with $DLSR_SIGN_PASSWORD.")
 @apply(TOL_OPTS)
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @friendly
@@ -72,6 +72,10 @@ def export(**o):
         raise click.UsageError("--int8-backbone-from and --int8-scheme need --int8")
     precision = "fp16" if o["fp16"] else "int8" if o["int8"] else "fp32"
     out = o["out"] or Path("export") / f"{o['model_dir'].name}-{precision}"
+    if o["sign"] is not None:  # read once, now: a pipe (/dev/stdin) cannot be read twice
+        from dlsr_deploy.signing import load_signing_key
+
+        o["sign"] = load_signing_key(o["sign"])
     export_bundle(
         o["model_dir"],
         out,
@@ -84,7 +88,7 @@ def export(**o):
     )
 
 
-def _check_on_target(bundle, backend, report, quiet) -> dict:
+def _check_on_target(bundle, backend, report, quiet, keys=None) -> dict:
     import json
 
     from dlsr_deploy.io import atomic_write_text
@@ -92,7 +96,7 @@ def _check_on_target(bundle, backend, report, quiet) -> dict:
     from dlsr_deploy.runtime import Detector
     from dlsr_deploy.runtime.selfcheck import run_self_check
 
-    with Detector.load(bundle, backend=backend, self_check="never") as det:
+    with Detector.load(bundle, backend=backend, self_check="never", trusted_keys=keys) as det:
         det.manifest.golden_path()  # a clear error for bundles without a golden set
         rep = run_self_check(det.manifest, det.backend, chunk=det.max_batch)
     rep.update(bundle=str(bundle), precision=det.manifest.precision)
@@ -114,18 +118,28 @@ def _check_on_target(bundle, backend, report, quiet) -> dict:
 @backend_option("With --on-target: the backend to check.")
 @apply(TOL_OPTS)
 @click.option("--quiet", is_flag=True, help="No report on stdout.")
+@trusted_key_option()
 @friendly
-def check(bundle, model_dir, data, ood, n_verify, report, on_target, backend, rank_corr, auroc_change, flip_rate, z0_rel, quiet):
+def check(bundle, model_dir, data, ood, n_verify, report, on_target, backend, rank_corr, auroc_change, flip_rate, z0_rel, quiet, trusted_keys):
     """Compare a bundle with PyTorch eager FP32: z0, z0_hat and every score (abs/rel error,
     Spearman rank correlation, AUROC change, decisions that flip at the calibrated threshold),
     on the engine its export verified it on (ONNX Runtime CPU; OpenVINO CPU for --int8-scheme
     openvino bundles) and with the precision's default tolerances unless given others (z0 is not
     checked for an 8-bit backbone, as at export). With --on-target, compare this machine's backend
     with the golden outputs stored in the bundle. Exit code 1 when a tolerance is exceeded."""
+    keys = keys_from(trusted_keys)
+    if report is not None:
+        from dlsr_deploy.paths import refuse_overwrite
+
+        refuse_overwrite(report, "report", bundles=[bundle], keys=list(trusted_keys))
     if on_target:
-        rep = _check_on_target(bundle, backend, report, quiet)
+        rep = _check_on_target(bundle, backend, report, quiet, keys)
     else:
         from dlsr_deploy.export.check import check_bundle
+        from dlsr_deploy.manifest import read_manifest
+
+        if keys is not None:  # a bundle not signed by a trusted key is refused before any work
+            read_manifest(bundle, trusted_keys=keys)
 
         tol = lambda p: tolerances(p, rank_corr, auroc_change, flip_rate, z0_rel)  # noqa: E731
         rep = check_bundle(bundle, model_dir, data, ood, n_verify, tol, report, quiet)
@@ -149,8 +163,9 @@ def keygen(stem):
 @click.command(context_settings=CONTEXT)
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the raw manifest instead.")
+@trusted_key_option()
 @friendly
-def inspect(bundle, as_json):
+def inspect(bundle, as_json, trusted_keys):
     """Print a bundle's manifest readably, then verify the manifest's digest and every file's
     sha256 (an edited manifest or a tampered / truncated file is reported by name, exit code 1).
     A bundle whose export failed its parity check is shown and exits with code 1 too."""
@@ -163,6 +178,11 @@ def inspect(bundle, as_json):
     verify_digest(m.data, m.path / "manifest.json")
     ok = verify_files(m)
     click.echo(f"hashes   manifest digest and {len(ok)} file(s) verified: " + ", ".join(ok))
+    keys = keys_from(trusted_keys)
+    if keys is not None:
+        from dlsr_deploy.signing import verify_signature
+
+        click.echo(f"signed   by trusted key {verify_signature(m.data, keys, m.path / 'manifest.json')}")
     if not m.parity_passed:
         click.echo(f"error: this bundle FAILED its parity check at export ({'; '.join(m.parity_failures)[:300]}); "
                    "runtimes refuse it", err=True)
@@ -176,8 +196,9 @@ def inspect(bundle, as_json):
 @click.option("--workspace-mb", type=click.IntRange(min=1), default=None, help="TensorRT workspace limit (default: TensorRT decides).")
 @click.option("--no-build", is_flag=True, help="Only check the cache; fail with the reason when a plan is missing or stale.")
 @click.option("--quiet", is_flag=True, help="No build progress.")
+@trusted_key_option()
 @friendly
-def build(bundle, engines, max_batch, workspace_mb, no_build, quiet):
+def build(bundle, engines, max_batch, workspace_mb, no_build, quiet, trusted_keys):
     """Build (or refresh) the TensorRT plans of every graph of a bundle on this GPU, without torch.
     Plans are reused only when TensorRT version, GPU, compute capability, profile and source ONNX
     all match; otherwise they are rebuilt."""
@@ -185,7 +206,7 @@ def build(bundle, engines, max_batch, workspace_mb, no_build, quiet):
     from dlsr_deploy.runtime.backend import OpenOptions
     from dlsr_deploy.runtime.trt import TrtBackend
 
-    m = read_manifest(bundle)
+    m = read_manifest(bundle, trusted_keys=keys_from(trusted_keys), hold=True)  # plans built from what was verified
     opts = OpenOptions(max_batch=max_batch or m.batch_profile["max"], engines_dir=engines, build=not no_build)
     be = TrtBackend(m, opts, workspace_bytes=workspace_mb * 2**20 if workspace_mb else None, quiet=quiet)
     for graph, info in be.build_all().items():

@@ -3,6 +3,7 @@ this command's flags), option groups, small parsers."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import shlex
 import sys
@@ -55,6 +56,9 @@ def in_cli_terms(exc: DLSRError) -> str:
     return re.sub(r"`([a-z_]+)`", lambda m: flag_for(m.group(1)) if flag_for(m.group(1)) != m.group(1) else m.group(0), msg)
 
 
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def friendly(fn):
     """Turn DLSRError (and a missing optional package) into one line on stderr, exit code 1."""
 
@@ -77,6 +81,13 @@ def friendly(fn):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except OSError as exc:  # a disk that filled or turned read-only late: one line, not a traceback
+            if exc.errno not in DISK_ERRNOS:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            click.echo(f"error: {exc.strerror}{where}; nothing was left half-written (files are renamed into "
+                       "place only when complete)", err=True)  # fmt: skip
+            sys.exit(1)
 
     return wrapper
 
@@ -161,7 +172,31 @@ def scores_option():
 
 def parse_scores(value: str):
     """'headline' / 'all' / 'a,b' -> what Detector.resolve_scores takes."""
-    value = (value or "headline").strip()
+    value = "headline" if value is None else value.strip()
     if value in ("headline", "all"):
         return value
-    return [s.strip() for s in value.split(",") if s.strip()]
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    if not names:
+        raise click.BadParameter(f"expected 'headline', 'all' or score names, got {value!r}", param_hint="--scores")
+    return names
+
+
+def trusted_key_option():
+    """--trusted-key (repeatable): the bundle must be signed by one of these keys; without it,
+    $DLSR_TRUSTED_KEYS (when set) makes the same demand."""
+    return click.option(
+        "--trusted-key",
+        "trusted_keys",
+        multiple=True,
+        type=click.Path(dir_okay=False, exists=True),
+        help="Ed25519 public key (PEM; a file may hold several); the bundle must be signed by one of them "
+        "(repeatable). Without it, $DLSR_TRUSTED_KEYS (key paths separated by ':') makes signatures mandatory: "
+        "set it once in an edge image.",
+    )
+
+
+def keys_from(trusted_keys):
+    """--trusted-key values -> key bytes, or $DLSR_TRUSTED_KEYS's, or None (no signature required)."""
+    from dlsr_deploy.signing import resolve_trusted_keys
+
+    return resolve_trusted_keys(list(trusted_keys) or None)

@@ -11,9 +11,11 @@ from dlsr_deploy.cli.common import (
     backend_option,
     command_line,
     friendly,
+    keys_from,
     parse_ood,
     parse_scores,
     scores_option,
+    trusted_key_option,
 )
 
 
@@ -26,7 +28,7 @@ from dlsr_deploy.cli.common import (
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images decoded and scored per call (memory stays bounded by it).")
 @click.option("--strict-providers", is_flag=True, help="Fail instead of falling back to CPU when the requested ONNX Runtime provider is not used.")
 @click.option("--no-resize", is_flag=True, help="Refuse images whose size differs from the bundle's instead of resizing them.")
-@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False, exists=True), help="Ed25519 public key (PEM); the bundle must be signed by one of them (repeatable).")
+@trusted_key_option()
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]", help="Score on a Ray cluster (pip install 'dlsr-deploy[ray]'): a local one when no ADDRESS follows, else 'auto' or ray://HOST:10001; --out names a folder of shard files.")
 @click.option("--resume", is_flag=True, help="With --ray: continue the job in --out, skipping shards already written whole (each shard's ids are checked against the input list).")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1024, show_default=True, help="With --ray: inputs per output shard (the unit of --resume).")
@@ -46,7 +48,11 @@ def score(bundle, inputs, backend, scores, out, batch_size, strict_providers, no
     With --ray the same rows come from a Ray Data pipeline (decode in tasks, an actor pool that
     opens the bundle once per actor) into Parquet/CSV shards, exactly once even when a worker
     dies; --resume continues an interrupted job."""
-    keys = list(trusted_keys) or None
+    keys = keys_from(trusted_keys)
+    if out is not None:  # never over the bundle, an input or a key (before any work)
+        from dlsr_deploy.paths import refuse_overwrite
+
+        refuse_overwrite(out, "out", inputs if ray_address is None else (), [bundle], list(trusted_keys))
     wanted = parse_scores(scores)
     if ray_address is None:
         if resume:
@@ -81,16 +87,20 @@ def score(bundle, inputs, backend, scores, out, batch_size, strict_providers, no
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="HTTP port.")
 @click.option("--ingress", type=click.Choice(["proxy", "haproxy"]), default="proxy", show_default=True, help="HTTP ingress: Serve's Python proxy on --host, or Ray's HAProxy ingress (about 1.8x the throughput at 32 clients here; it binds the replicas' HTTP ports on every interface). Set before Ray starts; on an existing cluster set RAY_SERVE_ENABLE_HA_PROXY there.")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS", help="Join this Ray cluster ('auto', ray://HOST:10001) instead of starting a local one.")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, help="Host header values the service answers (repeatable; others get 421, which stops DNS rebinding). Default: localhost, 127.0.0.1, ::1 and --host, each with or without the port.")
+@click.option("--max-header-bytes", type=click.IntRange(min=256), default=16384, show_default=True, help="Largest request head (all header names and values together); larger gets 431.")
+@trusted_key_option()
 @friendly
-def serve(bundle, replicas, max_batch, batch_wait_ms, cpus_per_replica, threads, backend, scores, max_bytes, max_pixels, read_timeout, host, port, ingress, ray_address):
+def serve(bundle, replicas, max_batch, batch_wait_ms, cpus_per_replica, threads, backend, scores, max_bytes, max_pixels, read_timeout, host, port, ingress, ray_address, allowed_hosts, max_header_bytes, trusted_keys):
     """Serve a bundle over HTTP on Ray Serve, with dynamic batching. POST /score takes one
     PNG/JPEG (or a .npy batch of at most --max-batch images) and answers JSON with score,
     normalized and is_ood (and the --scores asked for); GET /healthz, /info and /stats. Every
     error is a JSON 4xx/5xx with a one-line reason. Runs until Ctrl-C."""
-    from dlsr_deploy.scale.serve import ServiceLimits, run_service
+    from dlsr_deploy.scale.serve import ServiceLimits, default_allowed_hosts, run_service
 
-    limits = ServiceLimits(max_bytes=max_bytes, max_pixels=max_pixels, max_images=max_batch, read_timeout_s=read_timeout)
-    run_service(bundle, replicas=replicas, max_batch=max_batch, batch_wait_ms=batch_wait_ms, cpus_per_replica=cpus_per_replica, threads=threads, backend=backend, limits=limits, scores=parse_scores(scores), host=host, port=port, address=ray_address, ingress=ingress)
+    hosts = tuple(allowed_hosts) or default_allowed_hosts(host, port)
+    limits = ServiceLimits(max_bytes=max_bytes, max_pixels=max_pixels, max_images=max_batch, read_timeout_s=read_timeout, max_header_bytes=max_header_bytes, allowed_hosts=hosts)
+    run_service(bundle, replicas=replicas, max_batch=max_batch, batch_wait_ms=batch_wait_ms, cpus_per_replica=cpus_per_replica, threads=threads, backend=backend, limits=limits, scores=parse_scores(scores), host=host, port=port, address=ray_address, ingress=ingress, trusted_keys=keys_from(trusted_keys))
 
 
 @click.command(context_settings=CONTEXT)

@@ -11,6 +11,7 @@ its parity check goes to `NAME.failed`, never to `out`.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from dlsr_deploy.errors import ConfigError, ParityError
+from dlsr_deploy.errors import ConfigError, DataError, ParityError
 from dlsr_deploy.export.calibrate import calibration_images, choose_headline
 from dlsr_deploy.export.golden import GOLDEN_CHUNK, write_golden
 from dlsr_deploy.export.onnx_export import INT8_CALIBRATION_IMAGES, export_graphs, int8_fp32_taps
@@ -263,6 +264,13 @@ def export_bundle(run_dir: Path, out: Path, **options) -> dict:
     try:
         manifest = _build(tmp, out, run_dir, inp, req, say, t_all)
         where = _place(tmp, out, manifest, req)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        raise DataError(
+            f"out: writing the bundle failed ({exc.strerror}); nothing was published and {out} is as it was",
+            param="out",
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if where != out or not manifest["parity"] or not manifest["parity"]["passed"]:

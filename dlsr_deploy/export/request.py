@@ -41,7 +41,7 @@ class ExportRequest:
     force: bool = False
     keep_failed: bool = False  # a bundle that fails parity stays at out (else it goes to out.failed)
     quiet: bool = False
-    sign: Optional[str] = None  # Ed25519 private key (PEM) that signs the manifest
+    sign: Optional[object] = None  # Ed25519 private key (PEM path or bytes) that signs the manifest
     int8_backbone_from: Optional[int] = None  # int8: static INT8 backbone blocks >= this; None = FP32 backbone
     int8_scheme: str = "dynamic"  # int8 denoiser: "dynamic", "weight-only" or "openvino"
     probes: bool = True  # headline "auto": synthetic shift probes from the calibration images count too
@@ -91,6 +91,23 @@ def _check_out(out: Path, run_dir: Path, force: bool) -> None:
                 "check out), so force will not touch it; choose another folder",
                 param="out",
             )
+
+
+def _check_space(out: Path, run_dir: Path) -> None:
+    """Refuse before any work when out's disk cannot hold the bundle: about twice the run's weights
+    (graphs with their weights inside, the golden set) plus the backbone, and room for the old bundle."""
+    import shutil
+
+    weights = sum(p.stat().st_size for p in Path(run_dir).glob("*.safetensors"))
+    need = 3 * weights + (64 << 20)
+    folder = next((p for p in [Path(out), *Path(out).resolve().parents] if p.exists()), Path("."))
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise ConfigError(
+            f"out: {folder} has {free >> 20} MB free; the bundle needs about {need >> 20} MB (run weights "
+            f"{weights >> 20} MB); free some space or choose another --out",
+            param="out",
+        )
 
 
 def _check_numbers(req: ExportRequest) -> None:
@@ -149,6 +166,7 @@ def check_request(req: ExportRequest, out: Path, run_dir: Path) -> List[str]:
             f"model_dir: {run_dir} is not a run folder written by dlsr-train (no config.json)", param="model_dir"
         )
     _check_out(out, run_dir, req.force)
+    _check_space(out, run_dir)
     _check_precision(req)
     _check_numbers(req)
     _check_sources(req)

@@ -56,22 +56,23 @@ def score_listing(det, listing, batch_size: int, scores: List[str], quiet: bool 
     return rows
 
 
-def check_destination(out: Optional[Path], inputs: Sequence[str]) -> Optional[Path]:
+def check_destination(
+    out: Optional[Path], inputs: Sequence[str], bundles: Sequence = (), keys: Sequence = ()
+) -> Optional[Path]:
     """Where the results go, checked before any work: None = stdout ('-' too). A regular file
     (or a new path) is replaced atomically, a symlink is written through to its target, a
-    device or pipe is written to directly; an input is never overwritten."""
+    device or pipe is written to directly; nothing the command reads is ever overwritten (an
+    input, globs expanded; a file in the bundle folder; a key: `dlsr_deploy.paths`)."""
     import os
     import stat
 
+    from dlsr_deploy.paths import refuse_overwrite
     from dlsr_deploy.preprocess import IMAGE_SUFFIXES
 
-    if out is None or str(out) == "-":
+    # resolve() follows symlinks: write through them, never replace them
+    target = refuse_overwrite(out, "out", inputs, bundles, keys, suffixes=IMAGE_SUFFIXES | {".npz"})
+    if target is None:
         return None
-    target = Path(out).resolve()  # follows symlinks: write through them, never replace them
-    for src in inputs:
-        p = Path(src).resolve()
-        if target == p or (p.is_dir() and p in target.parents and target.suffix.lower() in IMAGE_SUFFIXES | {".npz"}):
-            raise DataError(f"out: {out} is one of the inputs; choose another file", param="out")
     if target.exists():
         mode = target.stat().st_mode
         if stat.S_ISDIR(mode):
@@ -90,6 +91,26 @@ def check_destination(out: Optional[Path], inputs: Sequence[str]) -> Optional[Pa
     except OSError as exc:
         raise DataError(f"out: {out} is not writable ({exc.strerror})", param="out") from None
     return target
+
+
+ROW_BYTES = 256  # a generous upper estimate of one CSV / JSON row (id, a few scores, decision)
+
+
+def check_free_space(out: Optional[Path], n_rows: int) -> None:
+    """Refuse before any scoring when the output's disk cannot hold the results (about ROW_BYTES a
+    row, twice: the temporary file and the one it replaces may coexist)."""
+    import shutil
+    import stat
+
+    if out is None or (out.exists() and not stat.S_ISREG(out.stat().st_mode)):
+        return
+    need = 2 * (n_rows * ROW_BYTES + 65536)
+    free = shutil.disk_usage(out.parent).free
+    if free < need:
+        raise DataError(
+            f"out: not enough free space in {out.parent} ({free} bytes free, about {need} needed for {n_rows} rows)",
+            param="out",
+        )
 
 
 def _write(rows: List[dict], out: Optional[Path], bundle, summary: str) -> None:  # noqa: D103
@@ -132,12 +153,13 @@ def score_inputs(
     from dlsr_deploy.inputs import list_inputs
     from dlsr_deploy.runtime.detector import Detector
 
-    out = check_destination(out, inputs)
+    out = check_destination(out, inputs, [bundle], [k for k in trusted_keys or () if not isinstance(k, bytes)])
     listing = list_inputs(inputs)  # names and headers only: a wrong input fails before the bundle loads
+    check_free_space(out, len(listing))
     with Detector.load(
         bundle, backend=backend, strict_providers=strict, resize=resize, trusted_keys=trusted_keys
     ) as det:
-        names = det.resolve_scores(scores)
+        names = det.row_scores(scores)  # the headline too: normalized / is_ood are its
         rows = score_listing(det, listing, batch_size, names, quiet)
         bad = [r for r in rows if r["error"]]
         if bad:  # reported even with --quiet: each also has a row with its error
@@ -154,6 +176,13 @@ def score_inputs(
         raise DataError(
             f"no readable images in {list(inputs)}: {[r['image'] + ' (' + r['error'] + ')' for r in bad[:3]]}"
         )
-    _write(rows, out, bundle, summary)
+    try:
+        _write(rows, out, bundle, summary)
+    except OSError as exc:  # the disk filled while scoring: atomic_write left nothing half-written
+        raise DataError(
+            f"out: writing {out} failed ({exc.strerror or exc}); nothing was written (no partial file); free some "
+            "space or choose another --out and run again",
+            param="out",
+        ) from None
     print(summary, file=sys.stderr)
     return {"rows": rows, "summary": summary}

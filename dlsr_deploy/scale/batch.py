@@ -61,7 +61,7 @@ class Scorer:
         from dlsr_deploy.runtime import Detector
 
         self.det = Detector.load(bundle, backend=backend, threads=threads, trusted_keys=trusted_keys)
-        self.scores = self.det.resolve_scores(scores)
+        self.scores = self.det.row_scores(scores)
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Decoded rows -> id, shard, the requested scores, normalized, is_ood, error."""
@@ -225,11 +225,15 @@ class ShardCollector:
 
 
 def _scores_of(m, scores) -> List[str]:
-    """The score names a job writes (what Detector.resolve_scores would give)."""
+    """The score names a job writes (what Detector.row_scores would give: the headline always)."""
     if scores is None or scores == "headline":
         return [m.threshold.score]
     if scores == "all":
         return list(m.score_names)
+    if isinstance(scores, str):
+        scores = [scores]
+    if scores and m.threshold.score not in scores:
+        return _scores_of(m, [*scores, m.threshold.score])
     wanted = [scores] if isinstance(scores, str) else list(scores)
     unknown = [x for x in wanted if x not in m.score_names]
     if unknown or not wanted:
