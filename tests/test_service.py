@@ -99,3 +99,60 @@ def test_routes(service):
     assert _call(service, b"", method="GET", path="/nope")[0] == 404
     status, info = _call(service, b"", method="GET", path="/info")
     assert status == 200 and info["limits"]["max_images"] == 4 and info["limits"]["max_pixels"] >= 4096 * 4096
+
+
+def test_a_chunked_body_is_refused_as_it_passes_the_limit(service):
+    """1 GB in 1 MB chunks, no Content-Length, to a 16 MB limit: 413 as soon as the count passes
+    the limit (within a second of it), the rest never read, memory flat (issue 29)."""
+    import resource
+
+    sent, passed_at = [0], [None]
+    limit = service.limits.max_bytes
+
+    def stream():
+        async def gen():
+            for _ in range(1024):
+                sent[0] += 1 << 20
+                if sent[0] > limit and passed_at[0] is None:
+                    passed_at[0] = time.perf_counter()
+                yield b"\0" * (1 << 20)
+
+        return gen()
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    status, body = asyncio.run(service.handle("POST", "/score", stream, None))
+    done = time.perf_counter()
+    grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
+    assert status == 413 and "over the limit" in body["error"]
+    assert sent[0] <= limit + (1 << 20) and done - passed_at[0] < 1.0 and grew_mb < 50
+
+
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ([(b"host", b"localhost:8000")], 200),
+        ([(b"host", b"127.0.0.1")], 200),
+        ([(b"host", b"evil.example")], 421),
+        ([], 421),
+        ([(b"host", b"localhost"), (b"x-big", b"a" * (1 << 20))], 431),
+        ([(b"host", b"localhost")] + [(b"x-%d" % i, b"1") for i in range(10000)], 431),
+    ],
+)
+def test_request_heads_are_bounded_and_hosts_allow_listed(bundles, headers, status):
+    from dlsr_deploy.scale.serve import default_allowed_hosts
+
+    lim = ServiceLimits(allowed_hosts=default_allowed_hosts("127.0.0.1", 8000))
+    svc = ScoreService(str(bundles["fp32"]), backend="ort-cpu", limits=lim)
+    try:
+        got, body = asyncio.run(svc.handle("GET", "/healthz", None, None, headers))
+    finally:
+        svc.det.close()
+    assert got == status and (status == 200 or "error" in body)
+
+
+def test_default_allowed_hosts_cover_loopback_and_the_bound_address():
+    from dlsr_deploy.scale.serve import default_allowed_hosts
+
+    hosts = default_allowed_hosts("10.1.2.3", 9000)
+    assert {"localhost", "localhost:9000", "127.0.0.1:9000", "10.1.2.3", "10.1.2.3:9000", "[::1]"} <= set(hosts)
+    assert "evil.example" not in hosts

@@ -24,11 +24,13 @@ import asyncio
 import collections
 import io
 from dataclasses import asdict, dataclass
-from typing import List, Optional
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from dlsr_deploy.errors import InputError
+from dlsr_deploy.signing import resolve_trusted_keys
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -37,15 +39,21 @@ NPY_MAGIC = b"\x93NUMPY"
 class ServiceLimits:
     """What one request may cost a replica.
 
-    max_bytes: body size (413, checked on Content-Length before reading and on the bytes read);
+    max_bytes: body size (413, checked on Content-Length before reading and counted as the body
+    streams in, chunked or not: the request is refused as soon as the count passes it);
     max_pixels: decoded pixels of one image, read from its header before decoding (413; None =
     4096 x 4096, or 256 x native size squared if larger); max_images: images in one request (413;
-    the service sets it to --max-batch); read_timeout_s: seconds to receive the whole body (408)."""
+    the service sets it to --max-batch); read_timeout_s: seconds to receive the whole body (408);
+    max_header_bytes / max_headers: the request head's size and header count (431);
+    allowed_hosts: Host header values answered (others 421: no DNS rebinding); None = any."""
 
     max_bytes: int = 16 << 20
     max_pixels: Optional[int] = None
     max_images: int = 32
     read_timeout_s: float = 10.0
+    max_header_bytes: int = 16384
+    max_headers: int = 100
+    allowed_hosts: Optional[Tuple[str, ...]] = None
 
     def pixels_for(self, native: int) -> int:
         """The decoded-pixel limit for a bundle of this native size."""
@@ -58,6 +66,41 @@ class RequestError(InputError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+def default_allowed_hosts(host: str, port: int) -> Tuple[str, ...]:
+    """localhost, the loopback addresses and the bound address, with and without the port; for a
+    wildcard bind (0.0.0.0, ::) also this machine's name and its addresses."""
+    import socket
+
+    names = {"localhost", "127.0.0.1", "[::1]", host if ":" not in host else f"[{host}]"}
+    if host in ("0.0.0.0", "::", ""):
+        name = socket.gethostname()
+        names |= {name, socket.getfqdn()}
+        try:
+            names |= {a[4][0] if ":" not in a[4][0] else f"[{a[4][0]}]" for a in socket.getaddrinfo(name, None)}
+        except OSError:
+            pass
+    return tuple(sorted(n.lower() for n in names) + sorted(f"{n.lower()}:{port}" for n in names))
+
+
+def check_head(headers: Sequence[Tuple[bytes, bytes]], limits: ServiceLimits) -> None:
+    """The request head against the limits: header count and bytes (431), the Host (421)."""
+    size = sum(len(k) + len(v) + 4 for k, v in headers)
+    if len(headers) > limits.max_headers or size > limits.max_header_bytes:
+        raise RequestError(
+            f"request head too large ({len(headers)} headers, {size} bytes; the limits are {limits.max_headers} "
+            f"headers and {limits.max_header_bytes} bytes)",
+            431,
+        )
+    if limits.allowed_hosts is not None and "*" not in limits.allowed_hosts:
+        host = next((v for k, v in headers if k.lower() == b"host"), b"").decode("latin-1").strip().lower()
+        if host not in limits.allowed_hosts:
+            raise RequestError(
+                f"Host {host!r} is not served here (allowed: {', '.join(limits.allowed_hosts[:6])}...; "
+                "dlsr-serve --allowed-host adds one)",
+                421,
+            )
 
 
 def _npy_header(body: bytes):
@@ -110,11 +153,17 @@ class ScoreService:
     """A Ray Serve replica: one Detector; requests are batched by `@serve.batch`."""
 
     def __init__(
-        self, bundle: str, backend: str = "auto", threads: int = 1, limits: Optional[ServiceLimits] = None, scores=None
+        self,
+        bundle: str,
+        backend: str = "auto",
+        threads: int = 1,
+        limits: Optional[ServiceLimits] = None,
+        scores=None,
+        trusted_keys=None,
     ):
         from dlsr_deploy.runtime import Detector
 
-        self.det = Detector.load(bundle, backend=backend, threads=threads)
+        self.det = Detector.load(bundle, backend=backend, threads=threads, trusted_keys=trusted_keys)
         self.limits = limits or ServiceLimits()
         self.scores = self.det.resolve_scores(scores)
         self.batch_sizes = collections.Counter()
@@ -171,12 +220,26 @@ class ScoreService:
             return 405, {"error": f"/score takes POST with the image bytes, got {method}"}
         return None
 
+    async def _collect(self, body_reader) -> bytes:
+        """The body, counted as it streams in: over max_bytes is a 413 at once (the rest is never read).
+        body_reader() returns an async iterator of chunks (a streamed request) or awaits to bytes."""
+        lim = self.limits
+        got = body_reader()
+        if not hasattr(got, "__aiter__"):
+            return await got
+        buf = bytearray()
+        async for chunk in got:
+            buf += chunk
+            if len(buf) > lim.max_bytes:
+                raise RequestError(f"request body is over the limit of {lim.max_bytes} bytes", 413)
+        return bytes(buf)
+
     async def _read(self, body_reader, length: Optional[str]) -> bytes:
         lim = self.limits
         if length is not None and length.strip().isdigit() and int(length) > lim.max_bytes:
             raise RequestError(f"request body is over the limit of {lim.max_bytes} bytes", 413)  # before reading
         try:
-            body = await asyncio.wait_for(body_reader(), timeout=lim.read_timeout_s)
+            body = await asyncio.wait_for(self._collect(body_reader), timeout=lim.read_timeout_s)
         except asyncio.TimeoutError:
             raise RequestError(f"the request body did not arrive within {lim.read_timeout_s:g} s", 408) from None
         if len(body) > lim.max_bytes:  # no (or a lying) Content-Length
@@ -185,8 +248,14 @@ class ScoreService:
             raise RequestError(f"Content-Length says {length} bytes, the body has {len(body)}")
         return body
 
-    async def handle(self, method: str, path: str, body_reader, length: Optional[str]):
-        """(status, JSON-able body) for one request; every failure is a JSON 4xx/5xx with one line."""
+    async def handle(self, method: str, path: str, body_reader, length: Optional[str], headers=None):
+        """(status, JSON-able body) for one request; every failure is a JSON 4xx/5xx with one line.
+        headers: the raw [(name, value)] byte pairs, checked first (size, count, Host) when given."""
+        if headers is not None:
+            try:
+                check_head(headers, self.limits)
+            except RequestError as exc:
+                return exc.status, {"error": str(exc)}
         routed = self._route(method, path)
         if routed is not None:
             return routed
@@ -213,6 +282,12 @@ class ScoreService:
         }
 
 
+def request_parts(request) -> tuple:
+    """A Starlette request as handle()'s arguments. The body goes as `request.stream`, counted as
+    it arrives (a chunked body cannot grow past --max-bytes); the raw headers are checked first."""
+    return request.method, request.url.path, request.stream, request.headers.get("content-length"), request.headers.raw
+
+
 def _images_in(batches: List[np.ndarray]) -> int:
     return sum(len(b) for b in batches)
 
@@ -227,10 +302,10 @@ def build_app(
     backend: str = "auto",
     limits: Optional[ServiceLimits] = None,
     scores=None,
+    trusted_keys=None,
 ):
-    """The Serve application (bind it with `serve.run`)."""
-    from pathlib import Path
-
+    """The Serve application (bind it with `serve.run`). trusted_keys: PEM bytes or paths, read here
+    (replicas in any working directory check the same keys); None: $DLSR_TRUSTED_KEYS."""
     from ray import serve
     from starlette.responses import JSONResponse, PlainTextResponse
 
@@ -248,9 +323,7 @@ def build_app(
             return await self.score_batch(images)  # @serve.batch gathers concurrent requests
 
         async def __call__(self, request):
-            status, body = await self.handle(
-                request.method, request.url.path, request.body, request.headers.get("content-length")
-            )
+            status, body = await self.handle(*request_parts(request))
             if isinstance(body, str):
                 return PlainTextResponse(body, status_code=status)
             return JSONResponse(body, status_code=status)
@@ -276,6 +349,7 @@ def build_app(
         threads=threads or max(1, int(round(cpus_per_replica))),
         limits=limits,
         scores=scores,
+        trusted_keys=resolve_trusted_keys(trusted_keys),
     )
 
 
@@ -328,15 +402,21 @@ def run_service(
     import time
 
     set_ingress(ingress)  # before Ray is imported: Serve reads these flags at import
+    from dataclasses import replace
+
     import ray
     from ray import serve
 
     from dlsr_deploy.manifest import read_manifest
 
-    m = read_manifest(bundle)  # a broken bundle fails here, with its reason, before Ray starts
+    # a broken or unsigned bundle fails here, with its reason, before Ray starts
+    m = read_manifest(bundle, trusted_keys=options.get("trusted_keys"))
     if not ray.is_initialized():
         ray.init(address=address, **(ray_init_options(host) if address is None else {"include_dashboard": False}))
     limits = options.get("limits") or ServiceLimits(max_images=options.get("max_batch", 32))
+    if limits.allowed_hosts is None:
+        limits = replace(limits, allowed_hosts=default_allowed_hosts(host, port))
+    options["limits"] = limits
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": limits.read_timeout_s + 120.0})
     serve.run(build_app(str(bundle), **options), name="dlsr", route_prefix="/")
     print(
