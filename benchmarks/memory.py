@@ -76,7 +76,7 @@ def run_predict(bundle, data, n):
     import tempfile
 
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "DLSR_CACHE": str(Path(cache) / "features")}  # no cached verdicts
+        env = {**os.environ, "DLSR_CACHE": str(Path(cache))}  # no cached verdicts
         auto = _json_of(PREDICT, bundle, data, str(n), "auto", "auto", "all", env=env)
     return {**steady, **timing, "every_score": every, "first_load": first, "auto_first_load": auto}
 

@@ -153,9 +153,34 @@ def _walk(folder: Path) -> Iterator[Tuple[str, str]]:
                 dirs.remove(name)
 
 
-def _wanted(path: str) -> bool:
+def _pillow_suffixes() -> set:
+    """Every suffix Pillow reads here (.avif, .jp2, .ico, ... beside IMAGE_SUFFIXES)."""
+    from PIL import Image
+
+    return {k.lower() for k, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def _wanted(path: str, pillow: set) -> bool:
+    """In a folder: image and pack suffixes, anything Pillow reads, and files with no suffix (each
+    gets a row: scored, or its reason). Other files are counted and named in one warning."""
     suffix = os.path.splitext(path)[1].lower()
-    return suffix in IMAGE_SUFFIXES or suffix in PACK_SUFFIXES
+    return suffix in IMAGE_SUFFIXES or suffix in PACK_SUFFIXES or suffix in pillow or suffix == ""
+
+
+def _warn_skipped(src: str, skipped: List[str]) -> None:
+    if not skipped:
+        return
+    import collections
+    import warnings
+
+    kinds = collections.Counter(os.path.splitext(p)[1].lower() for p in skipped)
+    warnings.warn(
+        f"{src}: {len(skipped)} file(s) skipped, not images by their suffix ("
+        + ", ".join(f"{k} x{n}" for k, n in kinds.most_common(5))
+        + ")",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _expand(src: str, cifar_split: str) -> List[Tuple[str, str, str]]:
@@ -172,7 +197,10 @@ def _expand(src: str, cifar_split: str) -> List[Tuple[str, str, str]]:
     if p.is_dir() and is_cifar_dir(p):
         return [("cifar", f"{path}#{split or cifar_split}", "")]
     if p.is_dir():
-        entries = sorted((f, err) for f, err in _walk(p) if err or _wanted(f))
+        pillow = _pillow_suffixes()
+        walked = list(_walk(p))
+        entries = sorted((f, err) for f, err in walked if err or _wanted(f, pillow))
+        _warn_skipped(src, [f for f, err in walked if not err and not _wanted(f, pillow)])
         if not entries:
             raise DataError(f"{src}: no image files, .npz, .parquet or .mat found below it")
         return [("error", f, err) if err else _entry(f) for f, err in entries]
@@ -185,10 +213,10 @@ def _entry(path: str) -> Tuple[str, str, str]:
     suffix = os.path.splitext(path)[1].lower()
     if not os.path.exists(path):
         return ("error", path, "broken symbolic link (its target does not exist)")
-    if suffix in IMAGE_SUFFIXES:
-        return ("file", path, "")
     if suffix in PACK_SUFFIXES:
         return (PACK_SUFFIXES[suffix], path, "")
+    if suffix in IMAGE_SUFFIXES or suffix == "" or suffix in _pillow_suffixes():
+        return ("file", path, "")
     raise DataError(f"{path}: unsupported input (expected {EXPECTED})")
 
 

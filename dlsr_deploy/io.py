@@ -41,3 +41,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text))
+
+
+def cache_root() -> Path:
+    """Where dlsr-deploy keeps its caches: $DLSR_CACHE when set, else ~/.cache/dlsr-deploy. Under
+    it: features/ (training), selfcheck/ and backend-choice/ (verdicts), openvino/ (compiled models)."""
+    env = os.environ.get("DLSR_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "dlsr-deploy"

@@ -34,8 +34,8 @@ def npz_length(path: str) -> int:
         raise DataError(f"{path}: not a readable .npz file ({exc.__class__.__name__}: {exc})") from None
     if len(shape) not in (3, 4) or shape[0] == 0:
         raise DataError(f"{path}: expected images [N, H, W, 3] with N > 0, got shape {list(shape)}")
-    if dtype != np.uint8:
-        raise DataError(f"{path}: expected dtype uint8 (0..255), got {dtype}")
+    if dtype not in (np.uint8, np.uint16) and dtype.kind != "f":
+        raise DataError(f"{path}: expected dtype uint8 (0..255), uint16 or float in [0, 1], got {dtype}")
     return int(shape[0])
 
 
@@ -66,7 +66,9 @@ def parquet_ids(path: str) -> List[str]:
     id_col = next((c for c in ID_COLUMNS if c in names), None)
     if id_col is None:
         return [f"{path}#{j}" for j in range(f.metadata.num_rows)]
-    return [str(v) for v in f.read(columns=[id_col]).column(0).to_pylist()]
+    # a row whose id is null is named by its position (never the id "None")
+    values = f.read(columns=[id_col]).column(0).to_pylist()
+    return [f"{path}#{j}" if v is None else str(v) for j, v in enumerate(values)]
 
 
 def _bytes_column(schema, path) -> str:

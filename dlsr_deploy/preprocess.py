@@ -7,14 +7,17 @@ CLI and the exporter, so every path applies the same rules:
   packs a [N, H, W] array is a greyscale batch.
 - channels: 3 = RGB; 1 = greyscale, replicated; 4 = RGBA, alpha dropped (not composited);
   others refused (channel-first input gets a hint).
-- float arrays: Python API only, values in [0, 1], converted as round(x * 255); NaN, inf and
-  values out of range are refused. `.npz` packs must be uint8.
+- float arrays (Python API and `.npz` packs): values in [0, 1], converted as round(x * 255); NaN,
+  inf and values out of range are refused. uint16 arrays: 16-bit levels, scaled 65535 -> 255.
 - image files: any Pillow format; the EXIF orientation is applied; palette, greyscale, CMYK,
   LA / RGBA -> RGB (alpha dropped); 16-bit greyscale scaled to 8 bits (65535 -> 255), not
   clipped; 32-bit integer greyscale scaled by the smallest of 8 / 16 / 24 / 32 bits that holds
   its maximum; float greyscale (TIFF mode F) in [0, 1] scaled by 255, else read as levels by the
   same bit-depth rule (NaN, inf and negative values refused); animated files: the first frame;
-  zero-sized images refused; `max_pixels` refuses an image from its header, before decoding.
+  zero-sized images refused; `max_pixels` refuses an image from its header, before decoding
+  (default `MAX_PIXELS`, 100 megapixels: one decoded RGB image stays under ~300 MB). Large
+  images are cropped and resized inside Pillow (no full-size numpy copies), and a JPEG above
+  `DRAFT_PIXELS` is decoded at a reduced DCT scale no smaller than the target size.
 - size: every image is brought to the model's native size by a centre square crop, then
   Pillow bilinear (the training data's own path).
 - empty batches are refused; unreadable files are named (dlsr-score gives each a row).
@@ -30,6 +33,9 @@ import numpy as np
 from dlsr_deploy.errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+MAX_PIXELS = 100_000_000  # the default pixel limit of one image (read_image, decode_image, Detector)
+DRAFT_PIXELS = 16_000_000  # JPEGs above this decode at a reduced scale (smaller ones exactly as before)
+_PIL_MODES = ("RGB", "RGBA", "RGBX", "P", "PA", "L", "LA", "CMYK", "YCbCr", "1")
 ImagesLike = Union[np.ndarray, Sequence]
 
 
@@ -91,7 +97,8 @@ def to_square(image: np.ndarray, size: Optional[int]) -> np.ndarray:
 
 def read_image(path: Union[str, Path], size: Optional[int] = None, max_pixels: Optional[int] = None) -> np.ndarray:
     """An image file -> uint8 [size, size, 3] (or its own size when size is None). max_pixels:
-    refuse images with more pixels, checked from the file header before any decoding."""
+    refuse images with more pixels, checked from the file header before any decoding (None:
+    MAX_PIXELS; 0: no limit)."""
     return _open_image(path, str(path), size, max_pixels)
 
 
@@ -106,14 +113,43 @@ def decode_image(
     return _open_image(io.BytesIO(data), what, size, max_pixels)
 
 
+def _square_in_pil(img, size: int) -> np.ndarray:
+    """to_square done by Pillow on a standard-mode image: the same pixels (RGB conversion, centre
+    crop, bilinear), without the full-size numpy copies a large image would cost."""
+    from PIL import Image
+
+    if img.mode != "RGB":
+        img = img.convert("RGBA" if img.mode in ("P", "PA", "LA") else "RGB").convert("RGB")
+    w, h = img.size
+    s = min(w, h)
+    left, top = (w - s) // 2, (h - s) // 2
+    if (w, h) != (s, s):
+        img = img.crop((left, top, left + s, top + s))
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
 def _open_image(src, what: str, size: Optional[int], max_pixels: Optional[int] = None) -> np.ndarray:
     from PIL import Image
 
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
     try:
         with Image.open(src) as img:
             w, h = img.size  # from the header: nothing is decoded yet
-            if max_pixels is not None and w * h > max_pixels:
-                raise InputError(f"{what}: {w}x{h} = {w * h} pixels, over the limit of {max_pixels}")
+            if limit and w * h > limit:
+                raise InputError(
+                    f"{what}: {w}x{h} = {w * h} pixels, over the limit of {limit} (max_pixels; about "
+                    f"{3 * w * h / 2**20:.0f} MB decoded)"
+                )
+            if size is not None and w * h > DRAFT_PIXELS and img.format == "JPEG":
+                img.draft("RGB", (size * max(w, h) // min(w, h), size))  # DCT scaling, never below size
+            if size is not None and img.mode in _PIL_MODES and getattr(img, "n_frames", 1) == 1:
+                if img.size[0] == 0 or img.size[1] == 0:
+                    raise InputError(f"{what}: the image is empty ({img.size[0]}x{img.size[1]} pixels)")
+                from PIL import ImageOps
+
+                return _square_in_pil(ImageOps.exif_transpose(img) or img, size)
             return to_square(pil_to_rgb(img, what), size)
     except InputError:
         raise
@@ -135,7 +171,7 @@ def resize_images(images: np.ndarray, size: Optional[int]) -> np.ndarray:
 
 def as_images(images, what: str = "images", pack: bool = False) -> np.ndarray:
     """Validate and convert an array to uint8 [N, H, W, 3] (rules in the module docstring).
-    pack: the array comes from a `.npz` pack (uint8 only; rank 3 = greyscale batch)."""
+    pack: the array comes from a `.npz` pack (rank 3 = a greyscale batch)."""
     if not isinstance(images, np.ndarray):
         raise InputError(f"{what}: expected a numpy array [N, H, W, 3], got {type(images).__name__}")
     if images.ndim == 3:
@@ -151,13 +187,11 @@ def as_images(images, what: str = "images", pack: bool = False) -> np.ndarray:
         raise InputError(f"{what}: the batch is empty")
     if images.shape[1] == 0 or images.shape[2] == 0:
         raise InputError(f"{what}: images have zero size, shape {list(images.shape)}")
+    if images.dtype == np.uint16:
+        images = np.round(images.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
     if images.dtype != np.uint8:
-        if pack or not np.issubdtype(images.dtype, np.floating):
-            raise InputError(
-                f"{what}: expected dtype uint8 (0..255)"
-                + ("" if pack else " or float in [0, 1]")
-                + f", got {images.dtype}"
-            )
+        if not np.issubdtype(images.dtype, np.floating):
+            raise InputError(f"{what}: expected dtype uint8 (0..255), uint16 or float in [0, 1], got {images.dtype}")
         if not np.all(np.isfinite(images)):
             raise InputError(f"{what}: {int((~np.isfinite(images)).sum())} values are NaN or infinite")
         lo, hi = float(images.min()), float(images.max())

@@ -8,7 +8,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLSR_CACHE", str(tmp_path / "feature-cache"))
+    monkeypatch.setenv("DLSR_CACHE", str(tmp_path / "dlsr-cache"))
 
 
 @pytest.fixture

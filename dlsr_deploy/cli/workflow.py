@@ -32,7 +32,7 @@ FEATURE_OPTS = [
     click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Backbone weights file (lukemelas / efficientnet-lite format for EfficientNet, torchvision format for ResNet-50). Published file names are sha256-checked."),
     click.option("--input-size", type=click.IntRange(min=32), default=DEFAULT_INPUT_SIZE, show_default=True, help="Images are resized (bilinear) to this square size inside the model, before the backbone (default chosen by the sweep: on 32 px images 160 px was as accurate as any size and faster than 224)."),
     click.option("--native-size", default="auto", show_default=True, help="Every image (ID and OOD) is first brought to this size (centre crop + bilinear), so all sets reach the backbone alike. 'auto' = the median shorter side of the training images, capped at --input-size (recorded in the run and the bundle); 0 keeps each source's own size. CIFAR-style 32 px data: --native-size 32."),
-    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where backbone features are cached (default: $DLSR_CACHE or ~/.cache/dlsr-deploy/features)."),
+    click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where backbone features are cached (default: $DLSR_CACHE/features, else ~/.cache/dlsr-deploy/features)."),
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N images of each set (quick runs)."),
     click.option("--quiet", is_flag=True, help="No progress bars or tables (for CI)."),
 ]

@@ -116,9 +116,10 @@ def cache_key(images: np.ndarray, cfg: FeatureConfig) -> str:
 
 
 def default_cache_dir() -> Path:
-    import os
+    """$DLSR_CACHE/features (default ~/.cache/dlsr-deploy/features)."""
+    from dlsr_deploy.io import cache_root
 
-    return Path(os.environ.get("DLSR_CACHE", Path.home() / ".cache" / "dlsr-deploy" / "features"))
+    return cache_root() / "features"
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dlsr_deploy.errors import BackendUnavailable
+from dlsr_deploy.io import cache_root  # noqa: F401  (the runtime's caches live there)
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,35 @@ def release_heap() -> None:
         pass
 
 
-def cache_root():
-    """Where the runtime keeps its caches: beside $DLSR_CACHE when set, else ~/.cache/dlsr-deploy."""
-    import os
+_CACHE_PROBES: Dict[str, bool] = {}
 
-    env = os.environ.get("DLSR_CACHE")
-    return Path(env).parent if env else Path.home() / ".cache" / "dlsr-deploy"
+
+def usable_cache_dir(folder: Path) -> Optional[Path]:
+    """`folder` when a file can be created in it now (made if missing), else None with one warning
+    per folder and process: a read-only root or HOME, or a full disk, means "no cache", never a
+    failure. Caches only ever cost time when missing."""
+    import os
+    import tempfile
+    import warnings
+
+    key = str(folder)
+    if key not in _CACHE_PROBES:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-") as f:
+                f.write(b"x" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+            _CACHE_PROBES[key] = True
+        except OSError as exc:
+            _CACHE_PROBES[key] = False
+            warnings.warn(
+                f"cache {folder} is not usable ({exc.strerror or exc}); running without it (set DLSR_CACHE to a "
+                "writable folder to cache compiled models and verdicts)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return Path(folder) if _CACHE_PROBES[key] else None
 
 
 def available_backends() -> Tuple[List[str], List[dict]]:

@@ -62,19 +62,41 @@ class VerdictCache:
             key = path.read_bytes()
         except OSError:
             return None
-        return key if len(key) == 32 else None
+        if len(key) == 32:
+            return key
+        if create:  # a damaged key (a 0-byte file an older version left on a full disk): start again
+            try:
+                path.unlink()
+            except OSError:
+                return None
+            return self._new_key(path)
+        return None
 
     def _new_key(self, path: Path) -> Optional[bytes]:
+        """A new key, published whole (written to a temporary file, then hard-linked into place):
+        a full disk leaves no 0-byte key behind that would disable the cache for good."""
+        import tempfile
+
         key = os.urandom(32)
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd, tmp = tempfile.mkstemp(prefix=".verdict-key.", dir=path.parent)  # mode 0600
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
         except FileExistsError:  # another process made it first: use theirs
             return self._key(create=False)
         except OSError:
             return None
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
         return key
 
     def _mac(self, key: bytes, binding: Dict[str, Any], value: Any) -> str:
@@ -102,7 +124,10 @@ class VerdictCache:
         """Store a verdict (atomically); False when the cache folder is not writable (the
         check then simply runs again next time)."""
         from dlsr_deploy.io import atomic_write_text
+        from dlsr_deploy.runtime.backend import usable_cache_dir
 
+        if usable_cache_dir(self.root) is None:  # read-only or full: no cache, one warning, never a failure
+            return False
         key = self._key(create=True)
         if key is None:
             return False
