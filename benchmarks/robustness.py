@@ -1,4 +1,4 @@
-"""The hostile-user tour (issues 10 and 21), as a script: every case, what is expected, what happened.
+"""The hostile-user tours (issues 10, 21 and 29), as a script: every case, what is expected, what happened.
 
     python benchmarks/robustness.py [--no-ray]     -> benchmarks/results/robustness.{md,json}
 
@@ -13,6 +13,7 @@ test_inputs.py, test_service.py, test_export.py, ...).
 """
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -48,6 +49,16 @@ def api(fn, exc_type, needle):
     except Exception as exc:  # a raw, unexpected exception is a failed case
         return False, f"UNEXPECTED {type(exc).__name__}: {exc}"
     return False, "no error"
+
+
+def _edit(bundle, fn):
+    """Edit a bundle's manifest through fn(data), digest recomputed (a careless edit; an attacker without the key)."""
+    from dlsr_deploy.manifest import content_digest
+
+    data = json.loads((bundle / "manifest.json").read_text())
+    fn(data)
+    data["digest"] = content_digest(data)
+    (bundle / "manifest.json").write_text(json.dumps(data))
 
 
 class Env:
@@ -89,15 +100,16 @@ def main():
     ap.add_argument("--no-ray", action="store_true", help="skip the cases that start a real dlsr-serve on Ray")
     a = ap.parse_args()
     from robustness_cases import GROUPS
+    from robustness_verified import GROUPS as VERIFIED  # the third tour (issue 29)
 
     d = Path(tempfile.mkdtemp(prefix="dlsr-robust-"))
     # a cache root of its own: the verdict cases edit cached verdicts, which must be this tour's
     # (never the user's), and the first-load self-checks must run here, not come from a cache
-    os.environ["DLSR_CACHE"] = str(d / "cache" / "features")
+    os.environ["DLSR_CACHE"] = str(d / "cache")
     try:
         env = Env(d)
         rows = []
-        for group in GROUPS:
+        for group in GROUPS + VERIFIED:
             if a.no_ray and group.__name__.endswith("_ray"):
                 continue
             for c in group(env):

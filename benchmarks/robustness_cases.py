@@ -8,16 +8,7 @@ import shutil
 import time
 
 import numpy as np
-from robustness import api, clean_error, cli
-
-
-def _edit(bundle, fn):
-    from dlsr_deploy.manifest import content_digest
-
-    data = json.loads((bundle / "manifest.json").read_text())
-    fn(data)
-    data["digest"] = content_digest(data)
-    (bundle / "manifest.json").write_text(json.dumps(data))
+from robustness import _edit, api, clean_error, cli
 
 
 def _rehash_golden(bundle):
@@ -49,7 +40,7 @@ def signing(env):
     (d / "garbage.key").write_text("not a key")
     t = time.perf_counter()
     code, msg, tb = cli("dlsr-export", "--model", env.run, "--out", d / "g", "--quiet", "--sign", d / "garbage.key")
-    ok, got = clean_error(code, msg, tb, "not an unencrypted PEM private key")
+    ok, got = clean_error(code, msg, tb, "not a PEM private key")
     yield "security", "dlsr-export --sign GARBAGE", "refused before any work", ok and time.perf_counter() - t < 20, got
     args = ["dlsr-score", out, env.imgs, "--backend", "ort-cpu", "--quiet", "--out", d / "s.csv", "--trusted-key"]
     code, msg, tb = cli(*args, d / "fleet.pub")
@@ -704,6 +695,12 @@ def serve_ray(env):
             f"service on {sorted(service)}; Ray's ports on {others}",
         )
         yield _slow_client(port)
+        from robustness_verified import chunked_client
+
+        # the first large body in a replica also grows Ray's own transfer buffers once (README); the
+        # second shows what stays per refused request
+        first, second = chunked_client(port, max_growth_mb=150), chunked_client(port)
+        yield (*second[:3], first[3] and second[3], f"first: {first[4]}; second: {second[4]}")
     finally:
         proc.terminate()
         try:
@@ -717,7 +714,7 @@ def _slow_client(port):
     import socket
 
     s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    s.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+    s.sendall(b"POST /score HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: 1000\r\n\r\nabc" % port)
     t = time.perf_counter()
     try:
         answer = s.recv(4096).decode(errors="replace")

@@ -29,7 +29,7 @@ def tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
 
 
 EXPORT_KEYS = ("fp16", "int8", "fused", "with_lr", "calibrate_on", "target_tpr", "verify_ood", "n_verify", "headline",
-               "force", "keep_failed", "quiet", "int8_backbone_from", "int8_scheme", "sign")
+               "force", "keep_failed", "quiet", "int8_backbone_from", "int8_scheme", "sign", "slim")
 
 
 @click.command(context_settings=CONTEXT)
@@ -51,6 +51,7 @@ EXPORT_KEYS = ("fp16", "int8", "fused", "with_lr", "calibrate_on", "target_tpr",
 @click.option("--no-verify", is_flag=True, help="Skip the parity check against PyTorch eager.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=256, show_default=True, help="Largest batch of the TensorRT optimisation profile (min 1, opt 32).")
 @click.option("--headline", default=None, help="The score the threshold is for: a score name (mfsim, mse, maha_lw, gauss_layer, ...), or 'auto' = the selection rule (README 'Choosing the headline': bootstrap intervals on the --verify-ood sets and the synthetic shift probes; a challenger must not be worse anywhere and be better on the worst set). Default: the package default, maha_ridge, or gauss_layer when the model was trained on fewer than 3 images per z0 dimension (README 'The default follows the training size'). The manifest records how it was chosen.")
+@click.option("--slim", is_flag=True, help="Ship only the graphs the headline needs (backbone + density heads: for the package default about 19 MB instead of 111 MB, no denoiser). Both scoring paths are still verified before the denoiser is left out; asking a slim bundle for a DLSR score is a one-line error.")
 @click.option("--no-density", is_flag=True, help="Leave the density heads and combined scores out of the bundle (DLSR scores only).")
 @click.option("--force", is_flag=True, help="Replace the bundle in --out: only a folder holding a bundle dlsr-export wrote (checked by its manifest digest), and only the files that bundle lists.")
 @click.option("--keep-failed", is_flag=True, help="Keep a bundle that fails parity at --out (default: it goes to OUT.failed for inspection, and --out is untouched).")

@@ -239,6 +239,11 @@ def _build(tmp: Path, out: Path, run_dir: Path, inp: _Inputs, req: ExportRequest
     facts = _facts(out, run_dir, inp, req, files, shares, cal, thresholds, parity, head, choice, golden)
     facts.export_seconds = round(time.time() - t0, 1)
     manifest = build_manifest(facts)
+    if req.slim:  # verified complete above; now without the graphs the headline never runs
+        from dlsr_deploy.export.slim import slim_bundle
+
+        manifest = slim_bundle(tmp, manifest)
+        say(f"slim: left out {', '.join(manifest['slim']['dropped'])} ({manifest['slim']['dropped_bytes'] >> 20} MB)")
     say("[5/5] writing manifest.json")
     write_manifest(tmp, manifest, sign_key=req.sign)
     return manifest

@@ -45,6 +45,7 @@ class ExportRequest:
     int8_backbone_from: Optional[int] = None  # int8: static INT8 backbone blocks >= this; None = FP32 backbone
     int8_scheme: str = "dynamic"  # int8 denoiser: "dynamic", "weight-only" or "openvino"
     probes: bool = True  # headline "auto": synthetic shift probes from the calibration images count too
+    slim: bool = False  # ship only the backbone and heads graphs (export/slim.py)
 
     @property
     def precision(self) -> str:
@@ -91,6 +92,18 @@ def _check_out(out: Path, run_dir: Path, force: bool) -> None:
                 "check out), so force will not touch it; choose another folder",
                 param="out",
             )
+
+
+def _check_slim(req: ExportRequest, names: List[str]) -> None:
+    """--slim needs a headline the heads graph computes: density heads in the bundle, and no DLSR
+    score (mfsim, mse, lr_*) in a headline named explicitly."""
+    if not req.slim:
+        return
+    if not req.density:
+        raise ConfigError("slim: a slim bundle keeps the density heads only; drop no_density", param="slim")
+    head = req.headline
+    if head not in (None, "auto") and any(t in ("mfsim", "mse", "lr") for t in head.split("_")):
+        raise ConfigError(f"slim: the headline {head!r} needs the denoiser graph; choose a density head", param="slim")
 
 
 def _check_space(out: Path, run_dir: Path) -> None:
@@ -175,6 +188,7 @@ def check_request(req: ExportRequest, out: Path, run_dir: Path) -> List[str]:
         raise ConfigError("headline: 'auto' needs known-OOD images; give verify_ood", param="headline")
     if req.headline not in (None, "auto") and req.headline not in names:
         raise ConfigError(f"headline: expected one of {names} or 'auto', got {req.headline!r}", param="headline")
+    _check_slim(req, names)
     if req.sign is not None:  # an unreadable or wrong key fails now, not after the export
         from dlsr_deploy.signing import sign_manifest
 

@@ -103,9 +103,10 @@ def _read_snapshot(snap, verify: bool, trusted_keys, hold: bool) -> Manifest:
         verify_signature(data, trusted_keys, path)  # a forged field says "not signed by you" first
     try:
         validate(data, path)
-    except BundleError:
-        if data.get("digest") not in (None, content_digest(data)):
-            verify_digest(data, path)  # a field broken by an edit after export: say that
+    except BundleError as exc:
+        if data.get("digest") not in (None, content_digest(data)):  # a field broken by an edit: say both
+            field = str(exc).split(": ", 1)[-1]
+            raise BundleError(f"{path}: the manifest was modified after export (digest mismatch); {field}") from None
         raise
     if hold:  # every file opened now, through the folder handle: one bundle, whatever comes later
         for info in m.file_entries():

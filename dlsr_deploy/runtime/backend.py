@@ -128,7 +128,7 @@ def import_optional(module: str, extra: str):
         raise missing_extra(module, extra) from None
 
 
-def release_heap() -> None:
+def release_heap(collect: bool = False) -> None:
     """Hand freed heap pages back to the OS (glibc's malloc_trim; a no-op elsewhere).
 
     Creating an ONNX Runtime session parses the whole model and pre-packs its MatMul weights;
@@ -138,6 +138,10 @@ def release_heap() -> None:
     import ctypes
     import ctypes.util
 
+    if collect:  # objects in reference cycles first (gc), then their pages
+        import gc
+
+        gc.collect()
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None

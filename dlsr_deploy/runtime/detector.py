@@ -247,6 +247,12 @@ class Detector:
             return list(names)
         wanted = [scores] if isinstance(scores, str) else list(scores)
         unknown = [s for s in wanted if s not in names]
+        slim = self.manifest.data.get("slim")
+        if unknown and slim:
+            raise InputError(
+                f"scores: {unknown} not in this slim bundle (dlsr-export --slim left out {slim.get('dropped')}); it "
+                f"computes {names}: export without --slim for the others"
+            )
         if unknown or not wanted:
             raise InputError(
                 f"scores: expected 'headline', 'all' or names among {names}, got {list(wanted) or 'an empty list'}"

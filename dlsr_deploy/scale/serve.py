@@ -10,12 +10,10 @@ HTTP (port 8000 by default):
 - `GET /info` -> the manifest summary and the service's batching settings.
 - `GET /stats` -> batch sizes the replica has run (a histogram: how well batching works).
 
-Every request is bounded (`ServiceLimits`): body bytes, images per request, decoded pixels
-(checked from the image or .npy header before decoding) and the time to receive the body. Bad
-requests get a JSON 4xx with a one-line reason: 400 not an image / wrong dtype or shape / NaN /
-a Content-Length that lies, 408 body too slow, 413 too many bytes, images or pixels, 404 unknown
-path, 405 wrong method; anything unexpected is a JSON 500 / 503, never a bare error page. Ray
-Serve restarts a replica that dies; requests in flight on it get a 5xx from Serve's proxy.
+Every request is bounded (`ServiceLimits`) before it costs: the head (431) and its Host (421,
+`--allowed-host`), body bytes counted as they stream in (413), images, decoded pixels from the
+header (413), time to receive the body (408). Errors are JSON 4xx with one line (400 bad image,
+NaN, lying Content-Length; 404; 405); anything unexpected a JSON 500 / 503, never a bare page.
 """
 
 from __future__ import annotations
@@ -227,12 +225,17 @@ class ScoreService:
         got = body_reader()
         if not hasattr(got, "__aiter__"):
             return await got
-        buf = bytearray()
+        parts, n = [], 0
         async for chunk in got:
-            buf += chunk
-            if len(buf) > lim.max_bytes:
+            n += len(chunk)
+            if n > lim.max_bytes:
+                del parts[:]
+                from dlsr_deploy.runtime.backend import release_heap
+
+                release_heap()  # the refused chunks' pages go back to the OS now, not at the next request
                 raise RequestError(f"request body is over the limit of {lim.max_bytes} bytes", 413)
-        return bytes(buf)
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def _read(self, body_reader, length: Optional[str]) -> bytes:
         lim = self.limits
@@ -288,6 +291,21 @@ def request_parts(request) -> tuple:
     return request.method, request.url.path, request.stream, request.headers.get("content-length"), request.headers.raw
 
 
+CLOSE_ON = (408, 413, 421, 431)
+
+
+def refusal_headers(status: int) -> Optional[dict]:
+    """A refused request closes its connection (the client stops sending a body nobody reads); what
+    Serve's receive task pulled in meanwhile (it fetches until disconnect) goes back to the OS."""
+    if status not in CLOSE_ON:
+        return None
+    from dlsr_deploy.runtime.backend import release_heap
+
+    for delay in (0.5, 2.0):  # collect: Serve's queue of the refused body's messages sits in cycles
+        asyncio.get_running_loop().call_later(delay, release_heap, True)
+    return {"connection": "close"}
+
+
 def _images_in(batches: List[np.ndarray]) -> int:
     return sum(len(b) for b in batches)
 
@@ -326,7 +344,7 @@ def build_app(
             status, body = await self.handle(*request_parts(request))
             if isinstance(body, str):
                 return PlainTextResponse(body, status_code=status)
-            return JSONResponse(body, status_code=status)
+            return JSONResponse(body, status_code=status, headers=refusal_headers(status))
 
         def check_health(self):  # Serve calls it; a replica whose Detector is gone is restarted
             if self.det.backend is None:
