@@ -35,7 +35,7 @@ def test_bundle_files_and_manifest(bundles):
         assert m.score_names == ["mfsim", "mse", "lr_mfsim", "lr_mse"] + heads + combos
         # the tiny run fits its heads on 72 vectors of 512 dims: the small-data default
         assert m.headline == SMALL_N_HEADLINE == m.threshold.score
-        assert m.graphs_for([m.headline]) == ["heads"]  # the decision never runs the denoiser
+        assert m.graphs_for([m.headline]) == ["decision"]  # one graph from images; never the denoiser
         assert "fitted on 72 vectors of 512 dims" in m.data["scores"]["headline_choice"]["how"]
         assert m.data["scores"]["direction"] == "higher score = more OOD"
         assert m.data["parity"]["passed"]

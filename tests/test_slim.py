@@ -21,7 +21,7 @@ def slim(tiny_run, tmp_path_factory):
 
 def test_a_slim_bundle_has_no_denoiser_and_says_so(slim, bundles):
     m = json.loads((slim / "manifest.json").read_text())
-    assert sorted(m["files"]) == ["backbone", "heads"] and not (slim / "denoiser.onnx").exists()
+    assert sorted(m["files"]) == ["backbone", "decision", "heads"] and not (slim / "denoiser.onnx").exists()
     assert m["slim"]["dropped"] == ["denoiser.onnx"] and m["slim"]["dropped_bytes"] > 0
     assert m["parity"]["passed"] and "z0_hat" in m["parity"]["tensors"]  # the denoiser was verified first
     full = sum(p.stat().st_size for p in bundles["fp32"].iterdir() if p.name != "pipeline.onnx")

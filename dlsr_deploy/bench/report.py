@@ -33,6 +33,8 @@ def table(res: BenchResult) -> str:
             + " / "
             + (_f(r.stages_ms.get("denoiser", r.stages_ms.get("heads")), "{:.1f}"))
         )
+        if "decision" in r.stages_ms:  # one graph, images -> headline
+            stages = f"{_f(r.stages_ms.get('input'), '{:.1f}')} / {_f(r.stages_ms['decision'], '{:.1f}')} (one graph)"
         status = r.status + (f" ({r.reason})" if r.reason else "") + (" ⚠" if r.warning else "")
         if r.extra.get("compile_seconds"):
             status += f" (compiled {r.extra.get('compiled_graphs', 0)} graphs in {r.extra['compile_seconds']:.0f} s)"

@@ -225,6 +225,28 @@ def _int8_hint(req: ExportRequest) -> str:
     )
 
 
+def _add_decision(tmp: Path, files: dict, shares: dict, parity, head: str, inp: _Inputs, req, say) -> None:
+    """decision.onnx (images -> the headline, one call) when the heads graph computes the headline,
+    checked against the two-graph path; a graph that differs is left out with a note (the bundle
+    keeps its two-graph path)."""
+    from dlsr_deploy.export.decision import check_decision, write_decision
+
+    entry = write_decision(tmp, head, req)
+    if entry is None:
+        return
+    sets = {"id": inp.cal_images[: req.n_verify], **inp.ood_images}
+    check = check_decision(tmp, head, sets, graph_engine(req.int8 and req.int8_scheme))
+    if parity is not None:
+        parity["decision"] = check
+    if not check["passed"]:
+        (tmp / "decision.onnx").unlink()
+        say(f"      decision.onnx left out: it differs from the two-graph path by {check['max_rel']:.2g} (relative)")
+        return
+    files["decision"], shares["decision"] = entry, entry["fp16_share"]
+    mb, rel = entry["bytes"] / 1e6, check["max_rel"]
+    say(f"      decision.onnx  {mb:7.2f} MB  images -> {head} in one call (max rel diff {rel:.1g})")
+
+
 def _build(tmp: Path, out: Path, run_dir: Path, inp: _Inputs, req: ExportRequest, say, t0: float) -> dict:
     """Graphs, calibration, parity, golden set and manifest into tmp -> the manifest content."""
     from dlsr_deploy.manifest import build_manifest, write_manifest
@@ -235,6 +257,7 @@ def _build(tmp: Path, out: Path, run_dir: Path, inp: _Inputs, req: ExportRequest
     thresholds, cal, parity, head, choice = _calibrate_and_verify(tmp, inp, req, say)
     if req.int8 and parity and not parity["passed"]:  # an 8-bit bundle that fails parity is not written
         raise ParityError(f"{out}: int8 refused: " + "; ".join(parity["failures"]) + _int8_hint(req))
+    _add_decision(tmp, files, shares, parity, head, inp, req, say)
     golden = write_golden(tmp, inp.ref, inp.cal_images, inp.ood_images, graph_engine(req.int8 and req.int8_scheme))
     facts = _facts(out, run_dir, inp, req, files, shares, cal, thresholds, parity, head, choice, golden)
     facts.export_seconds = round(time.time() - t0, 1)

@@ -60,7 +60,7 @@ def _quantize(model, role: str, req, int8_images):
     return model  # heads.onnx stays FP32 in every bundle
 
 
-def _describe(model, path: Path, req, role: str) -> dict:
+def describe_graph(model, path: Path, req, role: str) -> dict:
     from dlsr_deploy.export import onnx_utils as ou
     from dlsr_deploy.io import sha256_file
 
@@ -100,7 +100,7 @@ def write_graph(tmp: Path, role: str, spec: tuple, req, native: int, dim: int, i
     ou.check(model)
     path = Path(tmp) / f"{role}.onnx"
     atomic_write_bytes(path, model.SerializeToString())
-    return _describe(model, path, req, role), model
+    return describe_graph(model, path, req, role), model
 
 
 def export_graphs(tmp: Path, ref, req, native: int, say, int8_images=None) -> Tuple[dict, dict]:

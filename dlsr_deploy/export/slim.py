@@ -21,7 +21,7 @@ import numpy as np
 from dlsr_deploy.errors import ConfigError
 from dlsr_deploy.names import SCORE_PREFIX, output_name, score_of
 
-KEEP = ("backbone", "heads")
+KEEP = ("backbone", "heads", "decision")
 
 
 def heads_scores(manifest: dict) -> List[str]:
@@ -71,7 +71,7 @@ def slim_bundle(folder: Path, manifest: dict) -> dict:
         )
     dropped = [r for r in files if r not in KEEP]
     m = copy.deepcopy(manifest)
-    m["files"] = {r: files[r] for r in KEEP}
+    m["files"] = {r: files[r] for r in KEEP if r in files}
     sc = m["scores"]
     sc["names"] = [n for n in sc["names"] if n in keep]
     sc["combinations"] = [c for c in sc.get("combinations", []) if combo_name(c) in keep]

@@ -9,12 +9,13 @@ from typing import Any, Dict, List, Optional, Tuple
 from dlsr_deploy.errors import BundleError
 from dlsr_deploy.names import SCORE_PREFIX, output_name, score_of
 
-SCHEMA_VERSION = 2  # 2: heads.onnx beside denoiser.onnx, native-size provenance, verified targets
-READABLE_SCHEMAS = (1, 2)
+SCHEMA_VERSION = 3  # 2: heads.onnx beside denoiser.onnx, native-size provenance, verified targets; 3: decision.onnx
+READABLE_SCHEMAS = (1, 2, 3)
 REQUIRED = ("schema_version", "name", "files", "preprocessing", "precision", "scores", "threshold", "config")
 DEFAULT_PROFILE = {"min": 1, "opt": 32, "max": 256}
 PRECISIONS = ("fp32", "fp16", "int8")
 GRAPH_COST_ORDER = ("heads", "denoiser", "pipeline")  # score graphs, cheapest first
+IMAGE_GRAPHS = ("backbone", "pipeline", "decision")  # graphs fed with images (the others take z0)
 
 
 @dataclass(frozen=True)
@@ -110,16 +111,25 @@ class Manifest:
         from z0) and 'denoiser' (every score). Bundles of schema 1 have the denoiser only."""
         out = {}
         for role, f in self.files.items():
-            if role in ("backbone", "pipeline"):
+            if role in IMAGE_GRAPHS:  # these take images, not z0
                 continue
             out[role] = [
                 score_of(o["name"]) for o in f.get("outputs", []) if str(o.get("name")).startswith(SCORE_PREFIX)
             ]
         return out
 
+    @property
+    def decision_score(self) -> Optional[str]:
+        """The score decision.onnx computes from images in one call (the headline), or None."""
+        f = self.files.get("decision")
+        return str(f.get("headline")) if isinstance(f, dict) and f.get("headline") else None
+
     def graphs_for(self, names) -> List[str]:
-        """The score graphs to run after the backbone to get `names`: the cheapest single graph
-        that outputs all of them, else the cheapest graphs that together do."""
+        """The graphs that compute `names`: ['decision'] (images -> the headline, one call) when that
+        is all that is asked and the bundle has it; else the score graphs to run after the backbone:
+        the cheapest single graph that outputs all of them, else the cheapest graphs that together do."""
+        if list(names) == [self.decision_score] and self.decision_score is not None:
+            return ["decision"]
         graphs = self.score_graphs
         order = sorted(graphs, key=lambda r: (GRAPH_COST_ORDER.index(r) if r in GRAPH_COST_ORDER else 99, r))
         need = set(names)

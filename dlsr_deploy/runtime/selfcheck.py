@@ -90,6 +90,19 @@ def _replay(backend, images: np.ndarray, chunk: int, roles) -> Dict[str, dict]:
     return {r: {k: np.concatenate([p[k] for p in ps]) for k in ps[0]} for r, ps in parts.items()}
 
 
+def _check_decision_path(manifest, backend, imgs, chunk: int, ref: dict, rep: dict, how) -> None:
+    """decision.onnx (images -> the headline in one call) replayed and compared like every path."""
+    from dlsr_deploy.parity import compare
+
+    if manifest.decision_score is None or getattr(backend, "fused", False):
+        return
+    name = manifest.output_name(manifest.decision_score)
+    got = [backend.run_graph("decision", {"images": imgs[i : i + chunk]})[name] for i in range(0, len(imgs), chunk)]
+    sub = compare({name: ref[name]}, {name: np.concatenate(got)}, *how)
+    rep["paths"]["decision"] = {k: sub[k] for k in ("scores", "failures", "passed")}
+    rep["failures"] += [f"decision path: {f}" for f in sub["failures"]]
+
+
 def run_self_check(manifest, backend, chunk: int = 24) -> dict:
     """Replay the golden set on `backend` in the chunks its outputs were made in at export (16;
     never more than `chunk`, the Detector's batch, so the check needs no more memory than
@@ -115,6 +128,7 @@ def run_self_check(manifest, backend, chunk: int = 24) -> dict:
         else:
             rep["paths"][role] = {k: sub[k] for k in ("scores", "failures", "passed")}
             rep["failures"] += [f"{role} path: {f}" for f in sub["failures"]]
+    _check_decision_path(manifest, backend, imgs, chunk, ref, rep, (labels, thresholds, tol))
     rep["passed"] = not rep["failures"]
     eager = {k.split("/", 1)[1]: v for k, v in golden.items() if k.startswith("eager/")}
     rep["vs_eager_fp32"] = {k: spearman(eager[k], got[k]) for k in eager if k.startswith("score_") and k in got}
