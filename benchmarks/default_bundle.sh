@@ -2,7 +2,7 @@
 # The package default (issues 22 and 23), built from evidence and measured against what it replaced.
 #
 #   bash benchmarks/default_bundle.sh            # every step, in order; each step skips what exists
-#   STEP=bench bash benchmarks/default_bundle.sh # one step: train | eval | export | bench | peers
+#   STEP=bench bash benchmarks/default_bundle.sh # one step: train | eval | export | bench | peers | decision
 #
 # The configuration comes from the sweep (`bash benchmarks/pareto.sh`, benchmarks/results/pareto.md):
 # EfficientNet-Lite2 @ 160 px, the LFDN size and K that `pareto.py lfdn` chose by held-out ID loss,
@@ -27,9 +27,11 @@ BLOCKS=${BLOCKS:-8}
 K=${K:-1}
 V=(--verify-ood "$DATA/tinyimagenet_val_32.npz" --verify-ood "$DATA/dtd_subset10.npz" --force --quiet)
 
-if want train; then
+if want train || want decision; then
   $BIN/dlsr-train "${TRAIN[@]}" --out "$RUN" --backbone "$BACKBONE" --input-size "$SIZE" --native-size 32 \
     --width "$WIDTH" --blocks "$BLOCKS" --epochs 20 --patience 3 --feature-engine ort --resume
+fi
+if want train; then
   $BIN/dlsr-train "${TRAIN[@]}" --out "$PREV" --backbone efficientnet-lite0 --input-size 224 --native-size 32 \
     --preset paper --epochs 1 --feature-engine ort --resume
 fi
@@ -58,6 +60,14 @@ fi
 if want bench; then
   $BIN/dlsr-bench "${B[@]}" export/previous-fp32 --data "$DATA/cifar10_test.npz" "${OOD[@]}" --n-eval 300 \
     --batch 1 --batch 32 --backend ort-cpu --backend openvino --stem bench_cpu_default --quiet
+fi
+if want decision; then
+  # issue 28: one graph per decision and the slim bundle, on the package default (fp32)
+  [ -f export/default-fp32/decision.onnx ] || $BIN/dlsr-export --model "$RUN" --steps "$K" "${V[@]}" --out export/default-fp32
+  $BIN/dlsr-export --model "$RUN" --steps "$K" "${V[@]}" --slim --out export/default-fp32-slim
+  $BIN/python benchmarks/decision_graph.py export/default-fp32 --backend ort-cpu --stem decision_graph_default
+  $BIN/python benchmarks/decision_graph.py export/default-fp32 --backend openvino --stem decision_graph_default_ov
+  du -b export/default-fp32/*.onnx export/default-fp32/golden.npz export/default-fp32-slim/* > benchmarks/results/slim_sizes.txt
 fi
 if want peers; then
   $BIN/dlsr-bench export/default-fp32 --data "$DATA/cifar10_test.npz" "${OOD[@]}" --n-eval 300 --batch 1 --batch 32 \

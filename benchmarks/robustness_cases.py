@@ -600,12 +600,12 @@ def runtime_api(env):
         clone = pickle.loads(pickle.dumps(det))
         same = np.array_equal(clone.score(one[:4], "all")["mfsim"], det.score(one[:4], "all")["mfsim"])
         clone.close()
-        heads_only = det.graphs_for() == ["heads"]
+        heads_only = det.graphs_for() == ["decision"]  # images -> headline in one graph (issue 28)
         bad = api(lambda: det.score(one[:2], ["bogus"]), InputError, "scores")
         zero = api(lambda: det.score(np.zeros((1, 0, 32, 3), np.uint8)), InputError, "zero size")
     yield "silent", "det.score([img, batch4])", "5 scores", n == 5, f"{n} scores"
     yield "traceback", "pickle.dumps(Detector)", "re-opens the bundle, same scores", same, "equal" if same else "differ"
-    yield "silent", "predict() of a density headline", "backbone + heads only, no denoiser", heads_only, str(heads_only)
+    yield "silent", "predict() of a density headline", "decision.onnx only, no denoiser", heads_only, str(heads_only)
     yield "traceback", "det.score(scores=['bogus'])", "InputError naming the scores", *bad
     yield "silent", "zero-height image", "InputError", *zero
     yield (
