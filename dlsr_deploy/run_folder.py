@@ -87,6 +87,7 @@ def check_resume(folder: Path, now: Dict) -> None:
             param="resume",
         )
     before = old["identity"]
+    now = json.loads(json.dumps(now))  # as run.json holds it: tuples are lists there (mean, std, ...)
     diff = [k for k in IDENTITY_FIELDS if k in now and before.get(k) != now[k]]
     if "config" in diff:
         changed = _config_diff(before.get("config") or {}, now["config"])

@@ -212,3 +212,18 @@ def test_native_size_comes_from_the_data(tmp_path):
         Image.fromarray(r.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(big / f"{i:02d}.png")
     run_train(str(big), tmp_path / "run2", FeatureConfig(backbone="efficientnet-lite0", input_size=64), **kw)
     assert json.loads((tmp_path / "run2" / "config.json").read_text())["feature"]["native_size"] == 64  # capped
+
+
+def test_resume_compares_settings_as_run_json_holds_them(tmp_path):
+    """Tuples in the config (mean, std) are lists in run.json: the same settings, not a change."""
+    import json
+
+    from dlsr_deploy.run_folder import check_resume, identity
+
+    cfg = {"feature": {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}, "layer_sizes": (16, 24)}
+    now = identity(["a.npz"], ["x" * 64], cfg, holdout=0.1)
+    (tmp_path / "run.json").write_text(json.dumps({"status": "training", "identity": now}))
+    check_resume(tmp_path, now)  # no error: nothing changed
+    changed = identity(["a.npz"], ["x" * 64], {**cfg, "layer_sizes": (16, 32)}, holdout=0.1)
+    with pytest.raises(Exception, match="layer_sizes"):
+        check_resume(tmp_path, changed)
