@@ -1,7 +1,7 @@
 """dlsr-export --slim: a bundle with only the graphs the headline needs (issue 28, item 7).
 
 An edge box that runs the decision never runs the denoiser when the headline is a density head:
-for the package default that graph is 89 MB of the bundle's 111 MB. A slim bundle is made from
+for the package default that graph is 89 MB of the bundle's 129 MB. A slim bundle is made from
 the complete, verified one before it is published: the same backbone and heads graphs byte for
 byte (their parity was checked on both scoring paths of the full bundle; the manifest keeps that
 report), the denoiser and fused pipeline graphs left out, and the manifest's scores, thresholds and
