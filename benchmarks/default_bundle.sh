@@ -2,7 +2,7 @@
 # The package default (issues 22 and 23), built from evidence and measured against what it replaced.
 #
 #   bash benchmarks/default_bundle.sh            # every step, in order; each step skips what exists
-#   STEP=bench bash benchmarks/default_bundle.sh # one step: train | eval | export | bench | peers | decision
+#   STEP=bench bash benchmarks/default_bundle.sh # one step: train | eval | export | bench | peers | decision | bf16
 #
 # The configuration comes from the sweep (`bash benchmarks/pareto.sh`, benchmarks/results/pareto.md):
 # EfficientNet-Lite2 @ 160 px, the LFDN size and K that `pareto.py lfdn` chose by held-out ID loss,
@@ -68,6 +68,20 @@ if want decision; then
   $BIN/python benchmarks/decision_graph.py export/default-fp32 --backend ort-cpu --stem decision_graph_default
   $BIN/python benchmarks/decision_graph.py export/default-fp32 --backend openvino --stem decision_graph_default_ov
   du -b export/default-fp32/*.onnx export/default-fp32/golden.npz export/default-fp32-slim/* > benchmarks/results/slim_sizes.txt
+fi
+if want bf16; then
+  # issue 28: a family of the package default, FP32 + bf16 (backbone bf16 on OpenVINO) + int8 (NNCF static INT8
+  # backbone on OpenVINO), heads refitted on each one's features and guarded against the FP32 bundle; the bench
+  # with the restated peers; the accuracy of each on the full shared sets
+  F=export/default-family
+  $BIN/dlsr-export --model "$RUN" --steps "$K" "${V[@]}" --precision fp32,bf16,int8 --out "$F"
+  $BIN/dlsr-bench "$F/fp32" "$F/bf16" "$F/int8" --data "$DATA/cifar10_test.npz" "${OOD[@]}" --n-eval 300 --batch 1 --batch 32 \
+    --backend ort-cpu --backend openvino --peers --stem bench_cpu_bf16 --quiet
+  for p in bf16 int8; do
+    [ -f "$F/$p/manifest.json" ] && $BIN/python benchmarks/precision_accuracy.py "$F/fp32" "$F/$p" \
+      --id "$DATA/cifar10_test.npz" --ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" \
+      --ood dtd="$DATA/dtd_subset10.npz" --stem "precision_$p"
+  done
 fi
 if want peers; then
   $BIN/dlsr-bench export/default-fp32 --data "$DATA/cifar10_test.npz" "${OOD[@]}" --n-eval 300 --batch 1 --batch 32 \

@@ -23,7 +23,8 @@ class Tolerances:
 
     @classmethod
     def for_precision(cls, precision: str) -> "Tolerances":
-        """The default tolerances of a bundle precision ('fp32', 'fp16', 'int8')."""
+        """The default tolerances of a bundle precision ('fp32', 'fp16', 'int8'; 'bf16' bundles' graphs
+        are FP32 and verified as such, the bf16 backbone by the accuracy guard)."""
         if precision == "fp16":
             return cls(rank_corr=0.999, auroc_change=0.002, flip_rate=0.005, z0_rel=0.02)
         if precision == "int8":  # backbone FP32, denoiser INT8

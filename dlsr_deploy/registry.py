@@ -243,6 +243,7 @@ def _register_builtin_backends() -> None:
             "openvino",
             "dlsr_deploy.runtime.openvino:OpenVinoBackend",
             "dlsr_deploy.runtime.probes:openvino",
+            ("fp32", "fp16", "int8", "bf16"),
             int8_schemes=("dynamic", "openvino"),
             chunk=8,
             cpu_candidate=True,

@@ -169,6 +169,11 @@ class Evidence:
             self._reps[key] = self._sides[cand].auroc(self.ood[ood_set][cand], self._rs.ood_counts[ood_set])
         return self._reps[key]
 
+    def fpr_replicates(self, cand: str, ood_set: str, tpr: float = 0.95) -> np.ndarray:
+        """FPR@`tpr` replicates of a candidate on one set (the same joint resample as its AUROC's)."""
+        self.replicates(cand, ood_set)  # draws the resample and the candidate's ID side once
+        return self._sides[cand].fpr(self.ood[ood_set][cand], self._rs.ood_counts[ood_set], tpr)
+
     def point(self, cand: str, ood_set: str) -> float:
         """AUROC of a candidate on one set (no resampling)."""
         from dlsr_deploy.metrics import auroc

@@ -37,3 +37,12 @@ def make_run(folder: Path):
         quiet=True,
     )
     return folder / "run", id_path, ood_path
+
+
+def export_tiny(tiny_run, out: Path, **options) -> Path:
+    """A bundle of the tiny run at `out`, verified against its OOD set (64 images per set)."""
+    from dlsr_deploy.export.exporter import export_bundle
+
+    run, _, ood = tiny_run
+    export_bundle(run, out, verify_ood=[str(ood)], n_verify=64, quiet=True, **options)
+    return out

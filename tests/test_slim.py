@@ -11,12 +11,9 @@ from dlsr_deploy.runtime import Detector
 
 @pytest.fixture(scope="module")
 def slim(tiny_run, tmp_path_factory):
-    from dlsr_deploy.export.exporter import export_bundle
+    from bundles import export_tiny
 
-    run, _, ood = tiny_run
-    out = tmp_path_factory.mktemp("slim") / "slim"
-    export_bundle(run, out, slim=True, verify_ood=[str(ood)], n_verify=64, quiet=True)
-    return out
+    return export_tiny(tiny_run, tmp_path_factory.mktemp("slim") / "slim", slim=True)
 
 
 def test_a_slim_bundle_has_no_denoiser_and_says_so(slim, bundles):

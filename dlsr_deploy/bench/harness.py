@@ -24,7 +24,13 @@ from dlsr_deploy.bench.timing import TimingSettings, time_batch
 from dlsr_deploy.errors import BackendUnavailable
 
 GPU_EAGER = ("torch-eager-cuda", "torch-eager-cuda-fp16", "torch-compile-cuda")
-CPU_PEERS = ("torch-compile", "plain-export-ort", "plain-export-openvino", "plain-export-openvino-f32")
+CPU_PEERS = (
+    "torch-compile",
+    "plain-export-ort",
+    "plain-export-openvino",
+    "plain-export-openvino-f32",
+    "plain-export-openvino-int8",
+)
 
 
 @dataclass
@@ -200,7 +206,7 @@ def make_row(
     ts: TimingSettings,
 ) -> Row:
     """Stage 3: one table row from a runner's timings."""
-    prec = lv.runner.precision if lv.backend.startswith("torch") else lv.manifest.precision
+    prec = lv.manifest.precision if isinstance(lv.runner, RuntimeRunner) else lv.runner.precision
     row = Row(
         lv.backend,
         prec,
@@ -289,18 +295,14 @@ def run_bench(req: BenchRequest) -> BenchResult:
     for bs in req.batch_sizes:
         imgs = np.ascontiguousarray(np.resize(id_images, (bs,) + id_images.shape[1:]))
         lats, stages, failed = time_batch([lv.runner for lv in live], imgs, req.timing, bar)
-        new = [
-            make_row(
-                lv,
-                bs,
-                lats[i],
-                stages[i],
-                failed.get(i),
-                per_bundle[lv.manifest.name]["bound_images_per_s"],
-                req.timing,
-            )
-            for i, lv in enumerate(live)
-        ]
+        new = []
+        for i, lv in enumerate(live):
+            b, sfx = per_bundle[lv.manifest.name], "_headline" if lv.runner.path == "headline" else ""
+            row = make_row(lv, bs, lats[i], stages[i], failed.get(i), b[f"bound{sfx}_images_per_s"], req.timing)
+            fp32 = b[f"bound_fp32{sfx}_images_per_s"]
+            if row.precision == "bf16" and fp32 and row.status != "failed":
+                row.extra["fp32_bound_share"] = row.images_per_s / fp32
+            new.append(row)
         _ratios(new)
         rows += new
     bar.close()

@@ -18,7 +18,8 @@ import numpy as np
 
 from dlsr_deploy.bench.runners import Runner, _plain_heads_module, _PlainDenoiser, _reference, needs_denoiser
 
-ENGINES = ("ort", "openvino", "openvino-f32")
+ENGINES = ("ort", "openvino", "openvino-f32", "openvino-int8")
+NNCF_CALIBRATION = 300  # NNCF's default subset size
 
 
 def _export(folder: Path, ref, m, fused_head: bool, names) -> dict:
@@ -49,7 +50,25 @@ def _export(folder: Path, ref, m, fused_head: bool, names) -> dict:
     return paths
 
 
-def _sessions(paths: dict, engine: str) -> dict:
+def _nncf_int8(core, path: Path, calib: np.ndarray) -> str:
+    """NNCF's default post-training INT8 (nncf.quantize: fast bias correction, no ignored scope, no
+    accuracy control) of a plain graph with an images input, calibrated on held-out ID images;
+    cached next to the graph. What a user gets from NNCF's quick start, without our guard."""
+    import onnx
+
+    out = path.with_name(path.stem + "-nncf-int8.onnx")
+    if "images" not in {i.name for i in onnx.load(str(path), load_external_data=False).graph.input}:
+        return str(path)  # the denoiser (z0 in) stays as exported: its calibration would need z0 samples
+    if not out.exists():
+        from dlsr_deploy.export.onnx_utils import nncf_quantize
+        from dlsr_deploy.io import atomic_write_bytes
+
+        q = nncf_quantize(onnx.load(str(path)), calib, [], fast_bias_correction=True)
+        atomic_write_bytes(out, q.SerializeToString())
+    return str(out)
+
+
+def _sessions(paths: dict, engine: str, calib=None) -> dict:
     if engine == "ort":
         import onnxruntime as ort
 
@@ -62,7 +81,8 @@ def _sessions(paths: dict, engine: str) -> dict:
 
     config = {"INFERENCE_PRECISION_HINT": "f32"} if engine == "openvino-f32" else {}
     core = import_ov().Core()
-    reqs = {g: core.compile_model(str(p), "CPU", config).create_infer_request() for g, p in paths.items()}
+    models = {g: _nncf_int8(core, p, calib) if engine == "openvino-int8" else str(p) for g, p in paths.items()}
+    reqs = {g: core.compile_model(mdl, "CPU", config).create_infer_request() for g, mdl in models.items()}
     return {
         g: (lambda feeds, r=r: {o.get_any_name(): np.array(v) for o, v in r.infer(feeds).items()})
         for g, r in reqs.items()
@@ -81,9 +101,20 @@ class PlainExportRunner(Runner):
         self.names = [n for n in m.score_names if not n.startswith("lr_")] if path == "all" else [m.headline]
         self.fused_head = not needs_denoiser(m, path)
         self.name, self.precision = f"plain-export-{engine}", "fp32"
+        if engine == "openvino":  # the CPU plugin's default: bf16 where the CPU has it
+            from dlsr_deploy.runtime.openvino import cpu_runs_bf16
+
+            self.precision = "default (bf16 here)" if cpu_runs_bf16() else "default (f32 here)"
         folder = default_cache_dir().parent / "plain" / (m.checkpoint_sha256 or "x")[:16]
         folder.mkdir(parents=True, exist_ok=True)
-        self.call = _sessions(_export(folder, self.ref, m, self.fused_head, self.names), engine)
+        calib = None
+        if engine == "openvino-int8":
+            from dlsr_deploy.export.calibrate import calibration_images
+
+            size = self.ref.cfg.feature.native_size or self.ref.cfg.feature.input_size
+            calib = calibration_images(m.source_run, None, size)[0][:NNCF_CALIBRATION]
+            self.precision = "int8 (NNCF default)"
+        self.call = _sessions(_export(folder, self.ref, m, self.fused_head, self.names), engine, calib)
 
     def run(self, images):
         t = time.perf_counter()

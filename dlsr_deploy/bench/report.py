@@ -19,6 +19,14 @@ def _span(xs) -> str:
     return f" ({min(xs):.2f}-{max(xs):.2f})" if len(xs) > 1 else ""
 
 
+def _bound(r) -> str:
+    """% of the compute bound of the precision the row runs in (and of FP32's, for bf16 rows)."""
+    fp32 = r.extra.get("fp32_bound_share")
+    if fp32 is None:
+        return _f(r.bound_share, "{:.0%}")
+    return f"{_f(r.bound_share, '{:.0%}')} of bf16, {_f(fp32, '{:.0%}')} of FP32"
+
+
 def table(res: BenchResult) -> str:
     lines = [
         "| bundle | backend | path | precision | K | batch | p50 ms | p90 ms | p99 ms | images/s | x eager FP32 (per "
@@ -41,7 +49,7 @@ def table(res: BenchResult) -> str:
         lines.append(
             f"| {r.bundle} | {r.backend} | {r.path} | {r.precision} | {r.steps} | {r.batch} | {_f(r.p50_ms)} | "
             f"{_f(r.p90_ms)} | {_f(r.p99_ms)} | {_f(r.images_per_s)} | "
-            f"{_f(r.speedup_vs_eager, '{:.2f}')}{_span(r.speedup_rounds)} | {_f(r.bound_share, '{:.0%}')} | "
+            f"{_f(r.speedup_vs_eager, '{:.2f}')}{_span(r.speedup_rounds)} | {_bound(r)} | "
             f"{stages} | {_f(r.cv, '{:.0%}')} | {aur} | {_f(r.max_score_err, '{:.1e}')} | {status} |"
         )
     return "\n".join(lines)
@@ -72,11 +80,19 @@ def markdown(res: BenchResult, command: str = "") -> str:
         f"Compute bound: measured SGEMM {cb['gemm']['gflops']:.0f} GFLOP/s (best of "
         f"{len(cb['gemm'].get('windows_gflops', [0]))} windows, {cb['gemm']['library']}); "
         + "; ".join(
-            f"{name} {_f((b.get('flops_per_image') or float('nan')) / 1e9, '{:.2f}')} GFLOP/image (conv + matmul) "
-            f"-> {_f(b.get('bound_images_per_s'))} images/s at most"
+            f"{name} {_f((b.get('flops_per_image') or float('nan')) / 1e9, '{:.2f}')} GFLOP/image (conv + matmul, "
+            f"every score; headline "
+            f"{_f((b.get('flops_per_image_headline') or float('nan')) / 1e9, '{:.2f}')}) -> "
+            f"{_f(b.get('bound_images_per_s'))} / {_f(b.get('bound_headline_images_per_s'))} images/s at most"
             for name, b in cb.get("per_bundle", {"pipeline": cb}).items()
         )
-        + ".",
+        + "."
+        + (
+            f" bf16 GEMM {cb['gemm_bf16']['gflops']:.0f} GFLOP/s ({cb['gemm_bf16']['library']}): the bound of "
+            "bf16 rows."
+            if cb.get("gemm_bf16")
+            else ""
+        ),
         "",
         table(res),
         "",

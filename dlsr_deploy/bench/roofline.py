@@ -10,15 +10,18 @@ from typing import Optional, Tuple
 import numpy as np
 
 
-def gemm_gflops(n: int = 2048, seconds: float = 1.5, windows: int = 5) -> dict:
-    """Single-precision GEMM rate (torch if installed, else numpy): the best of `windows`
-    equal windows, because a bound is what the machine can do when nothing interferes."""
+def gemm_gflops(n: int = 2048, seconds: float = 1.5, windows: int = 5, dtype: str = "float32") -> dict:
+    """GEMM rate (torch if installed, else numpy; dtype 'float32' or 'bfloat16', torch only): the
+    best of `windows` equal windows, because a bound is what the machine can do when nothing
+    interferes."""
     try:
         import torch
 
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        mm, lib = (lambda: torch.mm(a, b)), f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
+        mm, lib = (lambda: torch.mm(a, b)), f"torch {torch.__version__} ({torch.get_num_threads()} threads, {dtype})"
     except ImportError:
+        if dtype != "float32":
+            return {"gflops": float("nan"), "library": f"no {dtype} GEMM without torch"}
         a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
         mm, lib = (lambda: a @ b), f"numpy {np.__version__}"
     mm()
@@ -32,15 +35,16 @@ def gemm_gflops(n: int = 2048, seconds: float = 1.5, windows: int = 5) -> dict:
     return {"gflops": max(rates), "windows_gflops": [round(r, 1) for r in rates], "n": n, "library": lib}
 
 
-def flops_per_image(manifest) -> Optional[float]:
-    """Conv + matmul FLOPs of the eager pipeline (every score) for one image (torch FlopCounterMode)."""
+def flops_per_image(manifest, path: str = "all") -> Optional[float]:
+    """Conv + matmul FLOPs of the eager pipeline for one image (torch FlopCounterMode): every score
+    (path 'all') or the headline's (path 'headline': a density headline never runs the denoiser)."""
     try:
         from torch.utils.flop_counter import FlopCounterMode
     except ImportError:
         return None
     from dlsr_deploy.bench.runners import EagerRunner
 
-    r = EagerRunner(manifest)
+    r = EagerRunner(manifest, path=path)
     size = manifest.input_size
     with FlopCounterMode(display=False) as fc:
         r.run(np.zeros((1, size, size, 3), np.uint8))
@@ -48,33 +52,49 @@ def flops_per_image(manifest) -> Optional[float]:
 
 
 def eager_key(m) -> str:
-    """Bundles that differ only in precision share one eager baseline (and its FLOPs)."""
+    """Bundles that differ only in precision share one eager baseline (and its FLOPs, and the peers):
+    a bf16 bundle's refitted heads and combinations are the bundle's, not the run's, so they are
+    not part of the key (the eager baseline is the run's FP32 model)."""
     return json.dumps(
         [
             m.checkpoint_sha256,
             m.score_config.to_dict(),
-            m.score_names,
-            m.combinations,
+            sorted(m.score_names),
             m.model_config.feature.to_dict(),
         ],
         sort_keys=True,
     )
 
 
+def _bounds(fpi: dict, gemm: dict, bf16: Optional[dict]) -> dict:
+    """The bound of one bundle per path: images/s at the GEMM rate of the precision it runs in
+    (bf16's for a bf16 bundle, FP32's otherwise; the FP32 one is kept as bound_fp32_*)."""
+    rate = bf16["gflops"] if bf16 and np.isfinite(bf16["gflops"]) else gemm["gflops"]
+    out = {"flops_per_image": fpi["all"], "flops_per_image_headline": fpi["headline"]}
+    for p, suffix in (("all", ""), ("headline", "_headline")):
+        f = fpi[p]
+        out[f"bound{suffix}_images_per_s"] = rate * 1e9 / f if f else None
+        out[f"bound_fp32{suffix}_images_per_s"] = gemm["gflops"] * 1e9 / f if f else None
+    return out
+
+
 def compute_bounds(manifests) -> Tuple[dict, dict]:
     """(compute block of the result, {bundle: {flops_per_image, bound_images_per_s}})."""
     gemm = gemm_gflops()
+    bf16 = gemm_gflops(dtype="bfloat16") if any(m.precision == "bf16" for m in manifests) else None
     per_bundle, fpi_by_key = {}, {}
     for m in manifests:
         if eager_key(m) not in fpi_by_key:  # FP32/FP16/INT8 of one model: counted once
-            fpi_by_key[eager_key(m)] = flops_per_image(m)
-        fpi = fpi_by_key[eager_key(m)]
-        per_bundle[m.name] = {"flops_per_image": fpi, "bound_images_per_s": gemm["gflops"] * 1e9 / fpi if fpi else None}
+            fpi_by_key[eager_key(m)] = {p: flops_per_image(m, p) for p in ("all", "headline")}
+        per_bundle[m.name] = _bounds(fpi_by_key[eager_key(m)], gemm, bf16 if m.precision == "bf16" else None)
     compute = {
         "gemm": gemm,
+        "gemm_bf16": bf16,
         **per_bundle[manifests[0].name],
         "per_bundle": per_bundle,
         "note": "images/s that the measured SGEMM rate allows for each bundle's conv+matmul FLOPs per image "
-        "(eager pipeline, every score; torch FlopCounterMode); top-level values: the first bundle",
+        "(eager pipeline; torch FlopCounterMode): every score (bound_images_per_s) and the headline's "
+        "(bound_headline_images_per_s), each row against its path's; a bf16 bundle's bound is the measured bf16 "
+        "GEMM rate's (bound_fp32_* keep the FP32 ones); top-level values: the first bundle",
     }
     return compute, per_bundle

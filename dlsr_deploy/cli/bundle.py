@@ -10,6 +10,18 @@ import click
 from dlsr_deploy.cli.common import CONTEXT, apply, backend_option, fields, friendly, keys_from, trusted_key_option
 from dlsr_deploy.cli.workflow import SCORE_OPTS
 
+
+def _precisions(ctx, param, value):
+    """--precision: one of fp32, fp16, bf16, int8, or several comma-separated (a family)."""
+    if value is None:
+        return None
+    got = [p.strip() for p in value.split(",") if p.strip()]
+    bad = [p for p in got if p not in ("fp32", "fp16", "bf16", "int8")]
+    if bad or not got or len(set(got)) != len(got):
+        raise click.BadParameter(f"expected fp32, fp16, bf16 or int8, or distinct ones comma-separated, got {value!r}")
+    return got
+
+
 TOL_OPTS = [
     click.option("--rank-corr", type=click.FloatRange(0, 1), default=None, help="Minimum Spearman rank correlation of each score (default 0.9999 FP32, 0.999 FP16)."),
     click.option("--auroc-change", type=click.FloatRange(min=0), default=None, help="Maximum AUROC change vs eager FP32 (default 0.002)."),
@@ -29,12 +41,13 @@ def tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
 
 
 EXPORT_KEYS = ("fp16", "int8", "fused", "with_lr", "calibrate_on", "target_tpr", "verify_ood", "n_verify", "headline",
-               "force", "keep_failed", "quiet", "int8_backbone_from", "int8_scheme", "sign", "slim")
+               "force", "keep_failed", "quiet", "int8_backbone_from", "int8_scheme", "sign", "slim", "bf16", "guarded")
 
 
 @click.command(context_settings=CONTEXT)
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Run directory written by dlsr-train.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Bundle folder (default: export/<run name>-<precision>).")
+@click.option("--precision", callback=_precisions, default=None, help="The backbone's precision (default fp32), or several, comma-separated (fp32,bf16): a bundle family in --out, one sub-folder each, that Detector.load / dlsr-score / dlsr-serve open as the fastest member this machine was verified for (bf16 only on CPUs with bf16 units). bf16: OpenVINO's bf16 on CPUs with AMX or avx512_bf16, density heads refitted on the features the bf16 backbone produces, and an accuracy guard against the FP32 bundle (AUROC within its interval on every set, <= 2 %% decisions flipped) that refuses a bundle that fails, with the numbers; the bundle refuses to load on CPUs without bf16. int8: NNCF static INT8 backbone on OpenVINO (blocks from --int8-backbone-from, default 1, the taps FP32), heads refitted on its features, the same guard (unlike --int8, which quantizes the denoiser and checks bits). fp16: as --fp16.")
 @click.option("--fp16", is_flag=True, help="FP16 weights and activations in the graph (FP32 I/O, norms, z-score, DDIM arithmetic, density heads and score reductions); for a strongly typed TensorRT build.")
 @click.option("--int8", is_flag=True, help="8-bit denoiser MatMuls for CPUs (not TensorRT); backbone FP32 unless --int8-backbone-from. Refused when parity fails, with the reason and what to keep in FP32.")
 @click.option("--int8-scheme", type=click.Choice(["dynamic", "weight-only", "openvino"]), default="dynamic", show_default=True, help="With --int8, the denoiser's 8 bits: 'dynamic' = uint8 weights, activations quantized per call (U8U8, the same numbers on every x86 CPU); 'weight-only' = MatMulNBits int8 blocks of 32 (ONNX Runtime only); 'openvino' = int8 per-channel weights behind DequantizeLinear, calibrated and verified on OpenVINO (pip install 'dlsr-deploy[int8]').")
@@ -65,13 +78,27 @@ def export(**o):
     the DDIM loop and its stored noise inside), optionally pipeline.onnx, golden.npz and
     manifest.json with a threshold calibrated on ID images only. Both scoring paths are verified
     against PyTorch eager unless --no-verify (exit 1 on failure)."""
+    given = o.pop("precision")
+    if given is not None and len(given) > 1:
+        return _export_family(o, given)
+    _export_one(o, given[0] if given else None)
+
+
+def _export_one(o: dict, given) -> None:
     from dlsr_deploy.config import ScoreConfig
     from dlsr_deploy.export.exporter import export_bundle
     from dlsr_deploy.scoring import BUNDLE_HEADS
 
+    if given is not None and (o["fp16"] or o["int8"]) and given != ("fp16" if o["fp16"] else "int8"):
+        raise click.UsageError(f"--precision {given} contradicts {'--fp16' if o['fp16'] else '--int8'}")
+    o["fp16"], o["int8"] = o["fp16"] or given == "fp16", o["int8"] or given == "int8"
+    o["bf16"], o["guarded"] = given == "bf16", given == "int8"
+    if o["guarded"]:  # the verified INT8 backbone: NNCF on OpenVINO, blocks >= 1 (the taps FP32), heads refitted
+        o["int8_scheme"] = "openvino"
+        o["int8_backbone_from"] = 1 if o["int8_backbone_from"] is None else o["int8_backbone_from"]
     if (o["int8_backbone_from"] is not None or o["int8_scheme"] != "dynamic") and not o["int8"]:
         raise click.UsageError("--int8-backbone-from and --int8-scheme need --int8")
-    precision = "fp16" if o["fp16"] else "int8" if o["int8"] else "fp32"
+    precision = given or ("fp16" if o["fp16"] else "int8" if o["int8"] else "fp32")
     out = o["out"] or Path("export") / f"{o['model_dir'].name}-{precision}"
     if o["sign"] is not None:  # read once, now: a pipe (/dev/stdin) cannot be read twice
         from dlsr_deploy.signing import load_signing_key
@@ -87,6 +114,29 @@ def export(**o):
         density=() if o["no_density"] else BUNDLE_HEADS,
         **{k: o[k] for k in EXPORT_KEYS},
     )
+
+
+def _export_family(o: dict, precisions: list) -> None:
+    """Each precision into OUT/<precision>, then OUT/family.json over the members that passed."""
+    from dlsr_deploy.errors import ConfigError, ParityError
+    from dlsr_deploy.runtime.family import write_family
+
+    out = o["out"] or Path("export") / f"{o['model_dir'].name}-family"
+    done, refused = {}, {}
+    for prec in precisions:
+        try:
+            _export_one({**o, "out": out / prec, "fp16": False, "int8": False}, prec)
+            done[prec] = prec
+        except (ParityError, ConfigError) as exc:  # a guard's refusal leaves the others; the family says what ships
+            if isinstance(exc, ConfigError) and exc.param != "precision":
+                raise
+            refused[prec] = str(exc)
+            click.echo(f"{prec}: refused: {exc}", err=True)
+    if not done:
+        raise ParityError(f"{out}: every precision was refused ({', '.join(refused)})")
+    write_family(out, done)
+    if not o["quiet"]:
+        click.echo(f"family {out}: {', '.join(done)}" + (f" ({', '.join(refused)} refused)" if refused else ""), err=True)
 
 
 def _check_on_target(bundle, backend, report, quiet, keys=None) -> dict:

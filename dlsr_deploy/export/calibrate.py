@@ -41,6 +41,20 @@ def calibration_images(
             f"calibrate_on: {run_dir} was trained without a hold-out (holdout 0); give ID images not used in training",
             param="calibrate_on",
         )
+    images, data = _run_images(run_dir, info, native_size)
+    if max(idx) >= len(images):
+        raise ConfigError(
+            f"{run_dir}: run.json holds out image {max(idx)} but the training data has {len(images)} images; "
+            "give calibrate_on",
+            param="calibrate_on",
+        )
+    return images[np.asarray(idx)], f"{len(idx)} ID images held out of training ({', '.join(data)})"
+
+
+def _run_images(run_dir: Path, info: dict, native_size: int) -> Tuple[np.ndarray, list]:
+    """(every image the run was given, in its order; the sources), checked against the digests in run.json."""
+    from dlsr_deploy.data import load_images
+
     data = info["data"] if isinstance(info["data"], list) else [info["data"]]
     missing = [d for d in data if not str(d).startswith("demo:") and not Path(d).exists()]
     if missing:
@@ -62,13 +76,27 @@ def calibration_images(
                 param="calibrate_on",
             )
     images = np.concatenate([s.images for s in sets])
-    if max(idx) >= len(images):
+    return images, data
+
+
+def training_images(run_dir: Path, native_size: int) -> np.ndarray:
+    """The images the run's density heads were fitted on (every image but the held-out ones, with
+    their horizontal flips when the run trained with flip), for refitting them on other features."""
+    import json
+
+    try:
+        info = json.loads((Path(run_dir) / "run.json").read_text())
+        images, _ = _run_images(Path(run_dir), info, native_size)
+    except (OSError, ValueError, KeyError, ConfigError) as exc:
+        msg = str(exc) if isinstance(exc, ConfigError) else f"{exc.__class__.__name__}: {exc}"
         raise ConfigError(
-            f"{run_dir}: run.json holds out image {max(idx)} but the training data has {len(images)} images; "
-            "give calibrate_on",
-            param="calibrate_on",
-        )
-    return images[np.asarray(idx)], f"{len(idx)} ID images held out of training ({', '.join(data)})"
+            f"precision: refitting the density heads on low-precision features needs the run's training images: {msg}",
+            param="precision",
+        ) from None
+    keep = np.ones(len(images), bool)
+    keep[np.asarray(info.get("holdout_indices") or [], int)] = False
+    x = images[keep]
+    return np.concatenate([x, x[:, :, ::-1]]) if info.get("flip") else x
 
 
 def default_headline(names: Sequence[str], fit_shape: Optional[Tuple[int, int]] = None) -> Tuple[str, dict]:

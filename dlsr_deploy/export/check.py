@@ -10,6 +10,18 @@ from dlsr_deploy.errors import BundleError
 from dlsr_deploy.parity import format_report
 
 
+def _refuse_guarded(m) -> None:
+    """A low-precision backbone's bundle (bf16, guarded int8) was checked by the accuracy guard
+    against the FP32 bundle, with heads fitted on its own features: the run's FP32 heads are not
+    its reference."""
+    if isinstance(m.data["precision"].get(m.precision), dict):
+        raise BundleError(
+            f"{m.path}: a {m.precision} bundle's density heads were fitted on its {m.precision} features and its "
+            f"export was checked by the accuracy guard against the FP32 bundle (manifest precision.{m.precision}), "
+            "not against the run's FP32 heads; use dlsr-check --on-target, which replays its golden set on this machine"
+        )
+
+
 def check_bundle(
     bundle: Path,
     model_dir: Optional[Path],
@@ -33,6 +45,7 @@ def check_bundle(
     from dlsr_deploy.model.reference import EagerReference
 
     m = read_manifest(bundle, verify=True)
+    _refuse_guarded(m)
     model_dir = Path(model_dir or m.source_run or "")
     if not (model_dir / "config.json").exists():
         raise BundleError(f"model_dir: the source run {model_dir} is not found; give the run folder", param="model_dir")

@@ -100,6 +100,48 @@ def write_decision(tmp: Path, head: str, req) -> Optional[dict]:
     return entry
 
 
+def prune_heads(heads, score_output: str):
+    """The heads graph pruned to one output: z0 -> score_output (what a bf16 bundle's headline runs
+    after its bf16 backbone, where a joined decision graph would run the heads in bf16 too)."""
+    import onnx
+    from onnx import helper
+
+    hg = heads.graph
+    nodes = [hg.node[i] for i in sorted(_needed(list(hg.node), score_output))]
+    used = {x for n in nodes for x in n.input}
+    graph = helper.make_graph(
+        nodes,
+        "head",
+        list(hg.input),
+        [o for o in hg.output if o.name == score_output],
+        initializer=[t for t in hg.initializer if t.name in used],
+    )
+    model = helper.make_model(graph, opset_imports=list(heads.opset_import), ir_version=heads.ir_version)
+    model.producer_name, model.producer_version = heads.producer_name, heads.producer_version
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_head(tmp: Path, head: str, req) -> Optional[dict]:
+    """head.onnx in tmp (z0 -> the headline only) -> its manifest entry, None without it in heads.onnx."""
+    import onnx
+
+    from dlsr_deploy.export.onnx_export import describe_graph
+    from dlsr_deploy.io import atomic_write_bytes
+    from dlsr_deploy.names import output_name
+
+    path = Path(tmp) / "heads.onnx"
+    heads = onnx.load(str(path)) if path.exists() else None
+    if heads is None or output_name(head) not in {o.name for o in heads.graph.output}:
+        return None
+    model = prune_heads(heads, output_name(head))
+    out = Path(tmp) / "head.onnx"
+    atomic_write_bytes(out, model.SerializeToString())
+    entry = describe_graph(model, out, req, "head")
+    entry["headline"] = head
+    return entry
+
+
 DECISION_TOL = 1e-4  # the largest relative difference from the two-graph path (the same operations)
 
 

@@ -103,10 +103,13 @@ def write_graph(tmp: Path, role: str, spec: tuple, req, native: int, dim: int, i
     return describe_graph(model, path, req, role), model
 
 
-def export_graphs(tmp: Path, ref, req, native: int, say, int8_images=None) -> Tuple[dict, dict]:
-    """Every graph of the bundle into tmp -> (files entries by role, FP16 share by role)."""
+def export_graphs(tmp: Path, ref, req, native: int, say, int8_images=None, roles=None) -> Tuple[dict, dict]:
+    """Every graph of the bundle (or those of `roles` it has) into tmp -> (files entries by role,
+    FP16 share by role)."""
     files, shares = {}, {}
     for role, spec in graph_modules(ref, req.precision, req.fused, native).items():
+        if roles is not None and role not in roles:
+            continue
         t = time.time()
         entry, _ = write_graph(tmp, role, spec, req, native, ref.cfg.denoiser.dim, int8_images)
         files[role], shares[role] = entry, entry["fp16_share"]
@@ -116,7 +119,7 @@ def export_graphs(tmp: Path, ref, req, native: int, say, int8_images=None) -> Tu
             f"{entry['fp16_share']:.0%} of compute nodes, {entry['fp16_share_conv_matmul']:.0%} of Conv/MatMul/Gemm  "
             f"({time.time() - t:.1f} s)" + (f"  NOT in TensorRT's operator list: {bad}" if bad else "")
         )
-    if req.precision == "fp16" and min(v for r, v in shares.items() if r != "heads") <= 0.0:
+    if req.precision == "fp16" and min((v for r, v in shares.items() if r != "heads"), default=1.0) <= 0.0:
         raise ConfigError(f"fp16 produced graphs with no FP16 compute (FP16 share per graph: {shares})", param="fp16")
     return files, shares
 

@@ -18,6 +18,7 @@ VERIFIED_TARGETS = {
     "int8/dynamic": ["x86_64"],
     "int8/weight-only": ["x86_64", "aarch64"],
     "int8/openvino": ["x86_64", "aarch64"],
+    "bf16": ["x86_64 with AMX or avx512_bf16"],  # refused at load on other CPUs (runtime/openvino.py)
 }
 
 

@@ -46,10 +46,12 @@ class ExportRequest:
     int8_scheme: str = "dynamic"  # int8 denoiser: "dynamic", "weight-only" or "openvino"
     probes: bool = True  # headline "auto": synthetic shift probes from the calibration images count too
     slim: bool = False  # ship only the backbone and heads graphs (export/slim.py)
+    bf16: bool = False  # backbone bf16 on OpenVINO, heads fitted on its features (export/lowprec.py)
+    guarded: bool = False  # int8: the backbone's heads refitted and the accuracy guard decides (export/lowprec.py)
 
     @property
     def precision(self) -> str:
-        return "fp16" if self.fp16 else "int8" if self.int8 else "fp32"
+        return "fp16" if self.fp16 else "int8" if self.int8 else "bf16" if self.bf16 else "fp32"
 
 
 def planned_score_names(run_dir: Path, req: ExportRequest) -> List[str]:
@@ -145,6 +147,16 @@ def _check_numbers(req: ExportRequest) -> None:
 
 
 def _check_precision(req: ExportRequest) -> None:
+    if sum((bool(req.fp16), bool(req.int8), bool(req.bf16))) > 1:
+        raise ConfigError("precision: choose one of fp32, fp16, bf16, int8", param="precision")
+    if req.guarded and not req.int8:
+        raise ConfigError(
+            "guarded: the accuracy-guarded backbone is for int8 (bf16 is always guarded)", param="precision"
+        )
+    if req.bf16 or req.guarded:
+        from dlsr_deploy.export.lowprec import check_lowp_request
+
+        check_lowp_request(req)
     if req.fp16 and req.int8:
         raise ConfigError("fp16 and int8: choose one", param="int8")
     if req.int8_scheme not in INT8_SCHEMES:

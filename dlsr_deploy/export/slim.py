@@ -21,7 +21,7 @@ import numpy as np
 from dlsr_deploy.errors import ConfigError
 from dlsr_deploy.names import SCORE_PREFIX, output_name, score_of
 
-KEEP = ("backbone", "heads", "decision")
+KEEP = ("backbone", "heads", "decision", "head")
 
 
 def heads_scores(manifest: dict) -> List[str]:

@@ -14,7 +14,11 @@ import numpy as np
 
 from dlsr_deploy.errors import ConfigError
 
-ENGINE_NAMES = {"ort": "ONNX Runtime CPU", "openvino": "OpenVINO CPU"}  # graph_engine's values, for people
+ENGINE_NAMES = {
+    "ort": "ONNX Runtime CPU",
+    "openvino": "OpenVINO CPU",
+    "openvino-bf16": "OpenVINO CPU, backbone bf16",
+}  # graph_engine's values, for people
 
 
 def graph_engine(int8_scheme: Optional[str]) -> str:
@@ -33,12 +37,14 @@ def guard_tolerances(tol, int8_backbone_from: Optional[int]):
 
 
 def run_graph(path: Path, feeds: Dict[str, np.ndarray], batch: int = 64, engine: str = "ort") -> Dict[str, np.ndarray]:
-    """One exported graph on ONNX Runtime CPU (engine "ort") or OpenVINO CPU ("openvino"), in
-    batches (the runtime's own session classes)."""
-    if engine == "openvino":
-        from dlsr_deploy.runtime.openvino import OpenVinoSession
+    """One exported graph on ONNX Runtime CPU (engine "ort") or OpenVINO CPU ("openvino"; with
+    "openvino-bf16" a backbone runs bf16, every other graph f32), in batches (the runtime's own
+    session classes)."""
+    if engine in ("openvino", "openvino-bf16"):
+        from dlsr_deploy.runtime.openvino import OpenVinoSession, graph_precision
 
-        sess = OpenVinoSession(path)
+        bundle_precision = "bf16" if engine == "openvino-bf16" else "fp32"
+        sess = OpenVinoSession(path, precision=graph_precision(bundle_precision, Path(path).stem))
     else:
         from dlsr_deploy.runtime.ort import OrtSession
 

@@ -33,6 +33,9 @@ PRECISION_HOW = {
     "calibrated on held-out ID images, int8 weights per channel in 7 bits); norms, DDIM arithmetic, density "
     "heads and scores FP32. For ONNX Runtime on CPUs; TensorRT does not run dynamic quantization",
     "fp32": "FP32 throughout",
+    "bf16": "backbone bf16 on OpenVINO's CPU plugin (AMX / avx512_bf16; graphs stored FP32, the precision is the "
+    "compiled model's inference precision); density heads, z-score, thresholds and denoiser f32, the heads fitted "
+    "on the features the bf16 backbone produces where the accuracy guard preferred that (precision.bf16)",
 }
 
 
@@ -69,6 +72,7 @@ class BundleFacts:
     int8_fp32_taps: Optional[List[str]] = None
     verified_targets: List[str] = field(default_factory=list)
     export_seconds: Optional[float] = None
+    lowp: Optional[dict] = None  # precision.bf16: the accuracy guard's evidence and which heads were kept
 
 
 def build_manifest(f: BundleFacts) -> Dict[str, Any]:
@@ -119,6 +123,8 @@ def _precision(f: BundleFacts) -> dict:
     }
     if f.precision == "int8":
         out["int8_scheme"] = f.int8_scheme or "dynamic"
+    if f.lowp is not None:
+        out[f.precision] = f.lowp  # precision.bf16 or precision.int8: the guard's evidence
     if f.int8_backbone_from is not None:
         out["int8_backbone_from"] = f.int8_backbone_from
         out["int8_calibration"] = "held-out ID images (the last of the calibration set)"

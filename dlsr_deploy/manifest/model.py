@@ -13,8 +13,8 @@ SCHEMA_VERSION = 3  # 2: heads.onnx beside denoiser.onnx, native-size provenance
 READABLE_SCHEMAS = (1, 2, 3)
 REQUIRED = ("schema_version", "name", "files", "preprocessing", "precision", "scores", "threshold", "config")
 DEFAULT_PROFILE = {"min": 1, "opt": 32, "max": 256}
-PRECISIONS = ("fp32", "fp16", "int8")
-GRAPH_COST_ORDER = ("heads", "denoiser", "pipeline")  # score graphs, cheapest first
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
+GRAPH_COST_ORDER = ("head", "heads", "denoiser", "pipeline")  # score graphs, cheapest first (head: the headline only)
 IMAGE_GRAPHS = ("backbone", "pipeline", "decision")  # graphs fed with images (the others take z0)
 
 
@@ -162,7 +162,7 @@ class Manifest:
 
     @property
     def precision(self) -> str:
-        """'fp32', 'fp16' or 'int8'."""
+        """'fp32', 'fp16', 'int8' or 'bf16' (backbone bf16 on OpenVINO, heads fitted on its features)."""
         return self.data["precision"]["mode"]
 
     @property

@@ -116,6 +116,9 @@ def _warn_unverified_target(m: Manifest) -> None:
         )
 
 
+_NOT_LOAD_ARGS = ("cls", "bundle", "resolve_trusted_keys", "family", "is_family", "pick_member")
+
+
 class Detector:
     """A loaded bundle on one backend: score(), predict(), close(); see the module docstring."""
 
@@ -132,6 +135,7 @@ class Detector:
         self.center, self.scale = thr.center, thr.scale
         self.self_check_report = None
         self.backend_choice = None
+        self.family_choice = None  # a bundle family: which member was loaded and why not the others
         self._load_args = None
 
     @classmethod
@@ -168,16 +172,22 @@ class Detector:
         library versions (verdict cached, authenticated), 'always' every load, 'never' skips it;
         a failure raises ParityError naming the platform. A bundle whose export failed parity is
         refused unless allow_failed_parity=True. expect_digest: refuse any other bundle than the
-        one with this manifest digest (what a pickled Detector re-opens with).
+        one with this manifest digest (what a pickled Detector re-opens with). A bundle family
+        (`dlsr-export --precision fp32,bf16,int8`, a folder with family.json) opens the fastest member
+        verified for this machine (`runtime/family.py`; `det.family_choice` says which and why).
 
         Every file of the bundle is read and verified at load and held open: whatever happens to
         the folder afterwards (a file replaced, a re-export, a switched symlink), this Detector runs
         what it verified, or refuses in one line. trusted_keys=None reads $DLSR_TRUSTED_KEYS (see
         `dlsr_deploy.signing.trusted_keys_from_env`), so an edge image can make signatures mandatory."""
+        from dlsr_deploy.runtime.family import is_family, pick_member
         from dlsr_deploy.signing import resolve_trusted_keys
 
+        family = None
+        if is_family(bundle):  # several precisions of one run: the fastest this machine was verified for
+            bundle, family = pick_member(bundle, backend)
         trusted_keys = resolve_trusted_keys(trusted_keys)  # key bytes: a pickled Detector needs no paths
-        kwargs = {k: v for k, v in locals().items() if k not in ("cls", "bundle", "resolve_trusted_keys")}
+        kwargs = {k: v for k, v in locals().items() if k not in _NOT_LOAD_ARGS}
         _check_load_args(backend, max_batch, self_check)
         m = _read_checked(bundle, verify, trusted_keys, allow_failed_parity, expect_digest)
         try:
@@ -186,6 +196,7 @@ class Detector:
             m.close()
             raise
         kwargs["expect_digest"] = m.data.get("digest")  # a pickled copy re-opens this bundle or refuses
+        det.family_choice = family
         det._load_args = (str(Path(bundle).resolve()), kwargs)
         return det
 
