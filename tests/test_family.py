@@ -76,3 +76,17 @@ def test_an_int8_member_is_skipped_on_an_architecture_it_was_not_verified_on(tmp
     monkeypatch.setattr(platform, "machine", lambda: "riscv64")
     member, why = family.pick_member(fam)
     assert member == fam / "fp32" and "not riscv64" in why["skipped"]["int8"]
+
+
+def test_dlsr_inspect_on_a_family_shows_each_member_and_the_pick(tmp_path, bundles, monkeypatch):
+    from click.testing import CliRunner
+
+    import dlsr_deploy.runtime.openvino as ov
+    from dlsr_deploy.cli import inspect
+
+    fam = _family(tmp_path, bundles, {"fp32": "fp32", "bf16": "fp32"})
+    monkeypatch.setattr(ov, "cpu_runs_bf16", lambda core=None: False)
+    r = CliRunner().invoke(inspect, [str(fam)])
+    assert r.exit_code == 0, r.output
+    assert "== member fp32" in r.output and "== member bf16" in r.output
+    assert "this machine loads fp32" in r.output and "no bf16 units" in r.output

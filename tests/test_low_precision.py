@@ -143,6 +143,10 @@ def test_a_guarded_int8_backbone_refits_its_heads_and_keeps_one_graph_per_decisi
     assert rec["candidates"][rec["kept"]]["passed"] and rec["z0_rel_vs_fp32_max"] > 1e-3  # really 8-bit
     assert m["parity"]["passed"] and "accuracy guard" in m["parity"]["gate"] and "eager_failures" in m["parity"]
     assert "decision" in m["files"]  # the quantized graph keeps the heads in f32: one call per decision
+    from dlsr_deploy.manifest import describe, read_manifest
+
+    text = describe(read_manifest(out, verify=False))
+    assert "guard    static INT8" in text and "fp32_heads" in text and "int8_heads" in text
     with Detector.load(out) as det:
         assert det.backend_name == "openvino" and det.self_check_report["passed"]
         assert det.manifest.graphs_for([det.score_name]) == ["decision"]

@@ -223,7 +223,10 @@ def inspect(bundle, as_json, trusted_keys):
     import json
 
     from dlsr_deploy.manifest import describe, read_manifest, verify_digest, verify_files
+    from dlsr_deploy.runtime.family import is_family
 
+    if is_family(bundle):  # a family: what each member is and which one this machine loads
+        return _inspect_family(bundle, as_json, trusted_keys)
     m = read_manifest(bundle, verify=False)
     click.echo(json.dumps(m.data, indent=2) if as_json else describe(m))
     verify_digest(m.data, m.path / "manifest.json")
@@ -238,6 +241,18 @@ def inspect(bundle, as_json, trusted_keys):
         click.echo(f"error: this bundle FAILED its parity check at export ({'; '.join(m.parity_failures)[:300]}); "
                    "runtimes refuse it", err=True)
         sys.exit(1)
+
+
+def _inspect_family(folder: Path, as_json: bool, trusted_keys) -> None:
+    """Every member inspected in turn, then the member Detector.load would open here and why."""
+    from dlsr_deploy.runtime.family import pick_member, read_family
+
+    for prec, member in read_family(folder).items():
+        click.echo(f"== member {prec}: {member}")
+        inspect.callback(member, as_json, trusted_keys)
+    member, why = pick_member(folder)
+    skipped = "; ".join(f"{k}: {v}" for k, v in why["skipped"].items())
+    click.echo(f"family   this machine loads {why['chosen']} ({member})" + (f"; skipped {skipped}" if skipped else ""))
 
 
 @click.command(context_settings=CONTEXT)

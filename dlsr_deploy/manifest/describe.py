@@ -30,6 +30,7 @@ def describe(m: Manifest) -> str:
             else ""
         )
     )
+    lines += _guard_lines(prec)
     sc = d["scores"]
     lines.append(f"scores   {', '.join(sc['names'])} (headline {sc['headline']}); {sc['direction']}")
     s = d.get("schedule", {})
@@ -58,3 +59,20 @@ def describe(m: Manifest) -> str:
         if m.relaxed_parity_note:
             lines.append(f"         {m.relaxed_parity_note}")
     return "\n".join(lines)
+
+
+def _guard_lines(prec: dict) -> list:
+    """A low-precision backbone's accuracy guard (precision.bf16 / precision.int8), one line per candidate."""
+    rec = prec.get(prec.get("mode"))
+    if not isinstance(rec, dict) or not isinstance(rec.get("candidates"), dict):
+        return []
+    lines = [f"guard    {rec.get('backbone', '')}; kept heads fitted on {rec.get('heads_fitted_on', '?')}"]
+    for name, c in rec["candidates"].items():
+        sets = ", ".join(
+            f"{s} AUROC {100 * v['auroc']:.2f} (FP32 {100 * v['auroc_fp32']:.2f}, lower end "
+            f"{100 * v['auroc_fp32_lo']:.2f})"
+            for s, v in (c.get("sets") or {}).items()
+        )
+        verdict = "passed" if c.get("passed") else "failed: " + "; ".join(c.get("failures", []))
+        lines.append(f"  {name:<10} {verdict}; {sets}; flips {100 * c.get('flips', 0):.2f} %")
+    return lines
