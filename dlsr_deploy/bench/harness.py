@@ -300,7 +300,7 @@ def run_bench(req: BenchRequest) -> BenchResult:
             b, sfx = per_bundle[lv.manifest.name], "_headline" if lv.runner.path == "headline" else ""
             row = make_row(lv, bs, lats[i], stages[i], failed.get(i), b[f"bound{sfx}_images_per_s"], req.timing)
             fp32 = b[f"bound_fp32{sfx}_images_per_s"]
-            if row.precision == "bf16" and fp32 and row.status != "failed":
+            if b[f"bound{sfx}_images_per_s"] != fp32 and fp32 and row.status != "failed":  # bf16 / int8 bound
                 row.extra["fp32_bound_share"] = row.images_per_s / fp32
             new.append(row)
         _ratios(new)

@@ -20,11 +20,11 @@ def _span(xs) -> str:
 
 
 def _bound(r) -> str:
-    """% of the compute bound of the precision the row runs in (and of FP32's, for bf16 rows)."""
+    """% of the compute bound of the precision the row runs in (and of FP32's, for bf16 / int8 rows)."""
     fp32 = r.extra.get("fp32_bound_share")
     if fp32 is None:
         return _f(r.bound_share, "{:.0%}")
-    return f"{_f(r.bound_share, '{:.0%}')} of bf16, {_f(fp32, '{:.0%}')} of FP32"
+    return f"{_f(r.bound_share, '{:.0%}')} of {r.precision}, {_f(fp32, '{:.0%}')} of FP32"
 
 
 def table(res: BenchResult) -> str:
@@ -88,10 +88,11 @@ def markdown(res: BenchResult, command: str = "") -> str:
         )
         + "."
         + (
-            f" bf16 GEMM {cb['gemm_bf16']['gflops']:.0f} GFLOP/s ({cb['gemm_bf16']['library']}): the bound of "
-            "bf16 rows."
-            if cb.get("gemm_bf16")
-            else ""
+            "".join(
+                f" {t} GEMM {cb[k]['gflops']:.0f} G(FL)OP/s ({cb[k]['library']}): the bound of {t} rows."
+                for t, k in (("bf16", "gemm_bf16"), ("int8", "gemm_int8"))
+                if cb.get(k)
+            )
         ),
         "",
         table(res),

@@ -11,14 +11,19 @@ import numpy as np
 
 
 def gemm_gflops(n: int = 2048, seconds: float = 1.5, windows: int = 5, dtype: str = "float32") -> dict:
-    """GEMM rate (torch if installed, else numpy; dtype 'float32' or 'bfloat16', torch only): the
-    best of `windows` equal windows, because a bound is what the machine can do when nothing
-    interferes."""
+    """GEMM rate (torch if installed, else numpy; dtype 'float32', or 'bfloat16' / 'int8' with torch:
+    int8 x int8 -> int32 through torch._int_mm, in GOP/s): the best of `windows` equal windows,
+    because a bound is what the machine can do when nothing interferes."""
     try:
         import torch
 
-        a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
-        mm, lib = (lambda: torch.mm(a, b)), f"torch {torch.__version__} ({torch.get_num_threads()} threads, {dtype})"
+        if dtype == "int8":
+            a, b = (torch.randint(-128, 127, (n, n), dtype=torch.int8) for _ in range(2))
+            mm = lambda: torch._int_mm(a, b)  # noqa: E731
+        else:
+            a, b = torch.randn(n, n, dtype=getattr(torch, dtype)), torch.randn(n, n, dtype=getattr(torch, dtype))
+            mm = lambda: torch.mm(a, b)  # noqa: E731
+        lib = f"torch {torch.__version__} ({torch.get_num_threads()} threads, {dtype})"
     except ImportError:
         if dtype != "float32":
             return {"gflops": float("nan"), "library": f"no {dtype} GEMM without torch"}
@@ -66,10 +71,19 @@ def eager_key(m) -> str:
     )
 
 
-def _bounds(fpi: dict, gemm: dict, bf16: Optional[dict]) -> dict:
-    """The bound of one bundle per path: images/s at the GEMM rate of the precision it runs in
-    (bf16's for a bf16 bundle, FP32's otherwise; the FP32 one is kept as bound_fp32_*)."""
-    rate = bf16["gflops"] if bf16 and np.isfinite(bf16["gflops"]) else gemm["gflops"]
+def _low_dtype(m) -> Optional[str]:
+    """The GEMM type a bundle's backbone runs in when it is not FP32: bf16, or int8 for an INT8 backbone."""
+    if m.precision == "bf16":
+        return "bfloat16"
+    if m.precision == "int8" and (m.data.get("precision") or {}).get("int8_backbone_from") is not None:
+        return "int8"
+    return None
+
+
+def _bounds(fpi: dict, gemm: dict, low: Optional[dict]) -> dict:
+    """The bound of one bundle per path: images/s at the GEMM rate of the precision its backbone runs
+    in (bf16's or int8's for those, FP32's otherwise; the FP32 one is kept as bound_fp32_*)."""
+    rate = low["gflops"] if low and np.isfinite(low["gflops"]) else gemm["gflops"]
     out = {"flops_per_image": fpi["all"], "flops_per_image_headline": fpi["headline"]}
     for p, suffix in (("all", ""), ("headline", "_headline")):
         f = fpi[p]
@@ -81,20 +95,22 @@ def _bounds(fpi: dict, gemm: dict, bf16: Optional[dict]) -> dict:
 def compute_bounds(manifests) -> Tuple[dict, dict]:
     """(compute block of the result, {bundle: {flops_per_image, bound_images_per_s}})."""
     gemm = gemm_gflops()
-    bf16 = gemm_gflops(dtype="bfloat16") if any(m.precision == "bf16" for m in manifests) else None
+    low = {t: gemm_gflops(dtype=t) for t in sorted({_low_dtype(m) for m in manifests} - {None})}
     per_bundle, fpi_by_key = {}, {}
     for m in manifests:
         if eager_key(m) not in fpi_by_key:  # FP32/FP16/INT8 of one model: counted once
             fpi_by_key[eager_key(m)] = {p: flops_per_image(m, p) for p in ("all", "headline")}
-        per_bundle[m.name] = _bounds(fpi_by_key[eager_key(m)], gemm, bf16 if m.precision == "bf16" else None)
+        per_bundle[m.name] = _bounds(fpi_by_key[eager_key(m)], gemm, low.get(_low_dtype(m)))
     compute = {
         "gemm": gemm,
-        "gemm_bf16": bf16,
+        "gemm_bf16": low.get("bfloat16"),
+        "gemm_int8": low.get("int8"),
         **per_bundle[manifests[0].name],
         "per_bundle": per_bundle,
         "note": "images/s that the measured SGEMM rate allows for each bundle's conv+matmul FLOPs per image "
         "(eager pipeline; torch FlopCounterMode): every score (bound_images_per_s) and the headline's "
         "(bound_headline_images_per_s), each row against its path's; a bf16 bundle's bound is the measured bf16 "
-        "GEMM rate's (bound_fp32_* keep the FP32 ones); top-level values: the first bundle",
+        "GEMM rate's, an INT8 backbone's the int8 GEMM rate's (torch._int_mm; bound_fp32_* keep the FP32 ones); "
+        "top-level values: the first bundle",
     }
     return compute, per_bundle
