@@ -6,17 +6,13 @@ against backbone.onnx + heads.onnx (two calls), same bundle, same process, inter
 """
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
+from common import write_results  # benchmarks/common.py
 
-from dlsr_deploy.io import atomic_write_text
 from dlsr_deploy.machine import describe
 from dlsr_deploy.runtime import Detector
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _p50(backend, x, graphs, seconds: float) -> float:
@@ -86,10 +82,7 @@ def main():
             f"| {r['bundle']} | {r['precision']} | {r['backend']} | {r['batch']} | {r['one_graph_ms']:.3f} | "
             f"{r['two_graphs_ms']:.3f} | {r['speedup']:.2f}x |"
         )
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / f"{a.stem}.json", json.dumps(res, indent=2) + "\n")
-    atomic_write_text(RESULTS / f"{a.stem}.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(a.stem, res, lambda _: "\n".join(lines))
 
 
 if __name__ == "__main__":

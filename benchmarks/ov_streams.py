@@ -7,18 +7,14 @@ plugin's streams, the batch split over an AsyncInferQueue), same process, interl
 """
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import numpy as np
+from common import write_results  # benchmarks/common.py
 
-from dlsr_deploy.io import atomic_write_text
 from dlsr_deploy.machine import describe
 from dlsr_deploy.manifest import read_manifest
 from dlsr_deploy.runtime.openvino import OpenVinoBackend
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _images_per_s(backend, x, graphs, seconds: float) -> float:
@@ -79,10 +75,7 @@ def main() -> None:
             f"| {r['bundle']} | {r['precision']} | {' + '.join(r['graphs'])} | {r['latency_images_per_s']:.0f} | "
             f"{r['throughput_images_per_s']:.0f} | {r['ratio_median']:.3f} ({', '.join(map(str, r['ratio_rounds']))}) |"
         )
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / f"{a.stem}.json", json.dumps(res, indent=2) + "\n")
-    atomic_write_text(RESULTS / f"{a.stem}.md", "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(a.stem, res, lambda _: "\n".join(lines))
 
 
 if __name__ == "__main__":

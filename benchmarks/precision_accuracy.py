@@ -13,17 +13,14 @@ The ID set must be images neither bundle was fitted or calibrated on (CIFAR-10 t
 import argparse
 import json
 import time
-from pathlib import Path
 
 import numpy as np
+from common import write_results  # benchmarks/common.py
 
-from dlsr_deploy.io import atomic_write_text
 from dlsr_deploy.machine import describe
 from dlsr_deploy.precision_guard import guard
 from dlsr_deploy.probes import PROBES, make_probes
 from dlsr_deploy.runtime import Detector
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _scores(bundle: str, backend: str, sets: dict) -> tuple:
@@ -62,10 +59,8 @@ def main() -> None:
         sets={**res["sets"], "sizes": {k: int(len(v)) for k, v in sets.items()}},
         seconds=round(time.time() - t0, 1),
     )
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / f"{a.stem}.json", json.dumps(res, indent=2, default=float) + "\n")
-    atomic_write_text(RESULTS / f"{a.stem}.md", _markdown(res, a))
-    print(_markdown(res, a))
+    res = json.loads(json.dumps(res, default=float))  # numpy scalars -> JSON numbers
+    write_results(a.stem, res, lambda r: _markdown(r, a))
 
 
 def _markdown(res: dict, a) -> str:
