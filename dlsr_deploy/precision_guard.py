@@ -68,6 +68,10 @@ def guard(
     from dlsr_deploy.selection import Evidence, evidence_row
 
     _check_inputs(ref, cand, [*real, *probes])
+    if not real and not probes:  # nothing to compare on is not a pass
+        from dlsr_deploy.errors import InputError
+
+        raise InputError("precision guard: no OOD set and no shift probe to compare the two bundles on")
     ood = {s: {"fp32": ref[s], "cand": cand[s]} for s in [*real, *probes]}
     ev = Evidence({"fp32": ref["id"], "cand": cand["id"]}, ood, list(real), list(probes), n_boot=n_boot)
     r_row, c_row = evidence_row(ev, "fp32"), evidence_row(ev, "cand")

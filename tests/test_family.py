@@ -90,3 +90,34 @@ def test_dlsr_inspect_on_a_family_shows_each_member_and_the_pick(tmp_path, bundl
     assert r.exit_code == 0, r.output
     assert "== member fp32" in r.output and "== member bf16" in r.output
     assert "this machine loads fp32" in r.output and "no bf16 units" in r.output
+
+
+def test_an_int8_member_recording_no_verified_target_is_not_picked(tmp_path, bundles, monkeypatch):
+    import dlsr_deploy.runtime.openvino as ov
+
+    fam = _family(tmp_path, bundles, {"fp32": "fp32", "int8": "fp32"})
+    m = json.loads((fam / "int8" / "manifest.json").read_text())
+    m["precision"]["verified_targets"] = []
+    (fam / "int8" / "manifest.json").write_text(json.dumps(m))  # read before verification: the pick fails closed
+    monkeypatch.setattr(ov, "cpu_runs_bf16", lambda core=None: False)
+    member, why = family.pick_member(fam)
+    assert member == fam / "fp32" and "no verified target" in why["skipped"]["int8"]
+
+
+@pytest.mark.parametrize("existing", ["bundle", "user folder"])
+def test_a_family_export_never_writes_into_a_bundle_or_a_foreign_folder(tiny_run, tmp_path, bundles, existing):
+    from click.testing import CliRunner
+
+    from dlsr_deploy.cli import export
+
+    out = tmp_path / "out"
+    if existing == "bundle":
+        shutil.copytree(bundles["fp32"], out)
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in out.iterdir())
+    args = ["--model", str(tiny_run[0]), "--out", str(out), "--precision", "fp32,int8", "--force"]
+    r = CliRunner().invoke(export, args)
+    assert r.exit_code == 2 and "--out" in r.output
+    assert sorted(p.name for p in out.iterdir()) == before

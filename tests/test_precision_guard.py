@@ -66,3 +66,9 @@ def test_bad_inputs_name_the_set(edit, needle):
     edit(cand)
     with pytest.raises(InputError, match=needle):
         guard(ref, cand, ["tin", "dtd"])
+
+
+def test_nothing_to_compare_on_is_not_a_pass():
+    ref = {"id": np.arange(10.0)}
+    with pytest.raises(InputError, match="no OOD set and no shift probe"):
+        guard(ref, {"id": ref["id"].copy()}, [])

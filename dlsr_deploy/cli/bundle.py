@@ -119,9 +119,13 @@ def _export_one(o: dict, given) -> None:
 def _export_family(o: dict, precisions: list) -> None:
     """Each precision into OUT/<precision>, then OUT/family.json over the members that passed."""
     from dlsr_deploy.errors import ConfigError, ParityError
-    from dlsr_deploy.runtime.family import write_family
+    from dlsr_deploy.runtime.family import FAMILY_FILE, write_family
 
     out = o["out"] or Path("export") / f"{o['model_dir'].name}-family"
+    if (out / "manifest.json").exists():
+        raise click.UsageError(f"--out {out} holds a bundle; a family needs its own folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / FAMILY_FILE).exists():  # --force replaces bundles only
+        raise click.UsageError(f"--out {out} exists and is not a bundle family; choose another folder")
     done, refused = {}, {}
     for prec in precisions:
         try:

@@ -182,10 +182,11 @@ def deploy_lowp(tmp: Path, run_dir: Path, inp, req, head: str, files: dict, shar
     say(f"[{p}] {p} features of the {len(train)} training images, heads refitted on them")
     z_train16 = _z0(backbone, train, eng)
     kept, evidence = _guarded_candidates(inp, req, head, z32, z16, z_train16, say)
-    inp.ref = kept
-    new_files, new_shares = export_graphs(tmp, kept, req, inp.native, say, roles=("heads", "denoiser", "pipeline"))
-    files.update(new_files)
-    shares.update(new_shares)
+    if kept is not inp.ref:  # the refitted heads: rewrite the graphs that carry heads (else they are as written)
+        inp.ref = kept
+        new_files, new_shares = export_graphs(tmp, kept, req, inp.native, say, roles=("heads", "denoiser", "pipeline"))
+        files.update(new_files)
+        shares.update(new_shares)
     consistency = _check_heads_graph(tmp, kept, z16["id"], head)
     if p == "bf16":
         _add_head(tmp, head, req, files, shares, z16["id"], say)

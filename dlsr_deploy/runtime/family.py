@@ -68,7 +68,9 @@ def _why_not(prec: str, member: Path, backend: str) -> Optional[str]:
         except (OSError, ValueError, KeyError, AttributeError, TypeError):
             return "its manifest cannot be read"
         arch = platform.machine().lower()
-        if targets and not any(arch in str(t) for t in targets):
+        if not targets:  # fail closed: an 8-bit member that records no verified target is not picked
+            return "its manifest records no verified target architecture"
+        if not any(arch in str(t) for t in targets):
             return f"verified on {targets}, not {arch}"
     return None
 
