@@ -65,5 +65,6 @@ def run_demo(out: Path, epochs: int = 15, quiet: bool = False) -> dict:
         f"(threshold {det.score_name} > {det.threshold:.4g}, 95% ID TPR target)"
     )
     print(line)
+    print(f"report: {out / 'eval' / 'eval.html'} (open it in a browser: plots and the images it gets wrong)")
     result["runtime_check"] = line
     return result

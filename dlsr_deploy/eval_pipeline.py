@@ -12,7 +12,7 @@ import numpy as np
 
 from dlsr_deploy.config import ModelConfig, ScoreConfig
 
-PLOT_SCORES = ("mfsim", "mse", "gauss_layer", "sum_maha_ridge_gauss_layer_dn")
+GALLERY_SETS_MAX_IMAGES = 50_000  # OOD sets are reloaded for the galleries only up to this size
 
 
 def _log(quiet: bool):
@@ -20,7 +20,8 @@ def _log(quiet: bool):
 
 
 def _eval_config(model_dir: Path, sc: ScoreConfig, hold_z, z_id, z_ood: Dict[str, np.ndarray], opts: dict, log):
-    """Every score of one score config on the ID and OOD sets -> (report block, ID scores, OOD scores)."""
+    """Every score of one score config on the ID and OOD sets -> (report block, ID scores, OOD scores);
+    opts gains 'ref' (the scorer) and 'hold' (the held-out ID images' scores, when the run has them)."""
     from dlsr_deploy.evaluation import DIRECTION, metrics_table, short_table
     from dlsr_deploy.model.reference import EagerReference, fit_combinations
     from dlsr_deploy.probes import shift_probes
@@ -31,6 +32,9 @@ def _eval_config(model_dir: Path, sc: ScoreConfig, hold_z, z_id, z_ood: Dict[str
         ref.combos = fit_combinations(ref.score_z0(hold_z))
     s_id = ref.score_z0(z_id, progress=not quiet, desc=f"score ID t={sc.t_start}")
     s_ood = {k: ref.score_z0(v, progress=not quiet, desc=f"score {k}") for k, v in z_ood.items()}
+    if hold_z is not None and len(hold_z):  # what a bundle's threshold is calibrated on
+        opts["hold"] = ref.score_z0(hold_z, progress=not quiet, desc="score held-out ID")
+    opts["ref"] = ref
     t_boot = time.time()
     table = metrics_table(s_id, s_ood, n_boot=opts["n_boot"], probes=shift_probes())
     boot_s = time.time() - t_boot
@@ -92,11 +96,14 @@ def run_eval(
     feature_engine: str = "eager",
     probes: Optional[int] = None,
     n_boot: int = 200,
+    headline: Optional[str] = None,
+    plot_scores: Sequence[str] = (),
+    html: bool = True,
 ) -> dict:
     """dlsr-eval: every score per score config on ID vs each OOD set (and, with probes=N, the
-    synthetic probes made from N ID test images) -> JSON, Markdown, PNG, scores."""
-    from dlsr_deploy.evaluation import DIRECTION, POSITIVE, machine_info, now
-
+    synthetic probes made from N ID test images) -> JSON, Markdown, HTML, PNG, scores.
+    headline: the score the report leads with (default: the one dlsr-export would pick for this
+    run); plot_scores: more scores to plot after it."""
     log, t0 = _log(quiet), time.time()
     _check_sets(ood_sources, probes)
     model_dir = Path(model_dir)
@@ -104,7 +111,34 @@ def run_eval(
     hold_z = np.load(model_dir / "holdout_z0.npy") if (model_dir / "holdout_z0.npy").exists() else None
     feat = dict(cache_dir=cache_dir, limit=limit, quiet=quiet, engine=feature_engine, probes=probes)
     id_set, z_id, z_ood = eval_features(cfg, id_source, ood_sources, feat)
-    result = {
+    result = _result_header(cfg, model_dir, (id_set, id_source, z_id), ood_sources, z_ood, feat, n_boot, command)
+    first = None
+    for sc in score_cfgs:
+        o = {"quiet": quiet, "n_boot": n_boot}
+        block, s_id, s_ood = _eval_config(model_dir, sc, hold_z, z_id, z_ood, o, log)
+        result["runs"].append(block)
+        first = first or {"id": s_id, "ood": s_ood, **o, "metrics": block["metrics"]}
+    result["headline"] = _headline(first, headline, plot_scores)
+    result["baselines"] = _baselines(model_dir, z_id, z_ood, knn_k, n_boot, log)
+    result["seconds"] = round(time.time() - t0, 1)
+    out = Path(out_dir) if out_dir else model_dir / "eval"
+    shown = [result["headline"]["score"], *[s for s in plot_scores if s != result["headline"]["score"]]]
+    _write_eval(result, out, stem, shown if plot else None, first, log)
+    if html:
+        from dlsr_deploy.report.eval_report import eval_page
+        from dlsr_deploy.report.html import write_page
+
+        view = _report_view(result, first, shown, id_set.images, dict(ood_sources), (cfg, limit))
+        log(f"wrote {write_page(out / f'{stem}.html', eval_page(view))}")
+    return result
+
+
+def _result_header(cfg, model_dir: Path, id_side, ood_sources, z_ood: dict, feat: dict, n_boot: int, command: str):
+    """The JSON's description of the run, the sets and the machine (before any score)."""
+    from dlsr_deploy.evaluation import DIRECTION, POSITIVE, machine_info, now
+
+    id_set, id_source, z_id = id_side
+    return {
         "direction": DIRECTION,
         "positive_class": POSITIVE,
         "intervals": f"95 % percentile bootstrap, {n_boot} replicates, ID and OOD resampled" if n_boot else "none",
@@ -113,22 +147,63 @@ def run_eval(
         "machine": machine_info(),
         "model": str(model_dir),
         "model_config": cfg.to_dict(),
-        "feature_engine": feature_engine,
+        "feature_engine": feat["engine"],
         "id_set": {"name": id_set.name, "source": str(id_source), "n": int(len(z_id))},
         "ood_sets": [{"name": k, "source": str(src), "n": int(len(z_ood[k]))} for k, src in ood_sources],
-        "probes": {"sets": _probe_info(z_ood), "seconds": feat.get("probe_seconds")} if probes else None,
+        "probes": {"sets": _probe_info(z_ood), "seconds": feat.get("probe_seconds")} if feat["probes"] else None,
         "runs": [],
     }
-    plot_scores = None
-    for sc in score_cfgs:
-        block, s_id, s_ood = _eval_config(model_dir, sc, hold_z, z_id, z_ood, {"quiet": quiet, "n_boot": n_boot}, log)
-        result["runs"].append(block)
-        plot_scores = plot_scores or {"id": s_id, "ood": s_ood}
-    result["baselines"] = _baselines(model_dir, z_id, z_ood, knn_k, n_boot, log)
-    result["seconds"] = round(time.time() - t0, 1)
-    out = Path(out_dir) if out_dir else model_dir / "eval"
-    _write_eval(result, out, stem, plot_scores if plot else None, plot_scores, log)
-    return result
+
+
+def _headline(first: dict, requested: Optional[str], plot_scores: Sequence[str]) -> dict:
+    """The report's headline (the exporter's default for this run unless given) and its threshold
+    at 95 % TPR of the held-out ID scores (the bundle's calibration) -> the JSON's record."""
+    from dlsr_deploy.errors import ConfigError
+    from dlsr_deploy.export.calibrate import default_headline, fit_shape
+    from dlsr_deploy.scoring import threshold_at_tpr
+
+    names = list(first["metrics"])
+    for s in [requested, *plot_scores]:
+        if s is not None and s not in names:
+            raise ConfigError(f"expected a score of this run ({', '.join(names)}), got {s!r}", param="headline")
+    if requested:
+        head, how = requested, "given with --headline"
+    else:
+        head, why = default_headline(names, fit_shape(first["ref"]))
+        how = f"the headline dlsr-export picks for this run: {why['how']}"
+    hold = first.get("hold")
+    cal, on = (hold, f"held-out ID images ({len(hold[head])})") if hold else (first["id"], "ID test images")
+    first["thresholds"] = {s: threshold_at_tpr(cal[s], 0.95) for s in names}
+    first["centers"] = {s: float(np.median(cal[s])) for s in names}
+    first["calibrated_on"] = on if hold else "ID test images (this run has no held-out ID set)"
+    return {"score": head, "how": how, "threshold": first["thresholds"][head], "target_tpr": 0.95, "calibrated_on": on}
+
+
+def _report_view(result: dict, first: dict, shown, id_images, sources: dict, cfg_limit):
+    """The HTML report's inputs: scores, thresholds, metrics and the gallery images (no paths)."""
+    from dlsr_deploy.data import load_images
+    from dlsr_deploy.report.eval_report import EvalView
+    from dlsr_deploy.report.html import display_name
+
+    cfg, limit = cfg_limit
+    ood_images = {}
+    for name in (k for k in first["ood"] if not k.startswith("probe:")):
+        if len(next(iter(first["ood"][name].values()))) <= GALLERY_SETS_MAX_IMAGES:
+            ood_images[name] = load_images(sources[name], size=cfg.feature.native_size, limit=limit).images
+    sets = ", ".join(f"{o['name']} ({o['n']})" for o in result["ood_sets"])
+    m = result["machine"]
+    return EvalView(
+        headline=result["headline"]["score"], how=result["headline"]["how"], thresholds=first["thresholds"],
+        centers=first["centers"], calibrated_on=first["calibrated_on"], target_tpr=0.95,
+        id_scores=first["id"], ood_scores=first["ood"], metrics=first["metrics"], id_images=id_images,
+        ood_images=ood_images, plot_scores=shown[1:],
+        meta=[
+            f"run: {display_name(result['model'])}; backbone {cfg.feature.backbone} @ {cfg.feature.input_size}",
+            f"ID test set: {result['id_set']['name']} ({result['id_set']['n']}); OOD sets: {sets or 'none'}",
+            f"{result['direction']}; {result['intervals']}",
+            f"created {result['created']} on {m.get('cpu', '?')} ({m.get('cpu_count', '?')} CPUs)",
+        ],
+    )
 
 
 def eval_features(cfg, id_source, ood_sources, o: dict):
@@ -187,19 +262,19 @@ def _baselines(model_dir: Path, z_id, z_ood: Dict[str, np.ndarray], knn_k: int, 
 
 
 def _write_eval(
-    result: dict, out_dir: Path, stem: str, plot_scores: Optional[dict], all_scores: Optional[dict], log
+    result: dict, out_dir: Path, stem: str, plot: Optional[Sequence[str]], all_scores: Optional[dict], log
 ) -> None:
-    """STEM.json / .md / .png (a few headline scores plotted) and STEM_scores.npz (every score)."""
+    """STEM.json / .md / .png (the headline, then the --plot-scores) and STEM_scores.npz (every score)."""
     from dlsr_deploy.evaluation import write_report
     from dlsr_deploy.io import atomic_write
 
     shown = None
-    if plot_scores is not None:
-        keep = [k for k in PLOT_SCORES if k in plot_scores["id"]]
-        real = {n: d for n, d in plot_scores["ood"].items() if not n.startswith("probe:")} or plot_scores["ood"]
+    if plot is not None and all_scores is not None:
+        real = {n: d for n, d in all_scores["ood"].items() if not n.startswith("probe:")} or all_scores["ood"]
         shown = {
-            "id": {k: plot_scores["id"][k] for k in keep},
-            "ood": {n: {k: d[k] for k in keep} for n, d in real.items()},
+            "id": {k: all_scores["id"][k] for k in plot},
+            "ood": {n: {k: d[k] for k in plot} for n, d in real.items()},
+            "thresholds": {k: all_scores["thresholds"][k] for k in plot},
         }
     if result.get("baselines") is None:
         result.pop("baselines", None)

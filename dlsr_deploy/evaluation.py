@@ -149,7 +149,9 @@ def write_report(result: dict, out_dir: Path, scores_for_plot: Optional[dict] = 
 
 
 def plot_scores(scores: dict, path: Path) -> None:
-    """scores = {'id': {score: arr}, 'ood': {name: {score: arr}}} -> histograms + ROC curves."""
+    """scores = {'id': {score: arr}, 'ood': {name: {score: arr}}, 'thresholds': {score: t}} ->
+    histograms (log axis where every score is positive and the tail is long, symlog where the tail
+    is long otherwise; the threshold dashed) over ROC curves, one column per score."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,21 +160,13 @@ def plot_scores(scores: dict, path: Path) -> None:
     from dlsr_deploy.io import atomic_write
 
     names = list(scores["id"].keys())
-    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(names), figsize=(4.6 * len(names), 7.5), squeeze=False)
     for j, sc in enumerate(names):
-        ax = axes[0, j]
-        a = scores["id"][sc]
-        allv = np.concatenate([a] + [o[sc] for o in scores["ood"].values()])
-        lo, hi = np.percentile(allv, [0.5, 99.5])
-        bins = np.linspace(lo, hi, 60)
-        ax.hist(a, bins=bins, alpha=0.5, density=True, label="ID")
-        for name, o in scores["ood"].items():
-            ax.hist(o[sc], bins=bins, alpha=0.4, density=True, label=name)
-        ax.set_title(f"{sc} ({DIRECTION})", fontsize=9)
-        ax.legend(fontsize=7)
+        _hist_panel(axes[0, j], sc, scores["id"][sc], {n: o[sc] for n, o in scores["ood"].items()},
+                    scores.get("thresholds", {}).get(sc))
         ax = axes[1, j]
         for name, o in scores["ood"].items():
-            fpr, tpr = roc_curve(a, o[sc])
+            fpr, tpr = roc_curve(scores["id"][sc], o[sc])
             ax.plot(fpr, tpr, label=name)
         ax.plot([0, 1], [0, 1], "k:", lw=0.8)
         ax.set_xlabel("FPR (ID flagged as OOD)")
@@ -182,6 +176,31 @@ def plot_scores(scores: dict, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)
+
+
+def _hist_panel(ax, sc: str, id_s: np.ndarray, ood: Dict[str, np.ndarray], threshold: Optional[float]) -> None:
+    from dlsr_deploy.report.svg import axis_for
+
+    allv = np.concatenate([id_s, *ood.values()])
+    allv = allv[np.isfinite(allv)]
+    kind = axis_for(allv, [id_s, *ood.values()])
+    if kind == "log":
+        bins = np.geomspace(allv.min(), allv.max(), 60)
+        ax.set_xscale("log")
+    else:
+        lo, hi = (allv.min(), allv.max()) if kind == "rank" else np.percentile(allv, [0.5, 99.5])
+        bins = np.linspace(lo, hi, 60)
+        if kind == "rank":  # long tail with scores <= 0: linear near the bulk, log beyond
+            spread = float(np.subtract(*np.percentile(allv, [75, 25]))) or 1.0
+            ax.set_xscale("symlog", linthresh=spread)
+            bins = np.unique(np.concatenate([bins, np.percentile(allv, np.linspace(0, 100, 60))]))
+    ax.hist(id_s, bins=bins, alpha=0.5, density=True, label="ID")
+    for name, o in ood.items():
+        ax.hist(o, bins=bins, alpha=0.4, density=True, label=name)
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1.2, label=f"threshold {threshold:.4g}")
+    ax.set_title(f"{sc} ({DIRECTION})", fontsize=9)
+    ax.legend(fontsize=7)
 
 
 def machine_info() -> dict:

@@ -51,6 +51,11 @@ RULES = {
         ["data"],
         ["torch", "dlsr_deploy.model", "dlsr_deploy.export", "dlsr_deploy.runtime"],
     ),
+    "report/ draws with numpy and Pillow only (the torch-free runtime writes reports too)": (
+        ["report"],
+        ["torch", "onnx", "onnxruntime", "openvino", "matplotlib", "ray"]
+        + [f"dlsr_deploy.{p}" for p in ("model", "export", "runtime", "data", "bench", "scale")],
+    ),
     "scale/ sits on the runtime: no torch, model, export or data": (
         ["scale"],
         ["torch", "onnx", "dlsr_deploy.model", "dlsr_deploy.export", "dlsr_deploy.data", "dlsr_deploy.bench"],

@@ -308,3 +308,55 @@ def test_cli_ray_scoring_and_usage_errors(cluster, bundles, inputs, tmp_path):
         score, [str(bundles["fp32"]), inputs["sources"][1], "--ray", "--out", inputs["sources"][1] + "/o"]
     )
     assert r.exit_code == 1 and "inside the input folder" in r.output
+
+
+def _metric_values() -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=30) as r:
+        assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    return {
+        (s.name, s.labels.get("path"), s.labels.get("status")): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def test_service_metrics_move_by_exactly_the_requests_sent(service):
+    before = _metric_values()
+    for im in _images(4, 21):
+        assert _post(_png(im))[0] == 200
+    assert _post(b"\x89PNG" + bytes(70_000))[0] == 413
+    assert _post(b"hello")[0] == 400
+    after = _metric_values()
+
+    def moved(name, path=None, status=None):
+        return after.get((name, path, status), 0) - before.get((name, path, status), 0)
+
+    assert [moved("dlsr_requests_total", "/score", s) for s in ("200", "413", "400")] == [4, 1, 1]
+    assert moved("dlsr_images_scored_total") == 4 and moved("dlsr_request_seconds_count") == 6
+
+
+def test_service_page_scores_an_uploaded_image_like_post_score(service, tmp_path):
+    from browser import chromium
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    body = _png(_images(1, 33)[0])
+    (tmp_path / "upload.png").write_bytes(body)
+    status, ref = _post(body)
+    assert status == 200
+    d = chromium(1000, 900)
+    try:
+        d.get(f"http://127.0.0.1:{PORT}/")
+        assert "fp32" in d.find_element("id", "bundle").text
+        d.find_element("id", "file").send_keys(str(tmp_path / "upload.png"))
+        WebDriverWait(d, 60).until(lambda drv: drv.find_element("id", "decision").text.strip())
+        decision = d.find_element("id", "decision").text
+        shown = float(d.find_element("id", "score").text)
+        d.save_screenshot(str(tmp_path / "page.png"))
+    finally:
+        d.quit()
+    r0 = ref["results"][0]
+    assert decision == ("OOD" if r0["is_ood"] else "in-distribution")
+    assert shown == pytest.approx(r0["score"], rel=1e-5)

@@ -156,3 +156,51 @@ def test_default_allowed_hosts_cover_loopback_and_the_bound_address():
     hosts = default_allowed_hosts("10.1.2.3", 9000)
     assert {"localhost", "localhost:9000", "127.0.0.1:9000", "10.1.2.3", "10.1.2.3:9000", "[::1]"} <= set(hosts)
     assert "evil.example" not in hosts
+
+
+def _metrics(svc) -> dict:
+    """/metrics parsed with prometheus_client's own parser -> {(name, path, status): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, page = _call(svc, b"", method="GET", path="/metrics")
+    assert status == 200 and page.media_type.startswith("text/plain; version=0.0.4")
+    out = {}
+    for fam in text_string_to_metric_families(page.text):
+        for s in fam.samples:
+            assert s.labels.get("bundle") == svc.det.manifest.name and s.labels["precision"] == "fp32"
+            out[(s.name, s.labels.get("path"), s.labels.get("status"), s.labels.get("le"))] = s.value
+    return out
+
+
+def test_metrics_count_every_request_by_status(service):
+    before = _metrics(service)
+    for _ in range(3):
+        assert _call(service, _png(np.full((32, 32, 3), 90, np.uint8)))[0] == 200
+    assert _call(service, b"not an image")[0] == 400
+    assert _call(service, _npy(np.zeros((5, 32, 32, 3), np.uint8)))[0] == 413  # over max_images=4
+    assert _call(service, b"", method="GET", path="/nope")[0] == 404
+    after = _metrics(service)
+
+    def moved(name, path=None, status=None, le=None):
+        key = (name, path, status, le)
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert moved("dlsr_requests_total", "/score", "200") == 3
+    assert moved("dlsr_requests_total", "/score", "400") == 1 and moved("dlsr_requests_total", "/score", "413") == 1
+    assert moved("dlsr_requests_total", "other", "404") == 1
+    assert moved("dlsr_requests_total", "/metrics", "200") == 1  # the first scrape, counted after it answered
+    assert moved("dlsr_request_seconds_count") == 5 and moved("dlsr_images_scored_total") == 3
+    assert moved("dlsr_batch_images_bucket", le="1") == 3 and moved("dlsr_batch_images_count") == 3
+    names = ("dlsr_images_flagged_ood_total", "dlsr_images_scored_total")
+    flagged, scored = (after[(n, None, None, None)] for n in names)
+    assert after[("dlsr_flagged_ood_ratio", None, None, None)] == pytest.approx(flagged / scored)
+
+
+def test_the_page_is_self_contained_and_shows_no_paths(service, bundles):
+    status, page = _call(service, b"", method="GET", path="/")
+    assert status == 200 and page.media_type.startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert service.det.manifest.name in page.text and str(bundles["fp32"]) not in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing fetched but POST /score, same origin
+    assert _call(service, b"x", method="POST", path="/")[0] == 405
+    assert _call(service, b"x", method="POST", path="/metrics")[0] == 405

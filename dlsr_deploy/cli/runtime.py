@@ -25,6 +25,7 @@ from dlsr_deploy.cli.common import (
 @backend_option()
 @scores_option()
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write per-input results here: JSON when the name ends in .json (any case), else CSV; '-' or none = CSV on stdout. A regular file is replaced atomically, a symlink is written through, a device or pipe is written to; an input is never overwritten, and an unwritable destination fails before any scoring. With --ray: a new (or empty) folder for the shard files, or the folder of the job to --resume.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write an HTML page here (one self-contained file): the share over the threshold, the scores against the bundle's ID calibration scores, and the most OOD images first.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Images decoded and scored per call (memory stays bounded by it).")
 @click.option("--strict-providers", is_flag=True, help="Fail instead of falling back to CPU when the requested ONNX Runtime provider is not used.")
 @click.option("--no-resize", is_flag=True, help="Refuse images whose size differs from the bundle's instead of resizing them.")
@@ -38,7 +39,7 @@ from dlsr_deploy.cli.common import (
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True, help="With --ray: shard file format.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly
-def score(bundle, inputs, backend, scores, out, batch_size, strict_providers, no_resize, trusted_keys, ray_address, resume, shard_size, actors, cpus_per_actor, gpus_per_actor, fmt, quiet):
+def score(bundle, inputs, backend, scores, out, report, batch_size, strict_providers, no_resize, trusted_keys, ray_address, resume, shard_size, actors, cpus_per_actor, gpus_per_actor, fmt, quiet):
     """Score images with an exported bundle, without torch. INPUTS are image files, folders
     (recursive), globs, .npz packs, .parquet tables of image bytes, CIFAR folders or SVHN .mat
     files (the same rules as every command). Writes one row per input, in input order: the
@@ -53,13 +54,21 @@ def score(bundle, inputs, backend, scores, out, batch_size, strict_providers, no
         from dlsr_deploy.paths import refuse_overwrite
 
         refuse_overwrite(out, "out", inputs if ray_address is None else (), [bundle], list(trusted_keys))
+    if report is not None:
+        from dlsr_deploy.paths import refuse_overwrite
+
+        refuse_overwrite(report, "report", inputs, [bundle], list(trusted_keys))
+        if ray_address is not None:
+            raise click.UsageError("--report is for a single-process run (not --ray)")
+        if out is not None and Path(out).resolve() == Path(report).resolve():
+            raise click.UsageError("--report and --out name the same file; give the report its own .html name")
     wanted = parse_scores(scores)
     if ray_address is None:
         if resume:
             raise click.UsageError("--resume needs --ray (a single-process run has no shards to resume)")
         from dlsr_deploy.runtime.score_cli import score_inputs
 
-        score_inputs(bundle, inputs, backend, out, batch_size, strict_providers, not no_resize, quiet, trusted_keys=keys, scores=wanted)
+        score_inputs(bundle, inputs, backend, out, batch_size, strict_providers, not no_resize, quiet, trusted_keys=keys, scores=wanted, report=report)
         return
     if ray_address != "local" and Path(ray_address).exists():  # `--ray images/`: an input, not an address
         inputs, ray_address = (*inputs, ray_address), "local"
@@ -94,7 +103,10 @@ def score(bundle, inputs, backend, scores, out, batch_size, strict_providers, no
 def serve(bundle, replicas, max_batch, batch_wait_ms, cpus_per_replica, threads, backend, scores, max_bytes, max_pixels, read_timeout, host, port, ingress, ray_address, allowed_hosts, max_header_bytes, trusted_keys):
     """Serve a bundle over HTTP on Ray Serve, with dynamic batching. POST /score takes one
     PNG/JPEG (or a .npy batch of at most --max-batch images) and answers JSON with score,
-    normalized and is_ood (and the --scores asked for); GET /healthz, /info and /stats. Every
+    normalized and is_ood (and the --scores asked for); GET / is a page to try an image on (drop
+    it, see the score on a gauge with the threshold and the decision), GET /metrics is Prometheus
+    text (requests by status, latency and batch-size histograms, images scored and flagged);
+    GET /healthz, /info and /stats. Every
     error is a JSON 4xx/5xx with a one-line reason. Runs until Ctrl-C."""
     from dlsr_deploy.scale.serve import ServiceLimits, default_allowed_hosts, run_service
 

@@ -97,10 +97,13 @@ SCORE_OPTS = [
 @apply(SCORE_OPTS)
 @click.option("--knn-k", type=click.IntRange(min=1), default=10, show_default=True, help="k of the cosine-KNN baseline.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Report directory (default: MODEL/eval).")
-@click.option("--stem", default="eval", show_default=True, help="File name stem of the report (STEM.json, STEM.md, STEM.png, STEM_scores.npz).")
+@click.option("--stem", default="eval", show_default=True, help="File name stem of the report (STEM.json, STEM.md, STEM.html, STEM.png, STEM_scores.npz).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Feature cache directory.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N images of each set.")
+@click.option("--headline", default=None, help="The score the HTML report and the PNG lead with (default: the one dlsr-export would pick for this run).")
+@click.option("--plot-scores", default="", help="More scores to plot after the headline, comma-separated (e.g. mfsim,mse).")
 @click.option("--no-plot", is_flag=True, help="Skip the PNG.")
+@click.option("--no-html", is_flag=True, help="Skip STEM.html (the report with plots and image galleries).")
 @click.option("--feature-engine", type=click.Choice(["eager", "ort"]), default="eager", show_default=True, help="What computes backbone features for the cache (see dlsr-train --help).")
 @click.option("--quiet", is_flag=True, help="No progress bars or tables.")
 @friendly
@@ -113,7 +116,10 @@ def evaluate(**o):
     dimension-normalised variant, l2-normalised Mahalanobis; fitted on the training z0); the
     combinations standardised on held-out ID scores; and the cosine-KNN baseline. Higher
     score = more OOD; AUROC takes OOD as positive, FPR@95TPR takes ID as positive. Writes
-    STEM.json, STEM.md, STEM.png, STEM_scores.npz.
+    STEM.json, STEM.md, STEM.png, STEM_scores.npz and STEM.html: one self-contained page
+    (open it in any browser) with the headline's histograms against its calibrated threshold, ROC
+    curves, intervals, probe bars, and galleries of the ID images it flags and the OOD images it
+    misses.
     """
     from dlsr_deploy.config import ScoreConfig
     from dlsr_deploy.eval_pipeline import run_eval
@@ -125,7 +131,8 @@ def evaluate(**o):
     keys = ("out_dir", "knn_k", "limit", "cache_dir", "stem", "quiet", "feature_engine", "n_boot")
     run_eval(
         o["model_dir"], o["id_source"], parse_ood(o["ood"]), cfgs, command=command_line(), plot=not o["no_plot"],
-        probes=o["n_probe"] if o["probes"] else None, **{k: o[k] for k in keys},
+        probes=o["n_probe"] if o["probes"] else None, headline=o["headline"], html=not o["no_html"],
+        plot_scores=[x.strip() for x in o["plot_scores"].split(",") if x.strip()], **{k: o[k] for k in keys},
     )
 
 

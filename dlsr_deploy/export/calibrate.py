@@ -99,6 +99,13 @@ def training_images(run_dir: Path, native_size: int) -> np.ndarray:
     return np.concatenate([x, x[:, :, ::-1]]) if info.get("flip") else x
 
 
+def fit_shape(ref) -> Optional[Tuple[int, int]]:
+    """(training vectors, dims) a reference's density heads were fitted on; None without heads."""
+    head = next(iter((ref.heads or {}).values()), None)
+    n = head.info.get("n_fit") if head is not None else None
+    return (int(n), int(head.mean.shape[0])) if n else None
+
+
 def default_headline(names: Sequence[str], fit_shape: Optional[Tuple[int, int]] = None) -> Tuple[str, dict]:
     """The package default for heads fitted on fit_shape = (n vectors, dims) when the bundle has it,
     else the first density head, else the first score."""

@@ -17,12 +17,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict
 
 import numpy as np
 
 from dlsr_deploy.errors import ConfigError, DataError, ParityError
-from dlsr_deploy.export.calibrate import calibration_images, choose_headline
+from dlsr_deploy.export.calibrate import calibration_images, choose_headline, fit_shape
 from dlsr_deploy.export.golden import GOLDEN_CHUNK, write_golden
 from dlsr_deploy.export.onnx_export import INT8_CALIBRATION_IMAGES, export_graphs, int8_fp32_taps
 from dlsr_deploy.export.request import ExportRequest, check_request
@@ -108,16 +108,9 @@ def _calibrate_and_verify(tmp: Path, inp: _Inputs, req: ExportRequest, say):
     id_scores = {n: cal[output_name(n)] for n in names}
     ood_scores = {k: {n: o[output_name(n)] for n in names} for k, o in ood_got.items()}
     probes = _probe_scores(tmp, inp, req, engine)
-    head, choice = choose_headline(req.headline, names, id_scores, ood_scores, probes, fit_shape=_fit_shape(inp.ref))
+    head, choice = choose_headline(req.headline, names, id_scores, ood_scores, probes, fit_shape=fit_shape(inp.ref))
     say(f"      headline score: {head} ({choice['how']})")
     return thresholds, cal, parity, head, choice
-
-
-def _fit_shape(ref) -> Optional[Tuple[int, int]]:
-    """(training vectors, dims) the bundle's density heads were fitted on; None without heads."""
-    head = next(iter((ref.heads or {}).values()), None)
-    n = head.info.get("n_fit") if head is not None else None
-    return (int(n), int(head.mean.shape[0])) if n else None
 
 
 def _self_check_entry(req: ExportRequest) -> dict:
@@ -142,6 +135,25 @@ def _self_check_entry(req: ExportRequest) -> dict:
     }
 
 
+def _threshold_record(inp: _Inputs, req: ExportRequest, head: str, cal, thresholds) -> dict:
+    """The calibrated decision: thresholds, normalisation, and the ID calibration scores'
+    distribution (0, 1, ..., 100 %: what dlsr-score --report draws them against)."""
+    from dlsr_deploy.scoring import normalisation
+
+    s = cal[output_name(head)]
+    center, scale = normalisation(s, thresholds[head])
+    return {
+        "value": thresholds[head],
+        "all": thresholds,
+        "center": center,
+        "scale": scale,
+        "target_tpr": req.target_tpr,
+        "n_images": int(len(inp.cal_images)),
+        "how": inp.cal_how,
+        "id_quantiles": [float(q) for q in np.quantile(s, np.linspace(0, 1, 101))],
+    }
+
+
 def _facts(
     out: Path,
     run_dir: Path,
@@ -159,19 +171,9 @@ def _facts(
     from dlsr_deploy.export.producer import producer, verified_targets
     from dlsr_deploy.manifest import BundleFacts
     from dlsr_deploy.parity import summary_line
-    from dlsr_deploy.scoring import normalisation
 
     ref = inp.ref
-    center, scale = normalisation(cal[output_name(head)], thresholds[head])
-    threshold = {
-        "value": thresholds[head],
-        "all": thresholds,
-        "center": center,
-        "scale": scale,
-        "target_tpr": req.target_tpr,
-        "n_images": int(len(inp.cal_images)),
-        "how": inp.cal_how,
-    }
+    threshold = _threshold_record(inp, req, head, cal, thresholds)
     return BundleFacts(
         name=out.name,
         producer=producer(),

@@ -177,7 +177,7 @@ def _definition(name: str, combo_def: str) -> str:
 def _threshold(headline: str, t: dict, engine: str) -> dict:
     return {
         "score": headline,
-        **{k: t[k] for k in ("value", "all", "center", "scale", "target_tpr", "n_images")},
+        **{k: t[k] for k in ("value", "all", "center", "scale", "target_tpr", "n_images", "id_quantiles") if k in t},
         "method": f"{t['target_tpr']:.0%} quantile of ID scores; ID only ({t['how']})",
         "backend": f"{engine} on this bundle's graphs",
         "normalized": "(score - center) / scale: 0 = median ID score, 1.0 = threshold",

@@ -28,6 +28,7 @@ class Threshold:
     scale: float
     target_tpr: Optional[float]
     all: Dict[str, float]
+    id_quantiles: Optional[List[float]] = None  # the headline on the ID calibration images, 0..100 %
 
 
 @dataclass
@@ -176,6 +177,7 @@ class Manifest:
             float(t.get("scale", 1.0)),
             t.get("target_tpr"),
             dict(t.get("all", {})),
+            t.get("id_quantiles"),
         )
 
     @property

@@ -65,6 +65,11 @@ def check_threshold(thr: dict, head: str, names: List[str], path: Path) -> None:
             fail(path, f"'threshold.all' must map scores among {names} to finite numbers", {k: v})
     if value is not None and head in all_ and all_[head] != value:
         fail(path, f"'threshold.value' must equal 'threshold.all.{head}' ({all_[head]})", value)
+    q = thr.get("id_quantiles")
+    if q is not None and not (
+        isinstance(q, list) and len(q) == 101 and all(finite(x) for x in q) and all(a <= b for a, b in zip(q, q[1:]))
+    ):
+        fail(path, "'threshold.id_quantiles' must be 101 finite, non-decreasing numbers (0, 1, ..., 100 %)", q)
 
 
 def check_backends(data: Dict[str, Any], path: Path) -> None:

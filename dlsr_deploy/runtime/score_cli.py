@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import numpy as np
+
 from dlsr_deploy.errors import DataError
 
 
@@ -147,9 +149,12 @@ def score_inputs(
     quiet: bool = False,
     trusted_keys=None,
     scores=None,
+    report: Optional[Path] = None,
 ) -> dict:
     """dlsr-score: score every input (files, folders, globs, packs, tables: dlsr_deploy.inputs);
-    CSV / JSON with one row per input, in input order. scores: None = the headline, 'all', or names."""
+    CSV / JSON with one row per input, in input order. scores: None = the headline, 'all', or names.
+    report: also an HTML page (the most OOD images first, the scores against the bundle's ID
+    calibration scores)."""
     from dlsr_deploy.inputs import list_inputs
     from dlsr_deploy.runtime.detector import Detector
 
@@ -172,6 +177,8 @@ def score_inputs(
             f"({n_ood / max(n_ok, 1):.1%}), threshold {det.score_name} > {det.threshold:.6g}; higher score = more OOD"
             + (f"; {len(bad)} unreadable (rows with an error)" if bad else "")
         )
+        if report is not None and n_ok:
+            write_score_report(report, det, listing, rows)
     if not n_ok:
         raise DataError(
             f"no readable images in {list(inputs)}: {[r['image'] + ' (' + r['error'] + ')' for r in bad[:3]]}"
@@ -186,3 +193,31 @@ def score_inputs(
         ) from None
     print(summary, file=sys.stderr)
     return {"rows": rows, "summary": summary}
+
+
+def write_score_report(path: Path, det, listing, rows: List[dict]) -> Path:
+    """dlsr-score --report: the HTML page of report/score_report.py for these rows."""
+    from dlsr_deploy.inputs import read_listing
+    from dlsr_deploy.report.html import write_page
+    from dlsr_deploy.report.score_report import GALLERY, ScoreView, reference_scores, score_page
+    from dlsr_deploy.runtime.selfcheck import load_golden
+
+    m = det.manifest
+    col = m.output_name(det.score_name)
+    ok = [i for i, r in enumerate(rows) if not r["error"]]
+    scores = np.array([rows[i][col] for i in ok], np.float64)
+    top = [ok[j] for j in np.argsort(-scores, kind="stable")[:GALLERY]]
+    images, kept, _ = read_listing(listing.take(top), det.size)
+    top = [top[k] for k in kept]
+    thr = m.threshold
+    golden = None if thr.id_quantiles else load_golden(m)
+    ref, how = reference_scores(thr, golden, col)
+    view = ScoreView(
+        bundle=m.name, precision=m.precision, backend=det.backend_name, score_name=det.score_name,
+        threshold=det.threshold, center=thr.center, scale=thr.scale, scores=scores,
+        ids=[rows[i]["image"] for i in ok], images=images, image_ids=[rows[i]["image"] for i in top],
+        image_scores=np.array([rows[i][col] for i in top], np.float64), id_reference=ref, id_reference_how=how,
+        n_unreadable=len(rows) - len(ok),
+        meta=[f"bundle {m.name} ({m.precision}) on {det.backend_name}", f"{len(ok)} images scored"],
+    )
+    return write_page(path, score_page(view))

@@ -9,6 +9,9 @@ HTTP (port 8000 by default):
 - `GET /healthz` -> 200 "ok" once the replica holds a loaded bundle.
 - `GET /info` -> the manifest summary and the service's batching settings.
 - `GET /stats` -> batch sizes the replica has run (a histogram: how well batching works).
+- `GET /` -> a page to try an image on (`scale/page.py`); `GET /metrics` -> Prometheus text
+  (`scale/metrics.py`: requests by path and status, latency and batch histograms, images scored
+  and flagged, labelled with the bundle's name and precision).
 
 Every request is bounded (`ServiceLimits`) before it costs: the head (431) and its Host (421,
 `--allowed-host`), body bytes counted as they stream in (413), images, decoded pixels from the
@@ -20,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from dataclasses import asdict
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
@@ -38,6 +42,15 @@ from dlsr_deploy.scale.limits import (  # noqa: F401  (the service's names, impo
 from dlsr_deploy.signing import resolve_trusted_keys
 
 
+@dataclass
+class Page:
+    """A body that is not JSON: the page (HTML) or the metrics (Prometheus text)."""
+
+    text: str
+    media_type: str
+    headers: dict = field(default_factory=dict)
+
+
 class ScoreService:
     """A Ray Serve replica: one Detector; requests are batched by `@serve.batch`."""
 
@@ -49,8 +62,10 @@ class ScoreService:
         limits: Optional[ServiceLimits] = None,
         scores=None,
         trusted_keys=None,
+        metrics=None,
     ):
         from dlsr_deploy.runtime import Detector
+        from dlsr_deploy.scale.metrics import LocalMetrics, ServiceMetrics
 
         self.det = Detector.load(bundle, backend=backend, threads=threads, trusted_keys=trusted_keys)
         self.limits = limits or ServiceLimits()
@@ -68,12 +83,16 @@ class ScoreService:
             "digest": m.data.get("digest"),
             "limits": {**asdict(self.limits), "max_pixels": self.limits.pixels_for(m.input_size)},
         }
+        # metrics: where the counts go (build_app: one actor for every replica); default this process
+        here = ServiceMetrics(m.name, m.precision, self.det.backend_name, self.det.score_name)
+        self.metrics = metrics or LocalMetrics(here)
 
     async def score_batch(self, batches: List[np.ndarray]) -> List[dict]:
         """Many requests' images in one backend call; one result list per request."""
         self.batch_sizes[len(batches)] += 1
         images = np.concatenate(batches) if len(batches) > 1 else batches[0]
         res = await asyncio.to_thread(self.det.predict, images, self.scores)
+        self.metrics.batch(len(images), int(np.sum(res["is_ood"])))
         out, start = [], 0
         for b in batches:
             sl = slice(start, start + len(b))
@@ -99,12 +118,18 @@ class ScoreService:
         """(status, body) for paths other than POST /score, or None for POST /score."""
         if path == "/healthz":
             return 200, "ok"
+        if path in ("/", "/metrics") and method != "GET":
+            return 405, {"error": f"{path} takes GET, got {method}"}
+        if path == "/":
+            from dlsr_deploy.scale.page import CSP, page_html
+
+            return 200, Page(page_html(self.info), "text/html; charset=utf-8", {"content-security-policy": CSP})
         if path == "/info":
             return 200, self.info
         if path == "/stats":
             return 200, {"batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())}}
         if path != "/score":
-            return 404, {"error": f"unknown path {path}; use POST /score, GET /healthz, /info or /stats"}
+            return 404, {"error": f"unknown path {path}; use POST /score, GET /, /metrics, /healthz, /info or /stats"}
         if method != "POST":
             return 405, {"error": f"/score takes POST with the image bytes, got {method}"}
         return None
@@ -143,8 +168,20 @@ class ScoreService:
         return body
 
     async def handle(self, method: str, path: str, body_reader, length: Optional[str], headers=None):
-        """(status, JSON-able body) for one request; every failure is a JSON 4xx/5xx with one line.
+        """(status, body) for one request, counted in the metrics by path and status (refusals
+        too); body: JSON-able, a str, or a Page. Every failure is a JSON 4xx/5xx with one line.
         headers: the raw [(name, value)] byte pairs, checked first (size, count, Host) when given."""
+        t0 = time.perf_counter()
+        if path == "/metrics" and method == "GET" and not _refused(headers, self.limits):
+            from dlsr_deploy.scale.metrics import CONTENT_TYPE
+
+            status, body = 200, Page(await self.metrics.render(), CONTENT_TYPE)
+        else:
+            status, body = await self._handle(method, path, body_reader, length, headers)
+        self.metrics.request(path, status, time.perf_counter() - t0)
+        return status, body
+
+    async def _handle(self, method: str, path: str, body_reader, length: Optional[str], headers=None):
         if headers is not None:
             try:
                 check_head(headers, self.limits)
@@ -174,6 +211,17 @@ class ScoreService:
             **{k: self.info[k] for k in ("bundle", "precision", "score_name", "threshold")},
             "results": results,
         }
+
+
+def _refused(headers, limits) -> bool:
+    """Whether the request head breaks the limits (then /metrics is refused like any path)."""
+    if headers is None:
+        return False
+    try:
+        check_head(headers, limits)
+    except RequestError:
+        return True
+    return False
 
 
 def request_parts(request) -> tuple:
@@ -216,11 +264,12 @@ def build_app(
     """The Serve application (bind it with `serve.run`). trusted_keys: PEM bytes or paths, read here
     (replicas in any working directory check the same keys); None: $DLSR_TRUSTED_KEYS."""
     from ray import serve
-    from starlette.responses import JSONResponse, PlainTextResponse
 
     class Deployment(ScoreService):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
+        def __init__(self, *args, metrics_store=None, **kwargs):
+            from dlsr_deploy.scale.metrics import ActorMetrics
+
+            super().__init__(*args, metrics=ActorMetrics(metrics_store), **kwargs)
             self.info.update(max_batch=max_batch, batch_wait_ms=batch_wait_ms)
 
         # max_batch counts images, not requests: a .npy request of 8 images fills 8 slots
@@ -233,9 +282,7 @@ def build_app(
 
         async def __call__(self, request):
             status, body = await self.handle(*request_parts(request))
-            if isinstance(body, str):
-                return PlainTextResponse(body, status_code=status)
-            return JSONResponse(body, status_code=status, headers=refusal_headers(status))
+            return http_response(status, body)
 
         def check_health(self):  # Serve calls it; a replica whose Detector is gone is restarted
             if self.det.backend is None:
@@ -254,12 +301,36 @@ def build_app(
     limits = limits or ServiceLimits(max_images=max_batch)
     return dep.bind(
         str(Path(bundle).resolve()),
+        metrics_store=_metrics_store(bundle, trusted_keys),
         backend=backend,
         threads=threads or max(1, int(round(cpus_per_replica))),
         limits=limits,
         scores=scores,
         trusted_keys=resolve_trusted_keys(trusted_keys),
     )
+
+
+def http_response(status: int, body):
+    """handle()'s (status, body) as a Starlette response: a Page as itself, a str as text, else JSON
+    (a refusal closes the connection)."""
+    from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+    if isinstance(body, Page):
+        return Response(body.text, status_code=status, media_type=body.media_type, headers=body.headers)
+    if isinstance(body, str):
+        return PlainTextResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=refusal_headers(status))
+
+
+def _metrics_store(bundle, trusted_keys):
+    """The actor every replica counts into (owned by this driver, no CPU of its own)."""
+    import ray
+
+    from dlsr_deploy.manifest import read_manifest
+    from dlsr_deploy.scale.metrics import MetricsStore
+
+    m = read_manifest(bundle, trusted_keys=resolve_trusted_keys(trusted_keys))
+    return ray.remote(MetricsStore).options(num_cpus=0).remote(m.name, m.precision, score_name=m.headline)
 
 
 INGRESS = ("proxy", "haproxy")
@@ -329,7 +400,8 @@ def run_service(
     serve.start(http_options={"host": host, "port": port, "request_timeout_s": limits.read_timeout_s + 120.0})
     serve.run(build_app(str(bundle), **options), name="dlsr", route_prefix="/")
     print(
-        f"serving {m.name} ({m.precision}) on http://{host}:{port}: POST /score, GET /healthz /info /stats; "
+        f"serving {m.name} ({m.precision}) on http://{host}:{port}: POST /score; GET / (a page to try an image on), "
+        "/metrics (Prometheus), /healthz, /info, /stats; "
         "Ctrl-C stops",
         flush=True,
     )
