@@ -107,6 +107,7 @@ def run_eval(
     log, t0 = _log(quiet), time.time()
     _check_sets(ood_sources, probes)
     model_dir = Path(model_dir)
+    _check_score_names(model_dir, score_cfgs[0], headline, plot_scores)  # before any feature is computed
     cfg = ModelConfig.load(model_dir / "config.json")
     hold_z = np.load(model_dir / "holdout_z0.npy") if (model_dir / "holdout_z0.npy").exists() else None
     feat = dict(cache_dir=cache_dir, limit=limit, quiet=quiet, engine=feature_engine, probes=probes)
@@ -155,6 +156,21 @@ def _result_header(cfg, model_dir: Path, id_side, ood_sources, z_ood: dict, feat
     }
 
 
+def _check_score_names(model_dir: Path, sc: ScoreConfig, headline: Optional[str], plot_scores: Sequence[str]) -> None:
+    """--headline / --plot-scores name scores this run computes (its scores and their combinations)."""
+    from dlsr_deploy.errors import ConfigError
+    from dlsr_deploy.model.reference import EagerReference
+    from dlsr_deploy.scoring import combination_names
+
+    if not headline and not plot_scores:
+        return
+    base = EagerReference.from_run(model_dir, sc, with_lr=None, combos=[]).score_names
+    names = list(base) + combination_names(base)
+    for s, param in [(headline, "headline"), *((p, "plot_scores") for p in plot_scores)]:
+        if s and s not in names:
+            raise ConfigError(f"{param}: expected a score of this run ({', '.join(names)}), got {s!r}", param=param)
+
+
 def _headline(first: dict, requested: Optional[str], plot_scores: Sequence[str]) -> dict:
     """The report's headline (the exporter's default for this run unless given) and its threshold
     at 95 % TPR of the held-out ID scores (the bundle's calibration) -> the JSON's record."""
@@ -163,9 +179,9 @@ def _headline(first: dict, requested: Optional[str], plot_scores: Sequence[str])
     from dlsr_deploy.scoring import threshold_at_tpr
 
     names = list(first["metrics"])
-    for s in [requested, *plot_scores]:
-        if s is not None and s not in names:
-            raise ConfigError(f"expected a score of this run ({', '.join(names)}), got {s!r}", param="headline")
+    for s, param in [(requested, "headline"), *((p, "plot_scores") for p in plot_scores)]:
+        if s is not None and s not in names:  # a combination the held-out scores could not make
+            raise ConfigError(f"{param}: expected a score of this run ({', '.join(names)}), got {s!r}", param=param)
     if requested:
         head, how = requested, "given with --headline"
     else:

@@ -104,3 +104,17 @@ def test_dlsr_score_report_shows_the_most_ood_images_first(bundles, tiny_run, tm
     shown = re.findall(r"<figcaption>([^<]+)<br>score ([^<]+)<br>", page)
     assert [s[0] for s in shown] == [r["image"].split("/")[-1][:18] for r in top]
     assert "ID calibration" in page and str(tmp_path) not in page
+
+
+def test_unknown_plot_scores_fail_before_any_feature_is_computed(tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from dlsr_deploy.cli import evaluate
+
+    run, id_path, ood_path = tiny_run
+    args = ["--model", str(run), "--id", str(id_path), "--ood", str(ood_path), "--out", str(tmp_path / "ev")]
+    r = CliRunner().invoke(evaluate, args + ["--plot-scores", "mfsim,nope"])
+    assert r.exit_code == 1 and "--plot-scores" in r.output and "'nope'" in r.output and "mfsim" in r.output
+    r = CliRunner().invoke(evaluate, args + ["--headline", "maha_ridg"])
+    assert r.exit_code == 1 and "--headline" in r.output
+    assert not (tmp_path / "ev").exists() and not any((tmp_path.parent).glob("dlsr-cache/features/*"))
