@@ -79,6 +79,17 @@ def _check_sets(ood_sources, probes) -> None:
         )
 
 
+def _check_paths(id_source: str, ood_sources) -> None:
+    """Every plain path given exists, before any feature is computed (globs and 'folder#split'
+    sources are resolved when they are read)."""
+    from dlsr_deploy.errors import DataError
+
+    for param, src in [("id", id_source), *(("ood", s) for _, s in ood_sources)]:
+        s = str(src)
+        if not any(c in s for c in "*?[#") and not Path(s).exists():
+            raise DataError(f"{param}: input not found: {s}", param=param)
+
+
 def run_eval(
     model_dir: Path,
     id_source: str,
@@ -106,6 +117,7 @@ def run_eval(
     run); plot_scores: more scores to plot after it."""
     log, t0 = _log(quiet), time.time()
     _check_sets(ood_sources, probes)
+    _check_paths(id_source, ood_sources)
     model_dir = Path(model_dir)
     _check_score_names(model_dir, score_cfgs[0], headline, plot_scores)  # before any feature is computed
     cfg = ModelConfig.load(model_dir / "config.json")

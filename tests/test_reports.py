@@ -117,4 +117,16 @@ def test_unknown_plot_scores_fail_before_any_feature_is_computed(tiny_run, tmp_p
     assert r.exit_code == 1 and "--plot-scores" in r.output and "'nope'" in r.output and "mfsim" in r.output
     r = CliRunner().invoke(evaluate, args + ["--headline", "maha_ridg"])
     assert r.exit_code == 1 and "--headline" in r.output
-    assert not (tmp_path / "ev").exists() and not any((tmp_path.parent).glob("dlsr-cache/features/*"))
+    assert not (tmp_path / "ev").exists() and not any(p.is_file() for p in (tmp_path / "dlsr-cache").rglob("*"))
+
+
+def test_a_missing_set_fails_before_any_feature_is_computed(tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from dlsr_deploy.cli import evaluate
+
+    run, id_path, ood_path = tiny_run
+    args = ["--model", str(run), "--id", str(id_path), "--ood", f"a={ood_path}", "--ood", f"b={tmp_path / 'typo.npz'}"]
+    r = CliRunner().invoke(evaluate, args + ["--out", str(tmp_path / "ev")])
+    assert r.exit_code == 1 and "--ood: input not found" in r.output and "typo.npz" in r.output
+    assert not (tmp_path / "ev").exists() and not any(p.is_file() for p in (tmp_path / "dlsr-cache").rglob("*"))
