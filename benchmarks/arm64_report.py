@@ -121,7 +121,7 @@ def bundle_row(out: Path, bundle: Path) -> dict:
         row["n_images"] = len(read_scores(arm)["error"])
     else:
         err = out / f"{name}-score.err"
-        row["scores"], row["score_error"] = {}, err.read_text()[-300:] if err.exists() else "no output"
+        row["scores"], row["score_error"] = {}, err.read_text()[-2000:] if err.exists() else "no output"
     return row
 
 
@@ -147,6 +147,12 @@ def _engine(provider) -> str:
     if p.startswith("OpenVINO"):
         return f"OpenVINO {p.split()[1].split('-')[0]}" + (" (f32)" if "f32" in p else "")
     return "ONNX Runtime CPU" if "CPUExecutionProvider" in p else p
+
+
+def refusal(stderr_tail: str) -> str:
+    """'refused at load: <reason>' from dlsr-score's last error line on ARM64, or ''."""
+    errs = [x for x in str(stderr_tail).splitlines() if x.startswith("error:")]
+    return f"refused at load: {errs[-1][len('error: '):][:200]}" if errs else ""
 
 
 def markdown(res: dict) -> str:
@@ -175,13 +181,11 @@ def markdown(res: dict) -> str:
         flips = sum(v["flips"] or 0 for v in sc.values())
         prec = r["precision"] + (f" ({r['scheme']})" if r["scheme"] else "")
         z = f"{r['z0_max_rel_l2']:.1e}" if r["z0_max_rel_l2"] is not None else "-"
-        verdict = r["self_check"] or "not run"
+        verdict = r["self_check"] or refusal(r.get("score_error", "")) or "not run"
         if r["failures"]:
             verdict += ": " + "; ".join(r["failures"])[:160]
-        lines.append(
-            f"| {r['bundle']} | {prec} | {_engine(r.get('backend'))} | {verdict} | {z} | {worst:.6f} | {err:.1e} | "
-            f"{flips} of {r.get('n_images', 0)} x {len(sc)} scores |"
-        )
+        cells = f"{worst:.6f} | {err:.1e} | {flips} of {r.get('n_images', 0)} x {len(sc)} scores" if sc else "- | - | -"
+        lines.append(f"| {r['bundle']} | {prec} | {_engine(r.get('backend'))} | {verdict} | {z} | {cells} |")
     return "\n".join(lines)
 
 
@@ -193,13 +197,14 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--dir", type=Path)
     ap.add_argument("--n", type=int, default=300, help="images: how many (default 300)")
+    ap.add_argument("--stem", default="arm64", help="report: result file stem (default arm64)")
     a = ap.parse_intermixed_args(argv)  # `report --dir OUT BUNDLE...`: bundles after the option
     if a.step == "images":
         images(Path(a.data), a.out, a.n)
         return
     from common import write_results
 
-    write_results("arm64", report(a.dir, a.bundles), markdown)
+    write_results(a.stem, report(a.dir, a.bundles), markdown)
 
 
 if __name__ == "__main__":
