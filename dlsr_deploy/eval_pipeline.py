@@ -84,7 +84,7 @@ def _check_paths(id_source: str, ood_sources) -> None:
     sources are resolved when they are read)."""
     from dlsr_deploy.errors import DataError
 
-    for param, src in [("id", id_source), *(("ood", s) for _, s in ood_sources)]:
+    for param, src in [("id_source", id_source), *(("ood", s) for _, s in ood_sources)]:
         s = str(src)
         if not any(c in s for c in "*?[#") and not Path(s).exists():
             raise DataError(f"{param}: input not found: {s}", param=param)
@@ -117,10 +117,10 @@ def run_eval(
     run); plot_scores: more scores to plot after it."""
     log, t0 = _log(quiet), time.time()
     _check_sets(ood_sources, probes)
-    _check_paths(id_source, ood_sources)
     model_dir = Path(model_dir)
-    _check_score_names(model_dir, score_cfgs[0], headline, plot_scores)  # before any feature is computed
     cfg = ModelConfig.load(model_dir / "config.json")
+    _check_paths(id_source, ood_sources)  # these two before any feature is computed
+    _check_score_names(model_dir, score_cfgs[0], headline, plot_scores)
     hold_z = np.load(model_dir / "holdout_z0.npy") if (model_dir / "holdout_z0.npy").exists() else None
     feat = dict(cache_dir=cache_dir, limit=limit, quiet=quiet, engine=feature_engine, probes=probes)
     id_set, z_id, z_ood = eval_features(cfg, id_source, ood_sources, feat)

@@ -129,4 +129,6 @@ def test_a_missing_set_fails_before_any_feature_is_computed(tiny_run, tmp_path):
     args = ["--model", str(run), "--id", str(id_path), "--ood", f"a={ood_path}", "--ood", f"b={tmp_path / 'typo.npz'}"]
     r = CliRunner().invoke(evaluate, args + ["--out", str(tmp_path / "ev")])
     assert r.exit_code == 1 and "--ood: input not found" in r.output and "typo.npz" in r.output
+    r = CliRunner().invoke(evaluate, ["--model", str(run), "--id", str(tmp_path / "nope.npz"), "--ood", str(ood_path)])
+    assert r.exit_code == 1 and "--id: input not found" in r.output
     assert not (tmp_path / "ev").exists() and not any(p.is_file() for p in (tmp_path / "dlsr-cache").rglob("*"))
