@@ -354,7 +354,12 @@ def test_service_page_scores_an_uploaded_image_like_post_score(service, tmp_path
         WebDriverWait(d, 60).until(lambda drv: drv.find_element("id", "decision").text.strip())
         decision = d.find_element("id", "decision").text
         shown = float(d.find_element("id", "score").text)
-        d.save_screenshot(str(tmp_path / "page.png"))
+        (tmp_path / "notes.txt").write_text("not an image")  # the service's 400 is shown, not a stale result
+        d.find_element("id", "file").send_keys(str(tmp_path / "notes.txt"))
+        WebDriverWait(d, 60).until(lambda drv: drv.find_element("id", "error").is_displayed())
+        error = d.find_element("id", "error").text
+        assert error.startswith("HTTP 400: ") and "image" in error
+        assert not d.find_element("id", "result").is_displayed()
     finally:
         d.quit()
     r0 = ref["results"][0]
