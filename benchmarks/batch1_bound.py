@@ -13,25 +13,15 @@ checked against the two-call path (max_rel in the results) and timed at batch 1 
 """
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
-from common import write_results  # benchmarks/common.py
+from common import p50_for_ms, write_results  # benchmarks/common.py
 
 from dlsr_deploy.machine import describe
 from dlsr_deploy.runtime import Detector
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/cifar10_test.npz"
-
-
-def _p50(fn, seconds: float) -> float:
-    t_end, lat = time.perf_counter() + seconds, []
-    while time.perf_counter() < t_end or len(lat) < 20:
-        t = time.perf_counter()
-        fn()
-        lat.append(time.perf_counter() - t)
-    return float(np.median(lat)) * 1e3
 
 
 def tail_safe_decision(bundle: Path) -> bytes:
@@ -120,11 +110,11 @@ def main():
     x = np.load(DATA)["images"][:1]
     max_rel, calls = _calls(a.family, x)
     for fn in calls.values():  # warm-up
-        _p50(fn, 0.5)
+        p50_for_ms(fn, 0.5)
     times = {k: [] for k in calls}
     for _ in range(a.rounds):  # interleaved: drift on a shared machine hits every row alike
         for k, fn in calls.items():
-            times[k].append(_p50(fn, a.seconds))
+            times[k].append(p50_for_ms(fn, a.seconds))
     p50 = {k: float(np.median(v)) for k, v in times.items()}
     names = list(p50)
     peer, fp32, ours, alone = (p50[n] for n in names[:4])

@@ -32,6 +32,20 @@ def p50_ms(call, reps: int) -> float:
     return median_seconds(call, reps) * 1e3
 
 
+def p50_for_ms(call, seconds: float, min_calls: int = 20) -> float:
+    """Median wall time of call() in ms over `seconds` (at least `min_calls` calls)."""
+    import time
+
+    import numpy as np
+
+    t_end, lat = time.perf_counter() + seconds, []
+    while time.perf_counter() < t_end or len(lat) < min_calls:
+        t = time.perf_counter()
+        call()
+        lat.append(time.perf_counter() - t)
+    return float(np.median(lat)) * 1e3
+
+
 # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the forking parent, so a
 # child started by a large process reported the parent's peak; VmHWM belongs to the new address space
 PEAK_MB = """

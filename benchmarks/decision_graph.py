@@ -6,22 +6,16 @@ against backbone.onnx + heads.onnx (two calls), same bundle, same process, inter
 """
 
 import argparse
-import time
 
 import numpy as np
-from common import write_results  # benchmarks/common.py
+from common import p50_for_ms, write_results  # benchmarks/common.py
 
 from dlsr_deploy.machine import describe
 from dlsr_deploy.runtime import Detector
 
 
 def _p50(backend, x, graphs, seconds: float) -> float:
-    t_end, lat = time.perf_counter() + seconds, []
-    while time.perf_counter() < t_end or len(lat) < 20:
-        t = time.perf_counter()
-        backend.run(x, graphs)
-        lat.append(time.perf_counter() - t)
-    return float(np.median(lat)) * 1e3
+    return p50_for_ms(lambda: backend.run(x, graphs), seconds)
 
 
 def measure(bundle: str, backend: str, batches, rounds: int, seconds: float) -> list:
