@@ -132,3 +132,20 @@ def test_a_missing_set_fails_before_any_feature_is_computed(tiny_run, tmp_path):
     r = CliRunner().invoke(evaluate, ["--model", str(run), "--id", str(tmp_path / "nope.npz"), "--ood", str(ood_path)])
     assert r.exit_code == 1 and "--id: input not found" in r.output
     assert not (tmp_path / "ev").exists() and not any(p.is_file() for p in (tmp_path / "dlsr-cache").rglob("*"))
+
+
+def test_dlsr_score_report_through_the_cli(bundles, tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from dlsr_deploy.cli import score
+
+    _, _, ood_path = tiny_run
+    base = [str(bundles["fp32"]), str(ood_path), "--backend", "ort-cpu", "--quiet", "--out", str(tmp_path / "r.csv")]
+    r = CliRunner().invoke(score, base + ["--report", str(tmp_path / "day.html")])
+    assert r.exit_code == 0, r.output
+    assert 'class="summary"' in (tmp_path / "day.html").read_text()
+    r = CliRunner().invoke(score, base + ["--report", str(tmp_path / "r.csv")])  # the report over the rows
+    assert r.exit_code != 0 and "--report and --out name the same file" in r.output
+    before = ood_path.read_bytes()
+    r = CliRunner().invoke(score, base + ["--report", str(ood_path)])  # never over an input
+    assert r.exit_code == 1 and r.output.startswith("error: --report") and ood_path.read_bytes() == before
