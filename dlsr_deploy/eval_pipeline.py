@@ -119,7 +119,9 @@ def run_eval(
     _check_sets(ood_sources, probes)
     model_dir = Path(model_dir)
     cfg = ModelConfig.load(model_dir / "config.json")
-    _check_paths(id_source, ood_sources)  # these two before any feature is computed
+    _check_paths(id_source, ood_sources)  # these three before any feature is computed
+    out = Path(out_dir) if out_dir else model_dir / "eval"
+    _check_outputs(out, stem, id_source, ood_sources)
     _check_score_names(model_dir, score_cfgs[0], headline, plot_scores)
     hold_z = np.load(model_dir / "holdout_z0.npy") if (model_dir / "holdout_z0.npy").exists() else None
     feat = dict(cache_dir=cache_dir, limit=limit, quiet=quiet, engine=feature_engine, probes=probes)
@@ -134,7 +136,6 @@ def run_eval(
     result["headline"] = _headline(first, headline, plot_scores)
     result["baselines"] = _baselines(model_dir, z_id, z_ood, knn_k, n_boot, log)
     result["seconds"] = round(time.time() - t0, 1)
-    out = Path(out_dir) if out_dir else model_dir / "eval"
     shown = [result["headline"]["score"], *[s for s in plot_scores if s != result["headline"]["score"]]]
     _write_eval(result, out, stem, shown if plot else None, first, log)
     if html:
@@ -166,6 +167,16 @@ def _result_header(cfg, model_dir: Path, id_side, ood_sources, z_ood: dict, feat
         "probes": {"sets": _probe_info(z_ood), "seconds": feat.get("probe_seconds")} if feat["probes"] else None,
         "runs": [],
     }
+
+
+def _check_outputs(out: Path, stem: str, id_source: str, ood_sources) -> None:
+    """No report file is an input, and none lands inside an input folder (it would be read as an
+    image or a pack next time)."""
+    from dlsr_deploy.paths import refuse_overwrite
+
+    inputs = [id_source, *(s for _, s in ood_sources)]
+    for suffix in (".json", ".md", ".png", ".html", "_scores.npz"):
+        refuse_overwrite(out / f"{stem}{suffix}", "out_dir", inputs)
 
 
 def _check_score_names(model_dir: Path, sc: ScoreConfig, headline: Optional[str], plot_scores: Sequence[str]) -> None:

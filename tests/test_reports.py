@@ -149,3 +149,27 @@ def test_dlsr_score_report_through_the_cli(bundles, tiny_run, tmp_path):
     before = ood_path.read_bytes()
     r = CliRunner().invoke(score, base + ["--report", str(ood_path)])  # never over an input
     assert r.exit_code == 1 and r.output.startswith("error: --report") and ood_path.read_bytes() == before
+
+
+def test_dlsr_eval_never_writes_over_or_into_its_inputs(tiny_run, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from dlsr_deploy.cli import evaluate
+
+    run, id_path, ood_path = tiny_run
+    pack = tmp_path / "ev_scores.npz"  # what --stem ev would write as its scores
+    shutil.copy(ood_path, pack)
+    before = pack.read_bytes()
+    args = ["--model", str(run), "--id", str(id_path), "--ood", str(pack), "--out", str(tmp_path), "--stem", "ev"]
+    r = CliRunner().invoke(evaluate, args)
+    assert r.exit_code == 1 and r.output.startswith("error: --out") and pack.read_bytes() == before
+    folder = tmp_path / "ood_images"
+    folder.mkdir()
+    for i, im in enumerate(np.load(ood_path)["images"][:3]):
+        Image.fromarray(im).save(folder / f"{i}.png")
+    r = CliRunner().invoke(evaluate, ["--model", str(run), "--id", str(id_path), "--ood", str(folder),
+                                      "--out", str(folder / "report")])  # fmt: skip
+    assert r.exit_code == 1 and "--out" in r.output and not (folder / "report").exists()
