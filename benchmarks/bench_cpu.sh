@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU benchmark of the real-data model (issue 5): exports the bundles and runs dlsr-bench.
-#   bash benchmarks/bench_cpu.sh          (needs runs/cifar10-lite0 from benchmarks/real_data.sh)
+#   bash benchmarks/bench_cpu.sh          (needs runs/cifar10-lite0 from research/default_detector/real_data.sh)
 #   EXPORT=0 bash benchmarks/bench_cpu.sh (time the bundles already exported)
 # Writes benchmarks/results/bench_cpu.{json,md,png} (main table: K=2 FP32/FP16/INT8)
 # and benchmarks/results/bench_cpu_steps.{json,md,png} (K = 1, 2, 3 sweep, FP32),
@@ -21,9 +21,9 @@ if [ "${EXPORT:-1}" = 1 ]; then  # EXPORT=0 re-times the bundles already in expo
   done
 fi
 OOD=(--ood tinyimagenet="$DATA/tinyimagenet_val_32.npz" --ood dtd="$DATA/dtd_subset10.npz")
-$BIN/python benchmarks/collect_parity.py export/c10-fp32 export/c10-fp16 export/c10-int8 > benchmarks/results/parity.md
+$BIN/python -m tools.collect_parity export/c10-fp32 export/c10-fp16 export/c10-int8 > benchmarks/results/parity.md
 $BIN/dlsr-bench export/c10-fp32 export/c10-fp16 export/c10-int8 --data "$DATA/cifar10_test.npz" "${OOD[@]}" \
-  --n-eval 300 --stem bench_cpu --quiet
+  --n-eval 300 --out benchmarks/results --stem bench_cpu --quiet
 $BIN/dlsr-bench export/c10-fp32-k1 export/c10-fp32 export/c10-fp32-k3 --data "$DATA/cifar10_test.npz" "${OOD[@]}" \
-  --n-eval 300 --batch 1 --batch 32 --stem bench_cpu_steps --quiet
-$BIN/python benchmarks/ort_threads.py export/c10-fp32 --data "$DATA/cifar10_test.npz"
+  --n-eval 300 --batch 1 --batch 32 --out benchmarks/results --stem bench_cpu_steps --quiet
+$BIN/python -m benchmarks ort_threads export/c10-fp32 --data "$DATA/cifar10_test.npz"

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.harness import results_dir
+
+RESULTS = results_dir(__file__)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -165,8 +167,7 @@ def plain_graph(bundle: Path, envs: Path) -> Path:
 
 
 def main(argv=None) -> None:
-    from common import write_results
-
+    from benchmarks.harness import write_results
     from dlsr_deploy.machine import describe
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,7 +189,7 @@ def main(argv=None) -> None:
             }
         )
         print(rows[-1], flush=True)
-    write_results("footprint", {"machine": describe(), "bundle": str(a.bundle), "rows": rows}, markdown)
+    write_results(RESULTS, "footprint", {"machine": describe(), "bundle": str(a.bundle), "rows": rows}, markdown)
 
 
 def markdown(res: dict) -> str:

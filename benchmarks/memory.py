@@ -3,7 +3,7 @@ images through `Detector.predict` (the headline path and every score) and throug
 each in a fresh process; the first load on a machine (self-check) and `backend="auto"`'s first
 load (both CPU backends timed, then the self-check) included.
 
-    python benchmarks/memory.py export/default-fp32 --data ../shared/data/cifar10_test.npz
+    python -m benchmarks memory export/default-fp32 --data ../shared/data/cifar10_test.npz
 
 Writes benchmarks/results/memory.{json,md}. Target: every path under 600 MB.
 """
@@ -15,11 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import machine  # benchmarks/common.py
+from benchmarks.harness import PEAK_MB, machine, results_dir
 
-OUT = Path(__file__).resolve().parent / "results"
-
-from common import PEAK_MB  # noqa: E402
+RESULTS = results_dir(__file__)
 
 PREDICT = (
     PEAK_MB
@@ -124,10 +122,10 @@ def main():
     res = {"bundle": a.bundle, "n": a.n, "machine": machine(), "predict": run_predict(a.bundle, a.data, a.n)}
     with tempfile.TemporaryDirectory() as tmp:
         res["dlsr_score"] = run_score_cli(a.bundle, a.data, a.n, tmp)
-    from common import write_results
+    from benchmarks.harness import write_results
 
     res["resident_ratio"] = res["predict"]["after_call_mb"] / res["predict"]["after_load_mb"]
-    write_results("memory", res, markdown)
+    write_results(RESULTS, "memory", res, markdown)
 
 
 def markdown(res: dict) -> str:
@@ -145,7 +143,7 @@ def markdown(res: dict) -> str:
         )
 
     md = [
-        "# Runtime memory on the CPU (`python benchmarks/memory.py`)",
+        "# Runtime memory on the CPU (`python -m benchmarks memory`)",
         "",
         f"Bundle `{res['bundle']}`, {res['n']} images, each measurement in a fresh process. Machine: {res['machine']}.",
         "",

@@ -20,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from dlsr_deploy.bench.harness import machine_header  # noqa: E402
-from dlsr_deploy.io import atomic_write_text  # noqa: E402
-from dlsr_deploy.manifest import read_manifest  # noqa: E402
-from dlsr_deploy.runtime.ort import OrtBackend, OrtSession  # noqa: E402
+from benchmarks.harness import results_dir
+from dlsr_deploy.bench.harness import machine_header
+from dlsr_deploy.io import atomic_write_text
+from dlsr_deploy.manifest import read_manifest
+from dlsr_deploy.runtime.ort import OrtBackend, OrtSession
 
 
 def variants(bundle: Path):
@@ -89,11 +87,11 @@ def markdown(doc: dict, rounds: int, seconds: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("bundle", type=Path)
-    ap.add_argument("--data", default=str(ROOT.parent / "shared/data/cifar10_test.npz"))
+    ap.add_argument("--data", default="../shared/data/cifar10_test.npz")
     ap.add_argument("--batch", type=int, action="append", help="default: 1, 8, 32")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per variant, batch and round")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
+    ap.add_argument("--out", type=Path, default=results_dir(__file__))
     a = ap.parse_args()
     batches = a.batch or [1, 8, 32]
     vs = variants(a.bundle)

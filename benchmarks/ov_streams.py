@@ -2,7 +2,7 @@
 large batch in LATENCY mode (one stream, every thread on one request) against THROUGHPUT mode (the
 plugin's streams, the batch split over an AsyncInferQueue), same process, interleaved rounds.
 
-    python benchmarks/ov_streams.py BUNDLE [BUNDLE ...] [--batch 32] [--rounds 5] [--stem ov_streams]
+    python -m benchmarks ov_streams BUNDLE [BUNDLE ...] [--batch 32] [--rounds 5] [--stem ov_streams]
         -> benchmarks/results/<stem>.{json,md}
 """
 
@@ -10,11 +10,13 @@ import argparse
 import time
 
 import numpy as np
-from common import write_results  # benchmarks/common.py
 
+from benchmarks.harness import results_dir, write_results
 from dlsr_deploy.machine import describe
 from dlsr_deploy.manifest import read_manifest
 from dlsr_deploy.runtime.openvino import OpenVinoBackend
+
+RESULTS = results_dir(__file__)
 
 
 def _images_per_s(backend, x, graphs, seconds: float) -> float:
@@ -62,7 +64,7 @@ def main() -> None:
     rows = [measure(b, a.batch, a.rounds, a.seconds) for b in a.bundles]
     res = {"machine": describe(), "rows": rows}
     lines = [
-        "# OpenVINO streams: LATENCY vs THROUGHPUT mode (`python benchmarks/ov_streams.py`)",
+        "# OpenVINO streams: LATENCY vs THROUGHPUT mode (`python -m benchmarks ov_streams`)",
         "",
         f"Machine: {res['machine']}. Headline path, batch {a.batch}, {a.rounds} interleaved rounds of "
         f"{a.seconds:.0f} s per mode.",
@@ -75,7 +77,7 @@ def main() -> None:
             f"| {r['bundle']} | {r['precision']} | {' + '.join(r['graphs'])} | {r['latency_images_per_s']:.0f} | "
             f"{r['throughput_images_per_s']:.0f} | {r['ratio_median']:.3f} ({', '.join(map(str, r['ratio_rounds']))}) |"
         )
-    write_results(a.stem, res, lambda _: "\n".join(lines))
+    write_results(RESULTS, a.stem, res, lambda _: "\n".join(lines))
 
 
 if __name__ == "__main__":

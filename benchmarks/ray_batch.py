@@ -1,6 +1,6 @@
 """Batch scoring on Ray Data vs `dlsr-score` in one process (issue 12).
 
-    python benchmarks/ray_batch.py export/c50k-fp32 --data ../shared/data -n 20000
+    python -m benchmarks ray_batch export/c50k-fp32 --data ../shared/data -n 20000
 
 The same 20,000 images (CIFAR-10 test + the first 10,000 of train, as .npz packs) through
 `dlsr-score` (one process, ORT CPU) and through `dlsr-score --ray` on a local cluster of this
@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine  # benchmarks/common.py
-
+from benchmarks.harness import machine
 from dlsr_deploy.io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -119,7 +118,7 @@ def main():
     OUT.mkdir(exist_ok=True)
     atomic_write_text(OUT / "ray_batch.json", json.dumps(res, indent=2) + "\n")
     md = [
-        "# Batch scoring: Ray Data pipeline vs one `dlsr-score` process (`python benchmarks/ray_batch.py`)",
+        "# Batch scoring: Ray Data pipeline vs one `dlsr-score` process (`python -m benchmarks ray_batch`)",
         "",
         f"Bundle `{a.bundle}`, {n} images (two .npz packs), ORT CPU FP32, one node: {cpus} CPUs, "
         f"{res['machine']}; median of {a.repeats} alternating rounds, each command in a fresh process.",

@@ -1,7 +1,7 @@
 """Where the time goes on the CPU: per-stage profile of the fastest configurations and the
 roofline they sit under (issue 13).
 
-    python benchmarks/roofline.py export/c50k-fp32 export/c50k-int8
+    python -m benchmarks roofline export/c50k-fp32 export/c50k-int8
 
 Measures on this machine: the FP32 GEMM rate (torch SGEMM, best of 5 windows), the 8-bit GEMM
 rate (ONNX Runtime MatMulInteger, u8 x u8 as the 8-bit denoiser runs, 2048^3), and the memory
@@ -19,7 +19,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import machine, write_results  # benchmarks/common.py
+
+from benchmarks.harness import machine, results_dir, write_results
+
+RESULTS = results_dir(__file__)
+
 
 HEAVY = ("Conv", "MatMul", "Gemm", "MatMulInteger", "ConvInteger", "QLinearConv", "DynamicQuantizeMatMul")
 
@@ -176,7 +180,7 @@ def main():
         row["images_per_s"] = batch / (st["backbone"] + st["denoiser"])
         res["stages"].append(row)
         print(json.dumps(row), flush=True)
-    write_results("roofline", res, _markdown)
+    write_results(RESULTS, "roofline", res, _markdown)
 
 
 def _markdown(res):
@@ -184,7 +188,7 @@ def _markdown(res):
     bb, dn = c["fp32"]["backbone"], c["fp32"]["denoiser"]
     dn8 = c["int8"]["denoiser"]
     lines = [
-        "# Where the time goes on the CPU (`python benchmarks/roofline.py`)",
+        "# Where the time goes on the CPU (`python -m benchmarks roofline`)",
         "",
         f"{res['machine']}, {res['threads']} threads. Measured ceilings: FP32 GEMM "
         f"{res['sgemm']['gflops']:.0f} GFLOP/s ({res['sgemm']['library']}), 8-bit GEMM (ORT MatMulInteger u8 x u8) "

@@ -1,7 +1,7 @@
 """Load test of `dlsr-serve` (Ray Serve, dynamic batching) on this machine (issue 12).
 
-    python benchmarks/serve_load.py export/c50k-fp32 --ingress proxy
-    python benchmarks/serve_load.py export/c50k-fp32 --ingress haproxy
+    python -m benchmarks serve_load export/c50k-fp32 --ingress proxy
+    python -m benchmarks serve_load export/c50k-fp32 --ingress haproxy
 
 C concurrent clients (C in 1, 8, 32) each send one PNG per request, back to back, for a fixed
 duration against the service (one replica holding every core, --max-batch 32); reported:
@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import machine  # benchmarks/common.py
 
+from benchmarks.harness import machine
 from dlsr_deploy.io import atomic_write_text
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -250,7 +250,7 @@ def _markdown(res, a):
     t = res["targets"]
     k = res["kill"]
     lines = [
-        f"# `dlsr-serve --ingress {a.ingress}` load test (`python benchmarks/serve_load.py --ingress {a.ingress}`)",
+        f"# `dlsr-serve --ingress {a.ingress}` load test (`python -m benchmarks serve_load --ingress {a.ingress}`)",
         "",
         f"Bundle `{res['bundle']}` on ORT CPU FP32, one replica with {res['cpus']} threads, `--max-batch "
         f"{a.max_batch} --batch-wait-ms {a.batch_wait_ms:g}`; clients in the same machine (aiohttp), one 32x32 PNG "

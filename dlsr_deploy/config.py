@@ -16,7 +16,7 @@ from dlsr_deploy.errors import ConfigError
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "efficientnet-b4", "resnet50")
 # the package default, chosen by the sweep (README "The best detector per millisecond",
-# benchmarks/results/pareto.md): EfficientNet-Lite2 at 160 px, LFDN width 2D with 8 blocks, K = 1
+# research/default_detector/results/pareto.md): EfficientNet-Lite2 at 160 px, LFDN width 2D with 8 blocks, K = 1
 DEFAULT_BACKBONE = "efficientnet-lite2"
 DEFAULT_INPUT_SIZE = 160
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -176,7 +176,7 @@ def _model_config(fcfg: FeatureConfig, tcfg: TrainConfig, preset: str, width, bl
     return ModelConfig(feature=fcfg, denoiser=dcfg, schedule=ScheduleConfig(), train=tcfg, layer_sizes=sizes)
 
 
-def _split(n: int, holdout: float, seed: int):
+def holdout_split(n: int, holdout: float, seed: int):
     """(held-out indices, training indices), both sorted; a seeded permutation of the images."""
     from dlsr_deploy.errors import ConfigError
 
@@ -307,7 +307,7 @@ def _fit(out, z, zf, names, feat, cfg, preset, holdout, resume, quiet, log, t0, 
     from dlsr_deploy.model.train import train_denoiser
     from dlsr_deploy.scoring import fit_density_heads, save_density_heads
 
-    hold_idx, train_idx = _split(len(z), holdout, cfg.train.seed)
+    hold_idx, train_idx = holdout_split(len(z), holdout, cfg.train.seed)
     train_z = z[train_idx] if zf is None else np.concatenate([z[train_idx], zf[train_idx]])
     np.save(out / "train_z0.npy", train_z)
     np.save(out / "holdout_z0.npy", z[hold_idx])

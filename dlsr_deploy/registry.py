@@ -238,7 +238,7 @@ def _register_builtin_backends() -> None:
     )
     register_backend(
         # OpenVINO keeps its activation buffers for the largest batch it has run: chunks of 8 kept a
-        # first load through auto under 600 MB on the paper-size bundle (benchmarks/results/memory.md)
+        # first load through auto under 600 MB on the paper-size bundle (benchmarks/README.md, suite memory)
         BackendSpec(
             "openvino",
             "dlsr_deploy.runtime.openvino:OpenVinoBackend",

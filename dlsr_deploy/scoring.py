@@ -18,12 +18,12 @@ from dlsr_deploy.errors import InputError
 # the bundle's headline score (and so its threshold) unless dlsr-export --headline says
 # otherwise; chosen by the selection rule (dlsr_deploy.selection) over both shared OOD sets and the
 # synthetic shift probes at the largest training scale (README "Choosing the headline";
-# benchmarks/results/default_headline.md: re-chosen on the 50k run, maha_ridge kept)
+# research/default_detector/results/default_headline.md: re-chosen on the 50k run, maha_ridge kept)
 DEFAULT_HEADLINE = "maha_ridge"
 # ... for a density head fitted on at least SMALL_N_RATIO training vectors per z0 dimension. With
 # fewer, the sample covariance is ill-conditioned and maha_ridge's fixed ridge (1e-6 x the mean
 # variance) weights the directions the data did not span by up to 1e6: refitted on subsets of the
-# 50k run (benchmarks/results/heads_small_n.md, 560 dims) it is 5.3 AUROC below gauss_layer on the
+# 50k run (research/headline/results/heads_small_n.md, 560 dims) it is 5.3 AUROC below gauss_layer on the
 # worst set at 500 vectors and behind it up to 1,000; from 2,000 on it is ahead. gauss_layer
 # (per-layer Ledoit-Wolf, each block at most 352 dims) is the default below the ratio.
 SMALL_N_RATIO = 3

@@ -52,7 +52,12 @@ def test_train_then_eval_end_to_end(tmp_path):
         ],
     )
     assert r.exit_code == 0, r.output
-    out = run / "eval"
+    _check_eval_files(run / "eval")
+    assert "AUROC (+-) / FPR95" in r.output
+
+
+def _check_eval_files(out):
+    """What dlsr-eval wrote for the tiny run: every score, intervals, baselines, the files."""
     res = json.loads((out / "eval.json").read_text())
     assert res["direction"] == "higher score = more OOD" and "ID positive" in res["positive_class"]
     assert [b["score_config"]["t_start"] for b in res["runs"]] == [1, 3]
@@ -84,7 +89,6 @@ def test_train_then_eval_end_to_end(tmp_path):
     assert (out / "eval.png").stat().st_size > 10_000
     scores = np.load(out / "eval_scores.npz")
     assert scores["id.mfsim"].shape == (96,) and scores["noise.mfsim"].shape == (40,)
-    assert "AUROC (+-) / FPR95" in r.output
 
 
 def test_eval_errors_are_readable(tmp_path):

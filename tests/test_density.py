@@ -174,7 +174,7 @@ def test_headline_auto_user_and_errors(tiny_run, tmp_path):
 
 def test_default_headline_follows_the_training_size():
     """maha_ridge from SMALL_N_RATIO training vectors per dimension, gauss_layer below
-    (benchmarks/results/heads_small_n.md); an unknown size keeps the large-data default."""
+    (research/headline/results/heads_small_n.md); an unknown size keeps the large-data default."""
     from dlsr_deploy.export.calibrate import default_headline
     from dlsr_deploy.scoring import DEFAULT_HEADLINE, SMALL_N_HEADLINE, SMALL_N_RATIO, default_headline_for
 

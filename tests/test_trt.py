@@ -78,7 +78,7 @@ def _gpu_ready():
 trt_required = pytest.mark.skipif(
     not _gpu_ready(),
     reason="needs TensorRT (pip install 'dlsr-deploy[trt]') and an NVIDIA GPU; "
-    "run benchmarks/gpu_check.sh on a GPU machine",
+    "run tests/platform/gpu/gpu_check.sh on a GPU machine",
 )
 
 

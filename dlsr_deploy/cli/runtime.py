@@ -128,7 +128,7 @@ def serve(bundle, replicas, max_batch, batch_wait_ms, cpus_per_replica, threads,
 @click.option("--min-duration", type=click.FloatRange(min=0), default=3.0, show_default=True, help="Minimum measured seconds per configuration.")
 @click.option("--min-iters", type=click.IntRange(min=1), default=5, show_default=True, help="Minimum measured calls per configuration.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads for torch and ONNX Runtime (default: library default).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("benchmarks/results"), show_default=True, help="Report folder.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("bench-results"), show_default=True, help="Report folder (created; in the working directory unless a path is given).")
 @click.option("--stem", default="bench", show_default=True, help="Output names: STEM.json (raw timings), STEM.md, STEM.png.")
 @click.option("--peers", is_flag=True, help="Also time what a user gets without this toolkit: torch.compile of the eager pipeline (compile time reported apart) and a plain torch.onnx.export of the eager modules on ONNX Runtime / OpenVINO with their default settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")

@@ -118,7 +118,7 @@ def default_headline(names: Sequence[str], fit_shape: Optional[Tuple[int, int]] 
             "'Choosing the headline'"
             if want == DEFAULT_HEADLINE
             else f"the density heads were fitted on {fit_shape[0]} vectors of {fit_shape[1]} dims, fewer than "
-            f"{SMALL_N_RATIO} per dim, where {DEFAULT_HEADLINE} is unreliable (benchmarks/results/heads_small_n.md)"
+            f"{SMALL_N_RATIO} per dim, where {DEFAULT_HEADLINE} is unreliable (research/headline/README.md)"
         )
         return want, {"how": f"package default ({want}: {why})"}
     fallback = next((n for n in names if n in DENSITY_HEADS), names[0])

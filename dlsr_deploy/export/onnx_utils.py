@@ -229,7 +229,7 @@ def quantize_matmuls_weight_only(model, bits: int = 8, block: int = 32):
     """Weight-only 8-bit denoiser MatMuls (ONNX Runtime's MatMulNBits, com.microsoft): weights
     int8, symmetric, one scale per 32 inputs of each output column; activations quantized per
     block to int8 inside the kernel (accuracy_level 4). Built for batch 1, where the FP32
-    denoiser only streams its 278 MB of weights per call (benchmarks/results/roofline.md): a
+    denoiser only streams its 278 MB of weights per call (benchmarks/README.md, suite roofline): a
     quarter of the bytes, and no separate dynamic-quantization pass. Density heads stay FP32.
     ONNX Runtime only (OpenVINO and TensorRT do not run the contrib op)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -275,7 +275,7 @@ def quantize_backbone_int8(model, calib_images: np.ndarray, from_block: int = 1,
     numbers do not depend on the instruction set. Only Conv / Clip / Add of those blocks are
     quantized: the stem (its input is the resized image, where 8-bit steps add texture the
     features react to), earlier blocks, the in-graph preprocessing, the pooling, the per-layer
-    z-score and everything after stay FP32. benchmarks/results/int8_backbone.md measures what
+    z-score and everything after stay FP32. research/precision/results/int8_backbone.md measures what
     each choice costs in accuracy and gains in time."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -374,7 +374,7 @@ def quantize_backbone_openvino(
     decisions flipped compared with the fast one). FP32 stays: the in-graph preprocessing, the
     stem and blocks before from_block, the nodes the multi-layer pooling reads and the whole last
     block (`backbone_tap_nodes`), the pooling and the per-layer z-score. The choice is measured in
-    benchmarks/results/int8_openvino.md: quantizing blocks 1-3 or the taps flipped 0.8-0.9 % of
+    research/precision/results/int8_openvino.md: quantizing blocks 1-3 or the taps flipped 0.8-0.9 % of
     the decisions, over the 0.5 % tolerance."""
     keep = [n.name for n in model.graph.node if (_block_of(n.name) is None or _block_of(n.name) < from_block)]
     keep += backbone_tap_nodes(model) if fp32_taps else []

@@ -6,8 +6,8 @@ from typing import List
 
 # Targets on which bundles of each precision / 8-bit scheme were shown to reproduce their
 # export-machine outputs within the bundle's own tolerances. x86-64: every export verifies
-# itself there. aarch64: benchmarks/arm64_check.sh under QEMU user emulation of a Cortex-A76
-# (benchmarks/results/arm64.md): FP32, FP16, the 8-bit weight-only denoiser (ONNX Runtime) and the
+# itself there. aarch64: tests/platform/arm64/arm64_check.sh under QEMU user emulation of a Cortex-A76
+# (tests/platform/arm64/results/arm64.md): FP32, FP16, the 8-bit weight-only denoiser (ONNX Runtime) and the
 # OpenVINO 8-bit scheme (OpenVINO 2026.4 for aarch64, f32 pinned) pass. FP16 passes
 # because the runtime computes FP16 graphs in FP32 on ARM64 CPUs (runtime/fp16_upcast.py); run in
 # ONNX Runtime's native half-precision kernels it drifted 2.9e-2 against the 2e-2 tolerance.

@@ -137,7 +137,7 @@ def release_heap(collect: bool = False) -> None:
     Creating an ONNX Runtime session parses the whole model and pre-packs its MatMul weights;
     the parsed copy is freed afterwards, but glibc keeps the pages, so a process that opened the
     default bundle stayed at 383 MB resident where 240 MB are live. Trimming after load and
-    after the self-check returns them (benchmarks/results/memory.md)."""
+    after the self-check returns them (benchmarks/README.md, suite memory)."""
     import ctypes
     import ctypes.util
 

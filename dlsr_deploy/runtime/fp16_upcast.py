@@ -8,7 +8,7 @@ native FP16 Conv / FusedConv / NhwcFusedConv / Add kernels (profiled under an em
 Cortex-A76, ONNX Runtime 1.32.0) which compute in half precision: the default bundle's z0
 drifted 2.9e-2 there against its 2e-2 tolerance, and no session option avoids those kernels
 (ORT_ENABLE_EXTENDED and disabling the NHWC transformer leave them in place). Rewritten, it
-passes its self-check there at 1.5e-6 (benchmarks/results/arm64.md). So an FP16 bundle on a CPU
+passes its self-check there at 1.5e-6 (tests/platform/arm64/results/arm64.md). So an FP16 bundle on a CPU
 is "FP16 weights, FP32 arithmetic" everywhere; half-precision arithmetic is for GPUs.
 
 The rewrite works on the protobuf wire format, without the `onnx` package (the runtime stays

@@ -31,13 +31,13 @@ def _session_options(ort, device: str, threads: Optional[int], spin: bool, arena
         # pool. With ORT's default spin-waiting the idle pool's threads keep spinning
         # while the other session works and take the cores from it: on the 2-core
         # dev box turning it off made the pipeline 1.32x faster at batch 32 and 1.53x
-        # at batch 1 (benchmarks/results/ort_threads.md). ORT's global pool would avoid it too, but once made it
+        # at batch 1 (benchmarks/README.md, suite ort_threads). ORT's global pool would avoid it too, but once made it
         # forces every other session in the process onto it, so a library cannot.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if device == "cpu" and not arena:
         # no CPU memory arena: buffers go back to the allocator after each run, so a process
         # that scored a large batch once does not keep the peak resident
-        # (benchmarks/results/memory.md measures both; throughput cost within noise)
+        # (benchmarks/README.md, suite memory, measures both; throughput cost within noise)
         opts.enable_cpu_mem_arena = False
     opts.log_severity_level = 3
     return opts

@@ -13,7 +13,7 @@
   the backend refuses to call itself fp16.
 
 None of this was executed on the development machines (no GPU, TensorRT not
-installable there); `benchmarks/gpu_check.sh` runs it on a GPU machine in one go.
+installable there); `tests/platform/gpu/gpu_check.sh` runs it on a GPU machine in one go.
 """
 
 from __future__ import annotations

