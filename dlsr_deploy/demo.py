@@ -7,17 +7,17 @@ the ridge Mahalanobis default needs more data than that)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 
-def run_demo(out: Path, epochs: int = 15, quiet: bool = False) -> dict:
+def run_demo(out: Path, epochs: int = 15) -> dict:
     from dlsr_deploy.config import FeatureConfig, ScoreConfig, TrainConfig
     from dlsr_deploy.data.demo import demo_images
     from dlsr_deploy.eval_pipeline import run_eval
     from dlsr_deploy.export.exporter import export_bundle
+    from dlsr_deploy.log import info
     from dlsr_deploy.pipeline import run_train
     from dlsr_deploy.runtime import Detector
 
@@ -29,18 +29,16 @@ def run_demo(out: Path, epochs: int = 15, quiet: bool = False) -> dict:
     np.savez_compressed(out / "demo_id_train.npz", images=digits[perm[:1400]])
     np.savez_compressed(out / "demo_id_test.npz", images=digits[perm[1400:]])
     np.savez_compressed(out / "demo_ood.npz", images=demo_images("ood"))
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    say("[1/4] dlsr-train: the default LFDN and backbone (EfficientNet-Lite2 @ 160) on the digits (ID)")
+    info("[1/4] dlsr-train: the default LFDN and backbone (EfficientNet-Lite2 @ 160) on the digits (ID)")
     run_train(
         str(out / "demo_id_train.npz"),
         out / "model",
         FeatureConfig(),
         preset="default",
         tcfg=TrainConfig(epochs=epochs, checkpoint_every=5),
-        quiet=quiet,
         force=True,  # the demo's own folder: a rerun replaces its earlier run
     )
-    say("[2/4] dlsr-eval: digits (ID) vs scikit-image photo/texture crops (OOD)")
+    info("[2/4] dlsr-eval: digits (ID) vs scikit-image photo/texture crops (OOD)")
     result = run_eval(
         out / "model",
         str(out / "demo_id_test.npz"),
@@ -48,14 +46,13 @@ def run_demo(out: Path, epochs: int = 15, quiet: bool = False) -> dict:
         [ScoreConfig()],
         out_dir=out / "eval",
         command="dlsr-demo",
-        quiet=quiet,
     )
-    say("[3/4] dlsr-export: ONNX bundle, verified against PyTorch, threshold calibrated on held-out ID digits")
+    info("[3/4] dlsr-export: ONNX bundle, verified against PyTorch, threshold calibrated on held-out ID digits")
     bundle = out / "bundle-fp32"
     # parity on every held-out digit (140) and every OOD crop (320): the 0.5 % flip tolerance
     # needs 400+ images before it allows more than one flipped decision
-    export_bundle(out / "model", bundle, verify_ood=[str(out / "demo_ood.npz")], n_verify=320, force=True, quiet=quiet)
-    say("[4/4] torch-free runtime (ONNX Runtime CPU) on the held-out sets")
+    export_bundle(out / "model", bundle, verify_ood=[str(out / "demo_ood.npz")], n_verify=320, force=True)
+    info("[4/4] torch-free runtime (ONNX Runtime CPU) on the held-out sets")
     with Detector.load(bundle, backend="ort-cpu") as det:
         id_pred = det.predict(np.load(out / "demo_id_test.npz")["images"])
         ood_pred = det.predict(np.load(out / "demo_ood.npz")["images"])

@@ -3,7 +3,6 @@ bootstrap intervals -> table, JSON, Markdown, PNG, scores (torch imported lazily
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
@@ -11,12 +10,10 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from dlsr_deploy.config import ModelConfig, ScoreConfig
+from dlsr_deploy.log import info, progress
+from dlsr_deploy.run_folder import CONFIG, HOLDOUT_Z0, TRAIN_Z0
 
 GALLERY_SETS_MAX_IMAGES = 50_000  # OOD sets are reloaded for the galleries only up to this size
-
-
-def _log(quiet: bool):
-    return (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, file=sys.stderr, **k))
 
 
 def _eval_config(model_dir: Path, sc: ScoreConfig, hold_z, z_id, z_ood: Dict[str, np.ndarray], opts: dict, log):
@@ -26,14 +23,14 @@ def _eval_config(model_dir: Path, sc: ScoreConfig, hold_z, z_id, z_ood: Dict[str
     from dlsr_deploy.model.reference import EagerReference, fit_combinations
     from dlsr_deploy.probes import shift_probes
 
-    t, quiet = time.time(), opts["quiet"]
+    t, bars = time.time(), progress()
     ref = EagerReference.from_run(model_dir, sc, with_lr=None, combos=[])
     if hold_z is not None and len(hold_z):  # standardised on held-out ID scores only
         ref.combos = fit_combinations(ref.score_z0(hold_z))
-    s_id = ref.score_z0(z_id, progress=not quiet, desc=f"score ID t={sc.t_start}")
-    s_ood = {k: ref.score_z0(v, progress=not quiet, desc=f"score {k}") for k, v in z_ood.items()}
+    s_id = ref.score_z0(z_id, progress=bars, desc=f"score ID t={sc.t_start}")
+    s_ood = {k: ref.score_z0(v, progress=bars, desc=f"score {k}") for k, v in z_ood.items()}
     if hold_z is not None and len(hold_z):  # what a bundle's threshold is calibrated on
-        opts["hold"] = ref.score_z0(hold_z, progress=not quiet, desc="score held-out ID")
+        opts["hold"] = ref.score_z0(hold_z, progress=bars, desc="score held-out ID")
     opts["ref"] = ref
     t_boot = time.time()
     table = metrics_table(s_id, s_ood, n_boot=opts["n_boot"], probes=shift_probes())
@@ -53,14 +50,14 @@ def _eval_config(model_dir: Path, sc: ScoreConfig, hold_z, z_id, z_ood: Dict[str
     return block, s_id, s_ood
 
 
-def _probe_features(images: np.ndarray, cfg, cache_dir, n: int, quiet: bool, engine: str) -> Dict[str, np.ndarray]:
+def _probe_features(images: np.ndarray, cfg, cache_dir, n: int, engine: str) -> Dict[str, np.ndarray]:
     """z0 of every probe made from (up to n) ID test images, through the feature cache."""
     from dlsr_deploy.pipeline import features_of
     from dlsr_deploy.probes import make_probes
 
     probes = make_probes(images, n=n)
     return {
-        f"probe:{k}": features_of(v, cfg.feature, cache_dir, quiet, engine, f"features probe {k}")
+        f"probe:{k}": features_of(v, cfg.feature, cache_dir, engine=engine, desc=f"features probe {k}")
         for k, v in probes.items()
     }
 
@@ -102,7 +99,6 @@ def run_eval(
     cache_dir: Optional[Path] = None,
     stem: str = "eval",
     command: str = "",
-    quiet: bool = False,
     plot: bool = True,
     feature_engine: str = "eager",
     probes: Optional[int] = None,
@@ -115,21 +111,21 @@ def run_eval(
     synthetic probes made from N ID test images) -> JSON, Markdown, HTML, PNG, scores.
     headline: the score the report leads with (default: the one dlsr-export would pick for this
     run); plot_scores: more scores to plot after it."""
-    log, t0 = _log(quiet), time.time()
+    log, t0 = info, time.time()
     _check_sets(ood_sources, probes)
     model_dir = Path(model_dir)
-    cfg = ModelConfig.load(model_dir / "config.json")
+    cfg = ModelConfig.load(model_dir / CONFIG)
     _check_paths(id_source, ood_sources)  # these three before any feature is computed
     out = Path(out_dir) if out_dir else model_dir / "eval"
     _check_outputs(out, stem, id_source, ood_sources)
     _check_score_names(model_dir, score_cfgs[0], headline, plot_scores)
-    hold_z = np.load(model_dir / "holdout_z0.npy") if (model_dir / "holdout_z0.npy").exists() else None
-    feat = dict(cache_dir=cache_dir, limit=limit, quiet=quiet, engine=feature_engine, probes=probes)
+    hold_z = np.load(model_dir / HOLDOUT_Z0) if (model_dir / HOLDOUT_Z0).exists() else None
+    feat = dict(cache_dir=cache_dir, limit=limit, engine=feature_engine, probes=probes)
     id_set, z_id, z_ood = eval_features(cfg, id_source, ood_sources, feat)
     result = _result_header(cfg, model_dir, (id_set, id_source, z_id), ood_sources, z_ood, feat, n_boot, command)
     first = None
     for sc in score_cfgs:
-        o = {"quiet": quiet, "n_boot": n_boot}
+        o = {"n_boot": n_boot}
         block, s_id, s_ood = _eval_config(model_dir, sc, hold_z, z_id, z_ood, o, log)
         result["runs"].append(block)
         first = first or {"id": s_id, "ood": s_ood, **o, "metrics": block["metrics"]}
@@ -247,7 +243,7 @@ def _report_view(result: dict, first: dict, shown, id_images, sources: dict, cfg
 
 def eval_features(cfg, id_source, ood_sources, o: dict):
     """(ID image set, z0 of the ID set, {set or probe:<name>: z0}) through the feature cache: what
-    dlsr-eval scores, for scripts that refit or rescore on the same z0. o: cache_dir, limit, quiet,
+    dlsr-eval scores, for scripts that refit or rescore on the same z0. o: cache_dir, limit,
     engine ('eager' | 'ort') and probes (None, or how many ID images the probes are made from)."""
     from dlsr_deploy.data import load_images
     from dlsr_deploy.model.features import default_cache_dir
@@ -255,14 +251,14 @@ def eval_features(cfg, id_source, ood_sources, o: dict):
 
     cache = o["cache_dir"] or default_cache_dir()
     id_set = load_images(id_source, size=cfg.feature.native_size, limit=o["limit"])
-    z_id = features_of(id_set.images, cfg.feature, cache, o["quiet"], o["engine"], f"features {id_set.name}")
+    z_id = features_of(id_set.images, cfg.feature, cache, engine=o["engine"], desc=f"features {id_set.name}")
     z_ood = {
-        name: features_for(src, cfg.feature, cache, o["limit"], o["quiet"], engine=o["engine"])[0]
+        name: features_for(src, cfg.feature, cache, limit=o["limit"], engine=o["engine"])[0]
         for name, src in ood_sources
     }
     if o["probes"]:
         t = time.time()
-        z_ood.update(_probe_features(id_set.images, cfg, cache, o["probes"], o["quiet"], o["engine"]))
+        z_ood.update(_probe_features(id_set.images, cfg, cache, o["probes"], o["engine"]))
         o["probe_seconds"] = round(time.time() - t, 1)  # making the probes and their features (cache misses)
     return id_set, z_id, z_ood
 
@@ -287,9 +283,9 @@ def _baselines(model_dir: Path, z_id, z_ood: Dict[str, np.ndarray], knn_k: int, 
     from dlsr_deploy.evaluation import metrics_table, short_table
     from dlsr_deploy.probes import shift_probes
 
-    if not (model_dir / "train_z0.npy").exists():
+    if not (model_dir / TRAIN_Z0).exists():
         return None
-    train_z = np.load(model_dir / "train_z0.npy")
+    train_z = np.load(model_dir / TRAIN_Z0)
     maha = Mahalanobis.fit(train_z)
     knn = CosineKNN.fit(train_z, k=min(knn_k, len(train_z)))
     b_id = {"mahalanobis": maha.score(z_id), f"knn{knn.k}": knn.score(z_id)}

@@ -34,21 +34,11 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dlsr_deploy.errors import DataError, InputError
-from dlsr_deploy.packs import (
-    cifar,
-    mtime,
-    npz_length,
-    pack_images,
-    pack_shape,
-    parquet_ids,
-    svhn_length,
-    table_column,
-)
-from dlsr_deploy.preprocess import IMAGE_SUFFIXES, decode_image, read_image, resize_images
+from dlsr_deploy.input_kinds import INPUT_KINDS, folder_kind, kind_for_suffix
+from dlsr_deploy.packs import is_cifar_folder
+from dlsr_deploy.preprocess import IMAGE_SUFFIXES, resize_images
 
-PACK_SUFFIXES = {".npz": "npz", ".parquet": "parquet", ".mat": "svhn"}
 GLOB_CHARS = set("*?[")
-KINDS = ("file", "npz", "parquet", "cifar", "svhn", "error")
 EXPECTED = "image files, folders, globs, .npz packs, .parquet tables, CIFAR folders or SVHN .mat files"
 
 
@@ -107,11 +97,7 @@ def _split_spec(src: str) -> Tuple[str, Optional[str]]:
 
 def is_cifar_dir(path: Path) -> bool:
     """A CIFAR-10 (data_batch_* / test_batch) or CIFAR-100 (meta + train / test) pickle folder."""
-    return (
-        (path / "data_batch_1").exists()
-        or (path / "test_batch").exists()
-        or ((path / "meta").exists() and ((path / "train").exists() or (path / "test").exists()))
-    )
+    return is_cifar_folder(path)
 
 
 def check_source(src, param: str = "inputs") -> None:
@@ -164,7 +150,7 @@ def _wanted(path: str, pillow: set) -> bool:
     """In a folder: image and pack suffixes, anything Pillow reads, and files with no suffix (each
     gets a row: scored, or its reason). Other files are counted and named in one warning."""
     suffix = os.path.splitext(path)[1].lower()
-    return suffix in IMAGE_SUFFIXES or suffix in PACK_SUFFIXES or suffix in pillow or suffix == ""
+    return suffix in IMAGE_SUFFIXES or kind_for_suffix(suffix) is not None or suffix in pillow or suffix == ""
 
 
 def _warn_skipped(src: str, skipped: List[str]) -> None:
@@ -194,8 +180,9 @@ def _expand(src: str, cifar_split: str) -> List[Tuple[str, str, str]]:
     if not os.path.lexists(path):
         raise DataError(f"input not found: {src} (expected {EXPECTED})")
     p = Path(path)
-    if p.is_dir() and is_cifar_dir(p):
-        return [("cifar", f"{path}#{split or cifar_split}", "")]
+    whole = folder_kind(path) if p.is_dir() else None
+    if whole is not None:  # a folder that is one input kind as a whole (CIFAR pickles)
+        return [(whole, f"{path}#{split or cifar_split}" if whole == "cifar" else path, "")]
     if p.is_dir():
         pillow = _pillow_suffixes()
         walked = list(_walk(p))
@@ -213,8 +200,8 @@ def _entry(path: str) -> Tuple[str, str, str]:
     suffix = os.path.splitext(path)[1].lower()
     if not os.path.exists(path):
         return ("error", path, "broken symbolic link (its target does not exist)")
-    if suffix in PACK_SUFFIXES:
-        return (PACK_SUFFIXES[suffix], path, "")
+    if kind_for_suffix(suffix) is not None:
+        return (kind_for_suffix(suffix), path, "")
     if suffix in IMAGE_SUFFIXES or suffix == "" or suffix in _pillow_suffixes():
         return ("file", path, "")
     raise DataError(f"{path}: unsupported input (expected {EXPECTED})")
@@ -235,7 +222,7 @@ def list_inputs(sources: Sequence, cifar_split: str = "test", limit: Optional[in
             elif kind == "file":
                 part.add(path, "file", path)
             else:
-                for j, id_ in enumerate(_pack_ids(kind, path)):
+                for j, id_ in enumerate(INPUT_KINDS[kind].ids(path)):
                     part.add(id_, kind, path, j)
             if limit is not None and len(part) >= limit:
                 break
@@ -270,28 +257,12 @@ def _check_unique(listing: Listing) -> None:
         seen[key] = listing.ids[i]
 
 
-def _pack_ids(kind: str, path: str) -> List[str]:
-    if kind == "npz":
-        return [f"{path}#{j}" for j in range(npz_length(path))]
-    if kind == "parquet":
-        return parquet_ids(path)
-    if kind == "svhn":
-        return [f"{path}#{j}" for j in range(svhn_length(path))]
-    return [f"{path}#{j}" for j in range(len(cifar(path)))]
-
-
 def decode_one(kind: str, path: str, index: int, size: Optional[int], max_pixels: Optional[int] = None) -> np.ndarray:
     """One listed input -> uint8 [size, size, 3] (InputError / DataError with the reason)."""
-    if kind == "error":
-        raise InputError(f"{path}: cannot be read")
-    if kind == "file":
-        return read_image(path, size, max_pixels=max_pixels)
-    if kind == "parquet":
-        value = table_column(path, mtime(path))[index]
-        if isinstance(value, dict):
-            value = value.get("bytes")
-        return decode_image(value or b"", size, f"{path}#{index}", max_pixels=max_pixels)
-    image = pack_images(kind, path)[index : index + 1]
+    k = INPUT_KINDS[kind]
+    if not k.bulk:
+        return k.one(path, index, size, max_pixels)
+    image = k.images(path)[index : index + 1]
     return resize_images(image, size)[0] if size else image[0]
 
 
@@ -302,12 +273,12 @@ def read_listing(listing: Listing, size: Optional[int], max_pixels: Optional[int
     i, n = 0, len(listing)
     while i < n:
         kind, path = listing.kinds[i], listing.paths[i]
-        if kind in ("npz", "svhn", "cifar"):
+        if INPUT_KINDS[kind].bulk:
             j = i
             while j < n and listing.kinds[j] == kind and listing.paths[j] == path:
                 j += 1
             idx = np.asarray(listing.index[i:j])
-            arrays.append(resize_images(pack_images(kind, path)[idx], size))
+            arrays.append(resize_images(INPUT_KINDS[kind].images(path)[idx], size))
             kept.extend(range(i, j))
             i = j
             continue
@@ -342,11 +313,11 @@ def image_sizes(listing: Listing, n: int = 512) -> List[Tuple[int, int]]:
                 with Image.open(path) as im:
                     w, h = im.size
                 sizes.append((h, w))
-            elif kind in ("npz", "svhn", "cifar"):
+            elif INPUT_KINDS[kind].shape is not None:
                 if path not in packs:
-                    packs[path] = pack_shape(kind, path)
+                    packs[path] = INPUT_KINDS[kind].shape(path)
                 sizes.append(packs[path])
-            elif kind == "parquet":
+            elif kind != "error":
                 sizes.append(decode_one(kind, path, listing.index[i], None).shape[:2])
         except Exception:
             continue

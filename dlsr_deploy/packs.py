@@ -153,15 +153,6 @@ def mtime(path: str) -> float:
         raise DataError(f"{path}: cannot read it ({exc.strerror})") from None
 
 
-def pack_images(kind: str, path: str) -> np.ndarray:
-    """The whole array of a pack-like input (npz, svhn, cifar), validated uint8 [N, H, W, 3]."""
-    if kind == "npz":
-        return _npz(path, mtime(path))
-    if kind == "svhn":
-        return _svhn(path, mtime(path))
-    return cifar(path)
-
-
 @functools.lru_cache(maxsize=2)
 def table_column(path: str, mtime: float):
     """The image-bytes column of a Parquet table as a list (cached per file version)."""
@@ -171,12 +162,8 @@ def table_column(path: str, mtime: float):
     return f.read(columns=[_bytes_column(f.schema_arrow, path)]).column(0).to_pylist()
 
 
-def pack_shape(kind: str, path: str) -> Tuple[int, int]:
-    """(height, width) of a pack's images, from its header."""
-    if kind == "cifar":
-        return 32, 32
-    if kind == "svhn":
-        return 32, 32
+def npz_shape(path: str) -> Tuple[int, int]:
+    """(height, width) of a .npz pack's images, from its header."""
     import zipfile
 
     try:
@@ -187,3 +174,63 @@ def pack_shape(kind: str, path: str) -> Tuple[int, int]:
     except Exception as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc.__class__.__name__}: {exc})") from None
     return int(shape[1]), int(shape[2])
+
+
+# --- the functions of the built-in input kinds (dlsr_deploy.input_kinds) -----------------------
+
+
+def npz_ids(path: str) -> List[str]:
+    """pack.npz#0, #1, ..."""
+    return [f"{path}#{j}" for j in range(npz_length(path))]
+
+
+def npz_images(path: str) -> np.ndarray:
+    """Every image of a .npz pack (cached per file version)."""
+    return _npz(path, mtime(path))
+
+
+def svhn_ids(path: str) -> List[str]:
+    """test_32x32.mat#0, #1, ..."""
+    return [f"{path}#{j}" for j in range(svhn_length(path))]
+
+
+def svhn_images(path: str) -> np.ndarray:
+    """Every image of an SVHN .mat file (cached per file version)."""
+    return _svhn(path, mtime(path))
+
+
+def cifar_ids(spec: str) -> List[str]:
+    """folder#test#0, ... (spec: the folder with its split)."""
+    return [f"{spec}#{j}" for j in range(len(cifar(spec)))]
+
+
+def is_cifar_folder(path) -> bool:
+    """A CIFAR-10 (data_batch_* / test_batch) or CIFAR-100 (meta + train / test) pickle folder."""
+    path = Path(path)
+    return (
+        (path / "data_batch_1").exists()
+        or (path / "test_batch").exists()
+        or ((path / "meta").exists() and ((path / "train").exists() or (path / "test").exists()))
+    )
+
+
+def read_file_one(path: str, index: int, size, max_pixels=None) -> np.ndarray:
+    """One image file (dlsr_deploy.preprocess rules)."""
+    from dlsr_deploy.preprocess import read_image
+
+    return read_image(path, size, max_pixels=max_pixels)
+
+
+def read_error_one(path: str, index: int, size, max_pixels=None) -> np.ndarray:
+    """An input listed with an error (a broken or looping link) cannot be read."""
+    raise InputError(f"{path}: cannot be read")
+
+
+def parquet_one(path: str, index: int, size, max_pixels=None) -> np.ndarray:
+    """Row `index` of a Parquet table's image-bytes column, decoded."""
+    from dlsr_deploy.preprocess import decode_image
+
+    value = table_column(path, mtime(path))[index]
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    return decode_image(value or b"", size, f"{path}#{index}", max_pixels=max_pixels)

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
 from dlsr_deploy.config import DenoiserConfig, FeatureConfig, ModelConfig, ScheduleConfig, TrainConfig
+from dlsr_deploy.log import info, progress, warning
 
 
-def _log(quiet: bool):
-    return (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, file=sys.stderr, **k))
-
-
-def feature_engine_factory(fcfg: FeatureConfig, engine: str, log, reports: Optional[list] = None):
+def feature_engine_factory(fcfg: FeatureConfig, engine: str, reports: Optional[list] = None):
     """For extract_features: builds the ORT backbone engine on a cache miss (None for eager)."""
     if engine == "eager":
         return None
@@ -33,7 +29,7 @@ def feature_engine_factory(fcfg: FeatureConfig, engine: str, log, reports: Optio
         if reports is not None:
             reports.append(rep)
         if fn is None:
-            log(
+            warning(
                 f"warning: the ORT backbone failed its parity check (max rel. L2 {rep['max_rel_l2']:.2e} > "
                 f"{rep['tolerance']:.0e}); computing these features with PyTorch eager"
             )
@@ -46,8 +42,8 @@ def features_for(
     source: str,
     fcfg: FeatureConfig,
     cache_dir: Optional[Path],
+    *,
     limit: Optional[int] = None,
-    quiet: bool = False,
     extractor=None,
     engine: str = "eager",
     flip: bool = False,
@@ -61,10 +57,9 @@ def features_for(
     split of a CIFAR folder given without #train / #test."""
     from dlsr_deploy.data import load_images
 
-    log = _log(quiet)
     iset = load_images(source, size=fcfg.native_size, limit=limit, split=split)
     if iset.skipped:
-        log(
+        warning(
             f"warning: {len(iset.skipped)} unreadable file(s) in {source} skipped: "
             + "; ".join(iset.skipped[:5])
             + (" ..." if len(iset.skipped) > 5 else "")
@@ -75,7 +70,7 @@ def features_for(
         digests.append(images_digest(iset.images))
     images = np.ascontiguousarray(iset.images[:, :, ::-1]) if flip else iset.images
     desc = f"features {iset.name}" + (" (flipped)" if flip else "")
-    z = features_of(images, fcfg, cache_dir, quiet, engine, desc, extractor, reports)
+    z = features_of(images, fcfg, cache_dir, engine=engine, desc=desc, extractor=extractor, reports=reports)
     return z, iset.name, len(iset.skipped)
 
 
@@ -83,7 +78,7 @@ def features_of(
     images: np.ndarray,
     fcfg: FeatureConfig,
     cache_dir: Optional[Path],
-    quiet: bool = False,
+    *,
     engine: str = "eager",
     desc: str = "features",
     extractor=None,
@@ -97,10 +92,10 @@ def features_of(
         fcfg,
         extractor=extractor,
         cache_dir=cache_dir,
-        progress=not quiet,
+        progress=progress(),
         desc=desc,
         engine=engine,
-        engine_factory=feature_engine_factory(fcfg, engine, _log(quiet), reports),
+        engine_factory=feature_engine_factory(fcfg, engine, reports),
     )
 
 
@@ -109,7 +104,6 @@ def training_features(
     fcfg: FeatureConfig,
     cache_dir: Path,
     limit: Optional[int],
-    quiet: bool,
     engine: str,
     flip: bool,
     reports: list,
@@ -118,7 +112,7 @@ def training_features(
     zs, flips, names, skipped, digests = [], [], [], 0, []
     for src in sources:
         z, name, sk = features_for(
-            src, fcfg, cache_dir, limit, quiet, engine=engine, reports=reports, digests=digests, split="train"
+            src, fcfg, cache_dir, limit=limit, engine=engine, reports=reports, digests=digests, split="train"
         )
         zs.append(z)
         names.append(name)
@@ -126,7 +120,7 @@ def training_features(
         if flip:
             flips.append(
                 features_for(
-                    src, fcfg, cache_dir, limit, quiet, engine=engine, flip=True, reports=reports, split="train"
+                    src, fcfg, cache_dir, limit=limit, engine=engine, flip=True, reports=reports, split="train"
                 )[0]
             )
     return np.concatenate(zs), (np.concatenate(flips) if flip else None), names, skipped, digests
@@ -137,13 +131,13 @@ def _describe(d: DenoiserConfig) -> str:
     return f"width {d.hidden}, {d.blocks} blocks, ~{n_params / 1e6:.1f} M params, D={d.dim}"
 
 
-def _training_data(sources, fcfg: FeatureConfig, cache_dir: Path, limit, quiet: bool, engine: str, flip: bool):
+def _training_data(sources, fcfg: FeatureConfig, cache_dir: Path, limit, engine: str, flip: bool):
     """(z0, flipped z0 or None, set names, the feature part of run.json)."""
     from dlsr_deploy.errors import DataError
 
     reports: list = []
     t = time.time()
-    z, zf, names, skipped, digests = training_features(sources, fcfg, cache_dir, limit, quiet, engine, flip, reports)
+    z, zf, names, skipped, digests = training_features(sources, fcfg, cache_dir, limit, engine, flip, reports)
     same = sorted({sources[i] for i, d in enumerate(digests) if digests.count(d) > 1})
     if same:
         raise DataError(
@@ -206,7 +200,7 @@ def _train_summary(res, tcfg: TrainConfig, held_out: bool) -> dict:
     }
 
 
-def resolve_native_size(sources, fcfg: FeatureConfig, native_size, limit, log) -> Tuple[FeatureConfig, str]:
+def resolve_native_size(sources, fcfg: FeatureConfig, native_size, limit) -> Tuple[FeatureConfig, str]:
     """(feature config with the native size set, how it was chosen). native_size: 'auto' = the
     median shorter side of the training images (capped at the input size); an int = given; 0 or
     None = each source's own size. Warns when bringing the images to it rescales them a lot."""
@@ -225,7 +219,7 @@ def resolve_native_size(sources, fcfg: FeatureConfig, native_size, limit, log) -
     short = np.array([min(h, w) for h, w in sizes], float)
     up, down = float(np.mean(native / short > 2.0)), float(np.mean(short / native > 4.0))
     if up > 0.1 or down > 0.1:
-        log(
+        warning(
             f"warning: native size {native} px upsamples {up:.0%} of the training images by more than 2x and shrinks "
             f"{down:.0%} by more than 4x (shorter sides {int(short.min())}..{int(short.max())} px); give native_size "
             "to choose another"
@@ -257,6 +251,7 @@ def run_train(
     data,
     out: Path,
     fcfg: FeatureConfig,
+    *,
     preset: str = "default",
     width: Optional[int] = None,
     blocks: Optional[int] = None,
@@ -266,7 +261,6 @@ def run_train(
     force: bool = False,
     limit: Optional[int] = None,
     cache_dir: Optional[Path] = None,
-    quiet: bool = False,
     flip: bool = False,
     feature_engine: str = "eager",
     native_size="auto",
@@ -276,67 +270,87 @@ def run_train(
     training image as an extra training vector (held-out images and their flips stay out).
     native_size: 'auto' (default: the median shorter side of the training images, capped at the
     input size), a number (0 = each source's own size), or 'given' (fcfg.native_size). An existing run in `out`
-    is refused unless resume (same data and settings, checked) or force (replaced)."""
+    is refused unless resume (same data and settings, checked) or force (replaced). Progress goes to
+    the `dlsr_deploy` logger (dlsr_deploy.log). Returns run.json's content."""
     from dlsr_deploy import run_folder
     from dlsr_deploy.data import expand_sources
     from dlsr_deploy.model.features import default_cache_dir
 
-    log = _log(quiet)
     t0, out = time.time(), Path(out)
     run_folder.prepare(out, resume, force)
     sources = expand_sources([data] if isinstance(data, (str, Path)) else list(data))
     if native_size != "given":
-        fcfg, native_how = resolve_native_size(sources, fcfg, native_size, limit, log)
+        fcfg, native_how = resolve_native_size(sources, fcfg, native_size, limit)
     else:
         native_how = "given" if fcfg.native_size else "source size"
-    z, zf, names, feat = _training_data(
-        sources, fcfg, cache_dir or default_cache_dir(), limit, quiet, feature_engine, flip
-    )
+    z, zf, names, feat = _training_data(sources, fcfg, cache_dir or default_cache_dir(), limit, feature_engine, flip)
     cfg = _model_config(fcfg, tcfg, preset, width, blocks, z.shape[1])
     ident = _identity(feat, cfg, holdout, native_how)
     if resume:
         run_folder.check_resume(out, ident)
     out.mkdir(parents=True, exist_ok=True)
     run_folder.write_started(out, ident, {"native_size_source": native_how})
-    return _fit(out, z, zf, names, feat, cfg, preset, holdout, resume, quiet, log, t0, ident, native_how)
+    stage = TrainStage(
+        run=run_folder.RunRecord(out), z=z, zf=zf, names=names, feat=feat, cfg=cfg, preset=preset, holdout=holdout,
+        resume=resume, t0=t0, ident=ident, native_how=native_how,
+    )  # fmt: skip
+    return _fit(stage).to_dict()
 
 
-def _fit(out, z, zf, names, feat, cfg, preset, holdout, resume, quiet, log, t0, ident, native_how) -> dict:
+@dataclass
+class TrainStage:
+    """What training has gathered by the time the LFDN is fitted."""
+
+    run: object  # run_folder.RunRecord
+    z: np.ndarray
+    zf: Optional[np.ndarray]
+    names: list
+    feat: dict
+    cfg: ModelConfig
+    preset: str
+    holdout: float
+    resume: bool
+    t0: float
+    ident: dict
+    native_how: str
+
+
+def _fit(st: TrainStage):
     """Train the LFDN on the cached z0, fit the density heads, write run.json (status 'done')."""
-    from dlsr_deploy.io import atomic_write_text
     from dlsr_deploy.model.train import train_denoiser
+    from dlsr_deploy.run_folder import DENSITY, HOLDOUT_Z0, TRAIN_Z0, RunInfo
     from dlsr_deploy.scoring import fit_density_heads, save_density_heads
 
-    hold_idx, train_idx = holdout_split(len(z), holdout, cfg.train.seed)
+    z, zf, cfg, run = st.z, st.zf, st.cfg, st.run
+    hold_idx, train_idx = holdout_split(len(z), st.holdout, cfg.train.seed)
     train_z = z[train_idx] if zf is None else np.concatenate([z[train_idx], zf[train_idx]])
-    np.save(out / "train_z0.npy", train_z)
-    np.save(out / "holdout_z0.npy", z[hold_idx])
-    what = f"{len(train_z)} z0 vectors of {'+'.join(names)}" + (" (with flipped views)" if zf is not None else "")
-    log(
-        f"training LFDN ({preset}: {_describe(cfg.denoiser)}) on {what} ({len(hold_idx)} images held out; native size "
-        f"{cfg.feature.native_size} px, {native_how})"
+    np.save(run / TRAIN_Z0, train_z)
+    np.save(run / HOLDOUT_Z0, z[hold_idx])
+    what = f"{len(train_z)} z0 vectors of {'+'.join(st.names)}" + (" (with flipped views)" if zf is not None else "")
+    info(
+        f"training LFDN ({st.preset}: {_describe(cfg.denoiser)}) on {what} ({len(hold_idx)} images held out; native "
+        f"size {cfg.feature.native_size} px, {st.native_how})"
     )
-    res = train_denoiser(
-        train_z, cfg, out, resume=resume, progress=not quiet, log=log, val_z=z[hold_idx] if len(hold_idx) else None
-    )
+    val_z = z[hold_idx] if len(hold_idx) else None
+    res = train_denoiser(train_z, cfg, run.folder, resume=st.resume, progress=progress(), log=info, val_z=val_z)
     t_dens = time.time()
-    save_density_heads(out / "density.npz", fit_density_heads(train_z, cfg.layer_sizes))
-    info = {  # run.json
-        "status": "done",
-        "identity": ident,
-        **feat,
-        "native_size": cfg.feature.native_size,
-        "native_size_source": native_how,
-        "n_images": int(len(z)),
-        "n_train": int(len(train_idx)),
-        "n_train_vectors": int(len(train_z)),
-        "n_holdout": int(len(hold_idx)),
-        "holdout_indices": [int(i) for i in hold_idx],
+    save_density_heads(run / DENSITY, fit_density_heads(train_z, cfg.layer_sizes))
+    record = RunInfo(
+        status="done",
+        identity=st.ident,
+        **st.feat,
+        native_size=cfg.feature.native_size,
+        native_size_source=st.native_how,
+        n_images=int(len(z)),
+        n_train=int(len(train_idx)),
+        n_train_vectors=int(len(train_z)),
+        n_holdout=int(len(hold_idx)),
+        holdout_indices=[int(i) for i in hold_idx],
         **_train_summary(res, cfg.train, bool(len(hold_idx))),
-        "density_heads": "density.npz, fitted on the training z0 (train_z0.npy)",
-        "density_seconds": round(time.time() - t_dens, 1),
-        "total_seconds": round(time.time() - t0, 1),
-    }
-    atomic_write_text(out / "run.json", json.dumps(info, indent=2) + "\n")
-    log(f"done: {out} (model = EMA of epoch {res.best_epoch}, {info['train_seconds']:.0f} s training)")
-    return info
+        density_heads=f"{DENSITY}, fitted on the training z0 ({TRAIN_Z0})",
+        density_seconds=round(time.time() - t_dens, 1),
+        total_seconds=round(time.time() - st.t0, 1),
+    )
+    run.write_info(record)
+    info(f"done: {run.folder} (model = EMA of epoch {res.best_epoch}, {record.train_seconds:.0f} s training)")
+    return record

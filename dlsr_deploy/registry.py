@@ -1,12 +1,15 @@
-"""The extension points: one registry of runtime backends, one of reconstruction scores (stdlib only).
+"""The extension points: registries of runtime backends, reconstruction scores and density heads (stdlib only).
 
 Adding a backend is one module with a class (see `dlsr_deploy/runtime/backend.py` for the
 interface) plus one `register_backend(BackendSpec(...))` line; `Detector.load`, `auto`, the
 manifest's default backend list, the CLI's `--backend` choices and help, and `dlsr-bench` read
 it. Adding a DLSR reconstruction score (a function of z0 and its reconstruction) is one
 function pair plus one `register_score(ScoreSpec(...))` line; the exported denoiser graph, the
-eager reference, `dlsr-eval` and the bench iterate it. Density heads (scores of z0 alone) have
-their table in `dlsr_deploy/scoring.py` (`DENSITY_HEADS`).
+eager reference, `dlsr-eval` and the bench iterate it. Adding a density head (a score of z0
+alone, ||(f(z0) - mean) @ proj||^2) is one fit function plus one `register_head(HeadSpec(...))`
+line; `dlsr-train` fits every registered head, `dlsr-eval` reports them, and the exporter writes
+them into heads.onnx (fitted from the run's training z0 when the run predates the head). Input
+kinds (what `dlsr-score`, `dlsr-train` ... accept) are the table `dlsr_deploy.inputs.INPUT_KINDS`.
 
 The registry imports nothing heavy: classes and score implementations are named by
 "module:attribute" strings (or given as callables) and imported when used.
@@ -185,6 +188,63 @@ def reconstruction_scores() -> List[str]:
     return list(SCORES)
 
 
+# --------------------------------------------------------------------------- density heads
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """A density head: a score of z0 alone, higher = more OOD, computed as ||(f(z0) - mean) @ proj||^2
+    (f = identity, or l2 normalisation) so every head is one MatMul in heads.onnx.
+
+    fit: (z [N, D] float64 training features, layer sizes) -> dict(mean [D], proj [D, D], and
+        optionally l2: bool, info: dict, blocks: layer sizes when proj is block-diagonal);
+        'module:function' or a callable.
+    definition: one line for the reports.
+    """
+
+    name: str
+    fit: Target
+    definition: str
+
+
+HEADS: Dict[str, HeadSpec] = {}
+
+
+def register_head(spec: HeadSpec, replace: bool = False) -> HeadSpec:
+    """Add a density head (replace=True to override one of the same name)."""
+    if spec.name in HEADS and not replace:
+        raise ConfigError(f"density head {spec.name!r} is already registered")
+    if not spec.name.isidentifier() or spec.name.startswith(("lr", "sum_", "max_")) or spec.name in SCORES:
+        raise ConfigError(
+            f"density head name {spec.name!r}: expected an identifier not starting with lr / sum_ / max_ and not a "
+            "reconstruction score's name"
+        )
+    HEADS[spec.name] = spec
+    return spec
+
+
+def unregister_head(name: str) -> None:
+    """Remove a density head (tests, plug-ins)."""
+    HEADS.pop(name, None)
+
+
+def density_heads() -> List[str]:
+    """Every registered density head, in registration order."""
+    return list(HEADS)
+
+
+def _register_builtin_heads() -> None:
+    defs = {
+        "maha_lw": "Mahalanobis distance to the training z0, Ledoit-Wolf covariance",
+        "gauss_layer": "sum over layers of the per-layer Mahalanobis distance (Ledoit-Wolf per layer)",
+        "maha_l2": "maha_lw on l2-normalised z0 (Mahalanobis++)",
+        "maha_ridge": "Mahalanobis distance, sample covariance + a 1e-6 relative ridge",
+        "gauss_layer_dn": "gauss_layer with each layer's distance divided by its dimension",
+    }
+    for name, definition in defs.items():
+        register_head(HeadSpec(name, f"dlsr_deploy.scoring:fit_{name}", definition))
+
+
 def _register_builtin_scores() -> None:
     register_score(
         ScoreSpec(
@@ -253,4 +313,5 @@ def _register_builtin_backends() -> None:
 
 
 _register_builtin_scores()
+_register_builtin_heads()
 _register_builtin_backends()

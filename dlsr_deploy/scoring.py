@@ -9,7 +9,7 @@ Direction everywhere: higher score = more OOD.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -141,6 +141,8 @@ def normalisation(id_scores: np.ndarray, threshold: float) -> Tuple[float, float
 #                20:1; normalised, every tap (texture, stroke, contrast statistics in the shallow
 #                ones) weighs alike
 
+# the built-in heads (each registered in dlsr_deploy.registry with its fit function below);
+# `registry.density_heads()` lists every registered one, plug-ins included
 DENSITY_HEADS = ("maha_lw", "gauss_layer", "maha_l2", "maha_ridge", "gauss_layer_dn")
 # the heads a bundle carries by default (dlsr-eval reports them all): the headline, the previous
 # default and the complementary per-layer view with its combinations; maha_l2 equals maha_lw on
@@ -201,43 +203,76 @@ class DensityHead:
 
     @classmethod
     def fit(cls, name: str, z: np.ndarray, sizes: Sequence[int]) -> "DensityHead":
-        """Fit the named head on training features z [N, D] with tap layer sizes `sizes`."""
-        if name not in DENSITY_HEADS:
-            raise InputError(f"density head: expected one of {list(DENSITY_HEADS)}, got {name!r}")
+        """Fit the registered head `name` (dlsr_deploy.registry.HEADS) on training features z [N, D]
+        with tap layer sizes `sizes`."""
+        from dlsr_deploy.registry import HEADS, resolve
+
+        if name not in HEADS:
+            raise InputError(f"density head: expected one of {list(HEADS)}, got {name!r}")
         z = np.asarray(z, np.float64)
         if z.ndim != 2 or len(z) < 2 or not np.all(np.isfinite(z)):
             raise InputError(f"density head {name}: expected finite training features [N>=2, D], got {list(z.shape)}")
-        l2 = name == "maha_l2"
-        x = _l2(z) if l2 else z
-        mean = x.mean(axis=0)
-        xc = x - mean
-        if name in ("gauss_layer", "gauss_layer_dn"):
-            if sum(sizes) != z.shape[1]:
-                raise InputError(f"{name}: layer sizes {list(sizes)} do not add up to D={z.shape[1]}")
-            proj = np.zeros((z.shape[1], z.shape[1]))
-            shrinks = []
-            for a, b in layer_bounds(sizes):
-                cov, s = ledoit_wolf(xc[:, a:b])
-                # gauss_layer_dn: ||d P / sqrt(dim)||^2 = (d^T inv(cov) d) / dim
-                proj[a:b, a:b] = _precision_factor(cov) / (np.sqrt(b - a) if name == "gauss_layer_dn" else 1.0)
-                shrinks.append(s)
-            info = {"shrinkage_per_layer": shrinks}
-            return cls(name, mean, proj, l2, {**info, "n_fit": int(len(z))}, tuple(int(s) for s in sizes))
-        elif name == "maha_ridge":
-            cov = xc.T @ xc / (len(x) - 1)
-            cov[np.diag_indices(len(cov))] += 1e-6 * np.trace(cov) / len(cov)
-            proj, info = _precision_factor(cov), {"ridge": 1e-6}
-        else:
-            cov, s = ledoit_wolf(xc)
-            proj, info = _precision_factor(cov), {"shrinkage": s}
-        return cls(name, mean, proj, l2, {**info, "n_fit": int(len(z))})
+        got = dict(resolve(HEADS[name].fit)(z, sizes))
+        mean, proj = np.asarray(got["mean"], np.float64), np.asarray(got["proj"], np.float64)
+        if mean.shape != (z.shape[1],) or proj.shape != (z.shape[1], z.shape[1]):
+            raise InputError(f"density head {name}: its fit gave mean {mean.shape}, proj {proj.shape}; D={z.shape[1]}")
+        info = {**got.get("info", {}), "n_fit": int(len(z))}
+        return cls(name, mean, proj, bool(got.get("l2", False)), info, tuple(int(s) for s in got.get("blocks", ())))
+
+
+def _gauss_layer(z: np.ndarray, sizes: Sequence[int], per_dim: bool) -> dict:
+    if sum(sizes) != z.shape[1]:
+        raise InputError(f"layer sizes {list(sizes)} do not add up to D={z.shape[1]}")
+    mean = z.mean(axis=0)
+    xc = z - mean
+    proj = np.zeros((z.shape[1], z.shape[1]))
+    shrinks = []
+    for a, b in layer_bounds(sizes):
+        cov, s = ledoit_wolf(xc[:, a:b])
+        # gauss_layer_dn: ||d P / sqrt(dim)||^2 = (d^T inv(cov) d) / dim
+        proj[a:b, a:b] = _precision_factor(cov) / (np.sqrt(b - a) if per_dim else 1.0)
+        shrinks.append(s)
+    return {"mean": mean, "proj": proj, "info": {"shrinkage_per_layer": shrinks}, "blocks": tuple(sizes)}
+
+
+def fit_gauss_layer(z: np.ndarray, sizes: Sequence[int]) -> dict:
+    """Per-layer Gaussians (Ledoit-Wolf per layer): a block-diagonal projection."""
+    return _gauss_layer(z, sizes, per_dim=False)
+
+
+def fit_gauss_layer_dn(z: np.ndarray, sizes: Sequence[int]) -> dict:
+    """gauss_layer with each layer's distance divided by its dimension."""
+    return _gauss_layer(z, sizes, per_dim=True)
+
+
+def fit_maha_ridge(z: np.ndarray, sizes: Sequence[int]) -> dict:
+    """Sample covariance plus a 1e-6 relative ridge."""
+    mean = z.mean(axis=0)
+    xc = z - mean
+    cov = xc.T @ xc / (len(z) - 1)
+    cov[np.diag_indices(len(cov))] += 1e-6 * np.trace(cov) / len(cov)
+    return {"mean": mean, "proj": _precision_factor(cov), "info": {"ridge": 1e-6}}
+
+
+def fit_maha_lw(z: np.ndarray, sizes: Sequence[int]) -> dict:
+    """Ledoit-Wolf covariance of the whole z0."""
+    mean = z.mean(axis=0)
+    cov, s = ledoit_wolf(z - mean)
+    return {"mean": mean, "proj": _precision_factor(cov), "info": {"shrinkage": s}}
+
+
+def fit_maha_l2(z: np.ndarray, sizes: Sequence[int]) -> dict:
+    """maha_lw on l2-normalised z0."""
+    return {**fit_maha_lw(_l2(z), sizes), "l2": True}
 
 
 def fit_density_heads(
-    z: np.ndarray, sizes: Sequence[int], names: Sequence[str] = DENSITY_HEADS
+    z: np.ndarray, sizes: Sequence[int], names: Optional[Sequence[str]] = None
 ) -> Dict[str, DensityHead]:
-    """Fit every named density head on the training z0."""
-    return {n: DensityHead.fit(n, z, sizes) for n in names}
+    """Fit every named density head (default: every registered one) on the training z0."""
+    from dlsr_deploy.registry import density_heads
+
+    return {n: DensityHead.fit(n, z, sizes) for n in (density_heads() if names is None else names)}
 
 
 def save_density_heads(path, heads: Dict[str, DensityHead]) -> None:

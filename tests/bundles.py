@@ -34,7 +34,6 @@ def make_run(folder: Path):
         tcfg=TrainConfig(epochs=2, batch_size=32),
         holdout=0.25,
         cache_dir=folder / "cache",
-        quiet=True,
     )
     return folder / "run", id_path, ood_path
 
@@ -44,5 +43,5 @@ def export_tiny(tiny_run, out: Path, **options) -> Path:
     from dlsr_deploy.export.exporter import export_bundle
 
     run, _, ood = tiny_run
-    export_bundle(run, out, verify_ood=[str(ood)], n_verify=64, quiet=True, **options)
+    export_bundle(run, out, verify_ood=[str(ood)], n_verify=64, **options)
     return out

@@ -44,7 +44,6 @@ def bundles(tiny_run, tmp_path_factory):
             n_verify=64,
             fused=prec == "fp32",
             with_lr=True,
-            quiet=True,
         )
         res[prec] = out / prec
     return res

@@ -17,7 +17,6 @@ def test_harness_result_fields(bundles, tiny_run, tmp_path):
         batch_sizes=(1, 4),
         backends=["ort-cpu"],
         timing=TimingSettings(warmup_s=0.01, min_duration=0.05, min_iters=2, rounds=2),
-        quiet=True,
     )
     res = run_bench(req)
     backends = {(r.backend, r.precision, r.path) for r in res.rows}

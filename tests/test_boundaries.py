@@ -29,7 +29,9 @@ CONTRACT = [
     "preprocess.py",
     "inputs.py",
     "packs.py",
+    "input_kinds.py",
     "run_folder.py",
+    "log.py",
 ]
 PKG_NAMES = ("model", "export", "runtime", "data", "bench", "scale")
 

@@ -141,7 +141,7 @@ def test_int8_keeps_density_heads_fp32(tiny_run, tmp_path):
     from dlsr_deploy.export.onnx_utils import fp32_matmuls
 
     run, _, ood = tiny_run
-    export_bundle(run, tmp_path / "int8", int8=True, verify_ood=[str(ood)], n_verify=32, quiet=True, verify=False)
+    export_bundle(run, tmp_path / "int8", int8=True, verify_ood=[str(ood)], n_verify=32, verify=False)
     model = onnx.load(str(tmp_path / "int8" / "denoiser.onnx"))
     # maha_ridge, maha_lw: one MatMul each; gauss_layer, gauss_layer_dn: one per tap layer (5); none quantized
     assert len(fp32_matmuls(model)) == 1 + 1 + 5 + 5
@@ -152,7 +152,7 @@ def test_headline_auto_user_and_errors(tiny_run, tmp_path):
     from dlsr_deploy.export.exporter import choose_headline, export_bundle
 
     run, _, ood = tiny_run
-    m = export_bundle(run, tmp_path / "auto", headline="auto", verify_ood=[str(ood)], n_verify=32, quiet=True)
+    m = export_bundle(run, tmp_path / "auto", headline="auto", verify_ood=[str(ood)], n_verify=32)
     choice = m["scores"]["headline_choice"]
     # the selection rule's record: where it started, every step, every candidate's intervals
     from dlsr_deploy.scoring import SMALL_N_HEADLINE
@@ -165,7 +165,7 @@ def test_headline_auto_user_and_errors(tiny_run, tmp_path):
     assert row["lo"] <= row["auroc"] <= row["hi"]
     assert m["threshold"]["score"] == m["scores"]["headline"]
     with pytest.raises(ConfigError, match="needs known-OOD images"):
-        export_bundle(run, tmp_path / "x", headline="auto", quiet=True)
+        export_bundle(run, tmp_path / "x", headline="auto")
     with pytest.raises(ConfigError, match="headline: expected one of"):
         choose_headline("nope", ["mfsim", "mse"], {}, {})
     assert choose_headline("mse", ["mfsim", "mse"], {}, {})[0] == "mse"

@@ -111,10 +111,10 @@ def test_export_refuses_existing_and_reports_parity_failure(tiny_run, bundles, t
 
     run, _, ood = tiny_run
     with pytest.raises(BundleError, match="already exists"):
-        export_bundle(run, bundles["fp32"], quiet=True)
+        export_bundle(run, bundles["fp32"])
     impossible = Tolerances(rank_corr=1.0, auroc_change=0.0, flip_rate=0.0, z0_rel=0.0)  # z0 error 0: fails
     with pytest.raises(ParityError, match="parity check failed.*strict.failed"):
-        export_bundle(run, tmp_path / "strict", with_lr=False, n_verify=16, tolerances=impossible, quiet=True)
+        export_bundle(run, tmp_path / "strict", with_lr=False, n_verify=16, tolerances=impossible)
     assert not list(tmp_path.glob(".*partial"))
     # a failed bundle never stays at --out: it is set aside for inspection, and runtimes refuse it
     assert not (tmp_path / "strict").exists() and (tmp_path / "strict.failed" / "manifest.json").exists()
@@ -123,7 +123,7 @@ def test_export_refuses_existing_and_reports_parity_failure(tiny_run, bundles, t
     with pytest.raises(BundleError, match="failed its parity check"):
         Detector.load(tmp_path / "strict.failed", backend="ort-cpu")
     with pytest.raises(ParityError):  # keep_failed: kept at --out on request
-        export_bundle(run, tmp_path / "kept", n_verify=16, tolerances=impossible, keep_failed=True, quiet=True)
+        export_bundle(run, tmp_path / "kept", n_verify=16, tolerances=impossible, keep_failed=True)
     assert (tmp_path / "kept" / "manifest.json").exists()
 
 
@@ -152,7 +152,7 @@ def test_int8_bundle_for_onnx_runtime(tiny_run, tmp_path):
     from dlsr_deploy.runtime import Detector
 
     run, _, ood = tiny_run
-    m = export_bundle(run, tmp_path / "int8", int8=True, verify_ood=[str(ood)], n_verify=48, quiet=True)
+    m = export_bundle(run, tmp_path / "int8", int8=True, verify_ood=[str(ood)], n_verify=48)
     assert (
         m["precision"]["mode"] == "int8"
         and m["parity"]["passed"]
@@ -167,7 +167,7 @@ def test_int8_bundle_for_onnx_runtime(tiny_run, tmp_path):
     with pytest.raises(BackendUnavailable):
         Detector.load(tmp_path / "int8", backend="trt")
     with pytest.raises(ConfigError, match="choose one"):
-        export_bundle(run, tmp_path / "both", fp16=True, int8=True, quiet=True)
+        export_bundle(run, tmp_path / "both", fp16=True, int8=True)
 
 
 def test_int8_weight_only_denoiser_runs_on_ort_only(tiny_run, tmp_path):
@@ -187,7 +187,6 @@ def test_int8_weight_only_denoiser_runs_on_ort_only(tiny_run, tmp_path):
         verify_ood=[str(ood)],
         n_verify=48,
         tolerances=loose,
-        quiet=True,
     )
     assert m["precision"]["int8_scheme"] == "weight-only" and sorted(m["backends"]) == ["ort-cpu", "ort-cuda"]
     assert "MatMulNBits" in m["files"]["denoiser"]["ops"], m["files"]["denoiser"]["ops"]
@@ -205,7 +204,7 @@ def test_int8_weight_only_denoiser_runs_on_ort_only(tiny_run, tmp_path):
     with pytest.raises(BackendUnavailable):
         Detector.load(tmp_path / "w", backend="openvino")
     with pytest.raises(ConfigError, match="int8_scheme: expected one of"):
-        export_bundle(run, tmp_path / "x", int8=True, int8_scheme="4bit", quiet=True)
+        export_bundle(run, tmp_path / "x", int8=True, int8_scheme="4bit")
 
 
 def test_int8_backbone_is_quantized_and_guarded_by_parity(tiny_run, tmp_path):
@@ -215,7 +214,7 @@ def test_int8_backbone_is_quantized_and_guarded_by_parity(tiny_run, tmp_path):
 
     run, _, ood = tiny_run
     loose = Tolerances(rank_corr=0.0, auroc_change=1.0, flip_rate=1.0, z0_rel=1.0)
-    opts = dict(int8=True, verify_ood=[str(ood)], n_verify=48, quiet=True)
+    opts = dict(int8=True, verify_ood=[str(ood)], n_verify=48)
     m = export_bundle(run, tmp_path / "q", int8_backbone_from=2, tolerances=loose, **opts)
     assert m["precision"]["int8_backbone_from"] == 2
     ops = m["files"]["backbone"]["ops"]
@@ -243,7 +242,7 @@ def test_openvino_int8_scheme_dq_weights_and_nncf_backbone(tiny_run, tmp_path):
 
     run, _, ood = tiny_run
     loose = Tolerances(rank_corr=0.0, auroc_change=1.0, flip_rate=1.0, z0_rel=1.0)  # the tiny model is not the point
-    opts = dict(int8=True, int8_scheme="openvino", verify_ood=[str(ood)], n_verify=32, tolerances=loose, quiet=True)
+    opts = dict(int8=True, int8_scheme="openvino", verify_ood=[str(ood)], n_verify=32, tolerances=loose)
     m = export_bundle(run, tmp_path / "ov", **opts)
     assert m["backends"] == ["openvino"] and "OpenVINO CPU" in m["self_check"]["reference"]
     assert m["threshold"]["backend"] == "OpenVINO CPU on this bundle's graphs"  # calibrated there
@@ -274,7 +273,7 @@ def test_openvino_int8_scheme_dq_weights_and_nncf_backbone(tiny_run, tmp_path):
     from dlsr_deploy.export.check import check_bundle
 
     assert m["parity"]["tensors"]["z0"]["max_rel_l2"] > 1e-4
-    rep = check_bundle(tmp_path / "ovq", run, None, [str(ood)], 32, lambda p: replace(loose, z0_rel=1e-4), quiet=True)
+    rep = check_bundle(tmp_path / "ovq", run, None, [str(ood)], 32, lambda p: replace(loose, z0_rel=1e-4))
     assert rep["engine"] == "OpenVINO CPU" and rep["passed"], rep["failures"]
     for k, sc in m["parity"]["scores"].items():  # the export's own numbers, reproduced
         assert rep["scores"][k]["spearman"] == pytest.approx(sc["spearman"], abs=1e-9), k
@@ -289,12 +288,12 @@ def test_force_never_deletes_a_model_or_a_foreign_folder(tiny_run, tmp_path):
     before = sorted(p.name for p in run.iterdir())
     for target in (run, run.parent):
         with pytest.raises(BundleError, match="model folder"):
-            export_bundle(run, target, force=True, verify=False, quiet=True)
+            export_bundle(run, target, force=True, verify=False)
     mine = tmp_path / "my-notes"
     mine.mkdir()
     (mine / "keep.txt").write_text("precious")
     with pytest.raises(BundleError, match="not a bundle written by dlsr-export"):
-        export_bundle(run, mine, force=True, verify=False, quiet=True)
+        export_bundle(run, mine, force=True, verify=False)
     assert (mine / "keep.txt").read_text() == "precious"
     assert sorted(p.name for p in run.iterdir()) == before
 
@@ -312,11 +311,11 @@ def test_calibration_data_is_checked_before_the_export(tiny_run, tmp_path):
     info["data_sha256"] = ["0" * 64]
     (copy / "run.json").write_text(json.dumps(info))
     with pytest.raises(ConfigError, match="changed since training"):
-        export_bundle(copy, tmp_path / "b1", verify=False, quiet=True)
+        export_bundle(copy, tmp_path / "b1", verify=False)
     info["data"] = [str(tmp_path / "gone.npz")]
     (copy / "run.json").write_text(json.dumps(info))
     with pytest.raises(ConfigError, match="is gone"):
-        export_bundle(copy, tmp_path / "b2", verify=False, quiet=True)
+        export_bundle(copy, tmp_path / "b2", verify=False)
     assert not (tmp_path / "b1").exists() and not list(tmp_path.glob(".*partial"))
 
 

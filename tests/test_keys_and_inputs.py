@@ -27,7 +27,7 @@ def signed(tiny_run, tmp_path_factory):
     d = tmp_path_factory.mktemp("keys")
     generate_keypair(d / "a")
     generate_keypair(d / "b")
-    export_bundle(tiny_run[0], d / "bundle", verify=False, quiet=True, sign=str(d / "b.key"))
+    export_bundle(tiny_run[0], d / "bundle", verify=False, sign=str(d / "b.key"))
     return d / "bundle", d
 
 

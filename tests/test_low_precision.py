@@ -70,7 +70,7 @@ def test_bf16_export_is_refused_before_any_work_where_the_cpu_has_none(tiny_run,
 
     monkeypatch.setattr(ov, "cpu_runs_bf16", lambda core=None: False)
     with pytest.raises(ConfigError, match="no bf16 units"):
-        export_bundle(tiny_run[0], tmp_path / "b", bf16=True, quiet=True)
+        export_bundle(tiny_run[0], tmp_path / "b", bf16=True)
     assert not (tmp_path / "b").exists()
 
 
@@ -92,7 +92,7 @@ def test_a_candidate_the_guard_refuses_is_a_parity_error_and_nothing_is_publishe
     monkeypatch.setattr(lowprec, "_z0", noisy)
     run, _, ood = tiny_run
     with pytest.raises(ParityError, match=r"bf16 refused by the accuracy guard.*fp32_heads:.*bf16_heads:.*AUROC"):
-        export_bundle(run, tmp_path / "b", bf16=True, verify_ood=[str(ood)], n_verify=64, quiet=True)
+        export_bundle(run, tmp_path / "b", bf16=True, verify_ood=[str(ood)], n_verify=64)
     assert not (tmp_path / "b").exists()
 
 
@@ -160,6 +160,6 @@ def test_guarded_needs_int8_and_the_openvino_scheme(tiny_run, tmp_path):
     from dlsr_deploy.export.exporter import export_bundle
 
     with pytest.raises(ConfigError, match="guarded"):
-        export_bundle(tiny_run[0], tmp_path / "x", guarded=True, quiet=True)
+        export_bundle(tiny_run[0], tmp_path / "x", guarded=True)
     with pytest.raises(ConfigError, match="int8_scheme 'openvino'"):
-        export_bundle(tiny_run[0], tmp_path / "x", int8=True, guarded=True, quiet=True)
+        export_bundle(tiny_run[0], tmp_path / "x", int8=True, guarded=True)

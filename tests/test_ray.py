@@ -21,7 +21,7 @@ from dlsr_deploy.manifest import output_name  # noqa: E402
 from dlsr_deploy.runtime import Detector  # noqa: E402
 from dlsr_deploy.scale.batch import JobOptions, score_dataset  # noqa: E402
 
-OPTS = dict(backend="ort-cpu", batch_size=16, shard_size=64, actors=1, cpus_per_actor=1, quiet=True)
+OPTS = dict(backend="ort-cpu", batch_size=16, shard_size=64, actors=1, cpus_per_actor=1)
 
 
 @pytest.fixture(scope="module")

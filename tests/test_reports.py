@@ -55,7 +55,7 @@ def eval_report(tiny_run, tmp_path_factory):
     run, id_path, ood_path = tiny_run
     out = tmp_path_factory.mktemp("eval-report")
     res = run_eval(run, str(id_path.parent / "id_unseen.npz"), [("noise", str(ood_path))], [ScoreConfig()],
-                   out_dir=out, probes=10, n_boot=20, quiet=True, plot_scores=["mfsim"])  # fmt: skip
+                   out_dir=out, probes=10, n_boot=20, plot_scores=["mfsim"])  # fmt: skip
     return res, out, run
 
 
@@ -90,11 +90,11 @@ def test_the_eval_report_renders_in_chromium(eval_report, tmp_path):
 
 
 def test_dlsr_score_report_shows_the_most_ood_images_first(bundles, tiny_run, tmp_path):
-    from dlsr_deploy.runtime.score_cli import score_inputs
+    from dlsr_deploy.cli.score_job import score_inputs
 
     _, id_path, ood_path = tiny_run
     res = score_inputs(bundles["fp32"], [str(ood_path), str(id_path.parent / "id_unseen.npz")], backend="ort-cpu",
-                       out=tmp_path / "rows.csv", quiet=True, report=tmp_path / "day.html")  # fmt: skip
+                       out=tmp_path / "rows.csv", report=tmp_path / "day.html")  # fmt: skip
     page = (tmp_path / "day.html").read_text()
     rows = res["rows"]
     over = int(re.search(r'data-over="(\d+)" data-n="(\d+)"', page).group(1))

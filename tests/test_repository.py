@@ -16,6 +16,8 @@ from test_architecture import MAX_FUNCTION_LINES, MAX_MODULE_LINES, find_cycle, 
 
 ROOT = Path(__file__).resolve().parents[1]
 TREES = ("dlsr_deploy", "benchmarks", "research", "tools", "tests")
+MAX_PARAMS = 8
+MAX_POSITIONAL_OF_ENTRY_POINT = 5
 
 
 def tree_files(tree: str):
@@ -132,6 +134,50 @@ def test_size_caps_on_every_tree():
     assert not long_funcs, "functions over 60 lines:\n" + "\n".join(long_funcs)
 
 
+def wide_functions(path: Path):
+    """Functions with more than 8 parameters, unless public with at most 5 positional ones (the
+    rest keyword-only options: an entry point)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        a = node.args
+        pos = [x for x in a.posonlyargs + a.args if x.arg not in ("self", "cls")]
+        if len(pos) + len(a.kwonlyargs) <= MAX_PARAMS:
+            continue
+        entry = not node.name.startswith("_") or node.name == "__init__"
+        if not (entry and len(pos) <= MAX_POSITIONAL_OF_ENTRY_POINT):
+            yield f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({len(pos)} positional, {len(a.kwonlyargs)} kw)"
+
+
+def test_no_library_function_takes_more_than_8_parameters():
+    # click commands are the CLI's entry points: one parameter per option, by design
+    files = [f for f in tree_files("dlsr_deploy") if "cli" not in f.relative_to(ROOT).parts]
+    bad = [x for f in files for x in wide_functions(f)]
+    assert not bad, (
+        "functions over 8 parameters (make the options keyword-only, or give the state a type):\n" + "\n".join(bad)
+    )
+
+
+def quiet_or_stderr(path: Path):
+    """A `quiet` parameter or dataclass field, or a direct use of sys.stderr, in one file."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            if any(x.arg == "quiet" for x in a.posonlyargs + a.args + a.kwonlyargs):
+                yield f"{path.relative_to(ROOT)}:{node.lineno} {node.name}(quiet)"
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "quiet":
+            yield f"{path.relative_to(ROOT)}:{node.lineno} field quiet"
+        elif isinstance(node, ast.Attribute) and node.attr == "stderr" and getattr(node.value, "id", "") == "sys":
+            yield f"{path.relative_to(ROOT)}:{node.lineno} sys.stderr"
+
+
+def test_quiet_and_stderr_belong_to_the_cli():
+    """One logger (dlsr_deploy.log): only cli/ turns --quiet / --verbose into levels and writes to stderr."""
+    files = [f for f in tree_files("dlsr_deploy") if "cli" not in f.relative_to(ROOT).parts]
+    bad = [x for f in files for x in quiet_or_stderr(f)]
+    assert not bad, "quiet / sys.stderr outside cli/:\n" + "\n".join(bad)
+
+
 def test_benchmarks_list_names_exactly_the_suites():
     out = subprocess.run([sys.executable, "-m", "benchmarks", "--list"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -166,6 +212,10 @@ def test_the_repository_checks_can_fail(tmp_path):
     f = tmp_path / "x.py"
     f.write_text("from dlsr_deploy.pipeline import _split\nimport dlsr_deploy._hidden\n")
     assert len(list(private_imports_at(f))) == 2
+    f.write_text("def f(a, b, c, d, e, g, h, i, j):\n    pass\n\ndef g(a, *, b, c, d, e, f, h, i, j):\n    pass\n")
+    assert [w.split()[1] for w in wide_functions_at(f)] == ["f"]
+    f.write_text("import sys\ndef f(x, quiet=False):\n    print(x, file=sys.stderr)\n")
+    assert len(list(quiet_or_stderr_at(f))) == 2
     readme = tmp_path / "README.md"
     readme.write_text(
         "# x\n\n## Result files\n\n- `results/a.md`, `results/b.json`: things.\n\n## Next\n`results/c.md`\n"
@@ -180,5 +230,25 @@ def private_imports_at(path: Path):
     old, ROOT = ROOT, path.parent
     try:
         return list(private_imports(path))
+    finally:
+        ROOT = old
+
+
+def wide_functions_at(path: Path):
+    """wide_functions for a file outside the repository (the self-test)."""
+    global ROOT
+    old, ROOT = ROOT, path.parent
+    try:
+        return list(wide_functions(path))
+    finally:
+        ROOT = old
+
+
+def quiet_or_stderr_at(path: Path):
+    """quiet_or_stderr for a file outside the repository (the self-test)."""
+    global ROOT
+    old, ROOT = ROOT, path.parent
+    try:
+        return list(quiet_or_stderr(path))
     finally:
         ROOT = old

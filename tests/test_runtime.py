@@ -150,12 +150,13 @@ def test_cpu_sessions_do_not_spin_against_each_other(bundles):
 
 
 def test_runtime_never_imports_torch(bundles, tiny_run):
-    """The runtime path (load + predict + dlsr-score module) runs with torch absent from sys.modules."""
+    """The runtime path (load + predict + the dlsr-score command's module) runs with torch absent from sys.modules."""
     _, _, ood = tiny_run
     code = f"""
 import sys, numpy as np
 from dlsr_deploy.runtime import Detector
-from dlsr_deploy.runtime import score_cli, ort
+from dlsr_deploy.runtime import ort, scored
+from dlsr_deploy.cli import score_job
 from dlsr_deploy import preprocess
 det = Detector.load({str(bundles["fp16"])!r}, backend="ort-cpu")
 out = det.predict(np.load({str(ood)!r})["images"][:4])

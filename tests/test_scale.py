@@ -43,7 +43,7 @@ def test_ort_feature_engine_matches_eager_and_has_its_own_cache_key(tmp_path):
         cache_dir=tmp_path,
         progress=False,
         engine="ort",
-        engine_factory=feature_engine_factory(cfg, "ort", print, reports),
+        engine_factory=feature_engine_factory(cfg, "ort", reports),
     )
     rel = np.linalg.norm(ort - eager, axis=1) / np.linalg.norm(eager, axis=1)
     assert rel.max() < 1e-4
@@ -66,7 +66,7 @@ def test_train_on_two_sources_with_flips(tmp_path):
     from dlsr_deploy.pipeline import run_train
 
     a, b = _pack(tmp_path / "a.npz", 24, 0), _pack(tmp_path / "b.npz", 16, 1)
-    small = {"preset": "small", "tcfg": TrainConfig(epochs=1, batch_size=32), "holdout": 0.25, "quiet": True}
+    small = {"preset": "small", "tcfg": TrainConfig(epochs=1, batch_size=32), "holdout": 0.25}
     info = run_train(
         [str(a), str(b)],
         tmp_path / "run",

@@ -20,8 +20,8 @@ def signed(tiny_run, tmp_path_factory):
     d = tmp_path_factory.mktemp("signed")
     key, pub = generate_keypair(d / "fleet")
     other_key, other_pub = generate_keypair(d / "other")
-    export_bundle(run, d / "bundle", sign=str(key), verify=False, quiet=True)
-    export_bundle(run, d / "unsigned", verify=False, quiet=True)
+    export_bundle(run, d / "bundle", sign=str(key), verify=False)
+    export_bundle(run, d / "unsigned", verify=False)
     return d, key, pub, other_pub
 
 

@@ -44,5 +44,5 @@ def test_slim_refuses_a_headline_that_needs_the_denoiser_before_any_work(tiny_ru
     from dlsr_deploy.export.exporter import export_bundle
 
     with pytest.raises(ConfigError, match="needs the denoiser"):
-        export_bundle(tiny_run[0], tmp_path / "x", slim=True, headline="mfsim", quiet=True)
+        export_bundle(tiny_run[0], tmp_path / "x", slim=True, headline="mfsim")
     assert not (tmp_path / "x").exists()

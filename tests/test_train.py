@@ -196,7 +196,7 @@ def test_native_size_comes_from_the_data(tmp_path):
     for i in range(24):
         Image.fromarray(r.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(d / f"{i:02d}.png")
     kw = dict(
-        preset="small", tcfg=TrainConfig(epochs=1, batch_size=8), holdout=0.25, quiet=True, cache_dir=tmp_path / "c"
+        preset="small", tcfg=TrainConfig(epochs=1, batch_size=8), holdout=0.25, cache_dir=tmp_path / "c"
     )
     info = run_train(str(d), tmp_path / "run", FeatureConfig(backbone="efficientnet-lite0", input_size=64), **kw)
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -204,7 +204,7 @@ def test_native_size_comes_from_the_data(tmp_path):
     assert info["native_size_source"].startswith("data: median shorter side of 24 training images (40 px)")
     from dlsr_deploy.export.exporter import export_bundle
 
-    m = export_bundle(tmp_path / "run", tmp_path / "b", verify=False, quiet=True)
+    m = export_bundle(tmp_path / "run", tmp_path / "b", verify=False)
     assert m["preprocessing"]["native_size"] == 40 and m["preprocessing"]["native_size_source"].startswith("data:")
     big = tmp_path / "big"
     big.mkdir()

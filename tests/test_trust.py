@@ -71,7 +71,7 @@ def test_signed_manifest_still_checks_files_with_verify_off(tiny_run, tmp_path):
 
     run, _, _ = tiny_run
     key, pub = generate_keypair(tmp_path / "k")
-    export_bundle(run, tmp_path / "b", sign=str(key), verify=False, quiet=True)
+    export_bundle(run, tmp_path / "b", sign=str(key), verify=False)
     blob = bytearray((tmp_path / "b" / "heads.onnx").read_bytes())
     blob[-10] ^= 0xFF
     (tmp_path / "b" / "heads.onnx").write_bytes(bytes(blob))
@@ -139,7 +139,7 @@ def test_force_removes_only_what_the_bundle_lists(tiny_run, bundles, tmp_path):
     b = tmp_path / "b"
     shutil.copytree(bundles["fp32"], b)
     (b / "NOTES.md").write_text("mine")
-    export_bundle(run, b, force=True, verify=False, quiet=True)
+    export_bundle(run, b, force=True, verify=False)
     assert (b / "NOTES.md").read_text() == "mine" and (b / "heads.onnx").exists()
     assert not (b / "pipeline.onnx").exists()  # listed by the old bundle, not by the new one
     proj = tmp_path / "project"
@@ -147,7 +147,7 @@ def test_force_removes_only_what_the_bundle_lists(tiny_run, bundles, tmp_path):
     (proj / "manifest.json").write_text('{"name": "my project"}')  # any file called manifest.json
     (proj / "src.py").write_text("x")
     with pytest.raises(BundleError, match="not a bundle written by dlsr-export"):
-        export_bundle(run, proj, force=True, verify=False, quiet=True)
+        export_bundle(run, proj, force=True, verify=False)
     assert sorted(p.name for p in proj.iterdir()) == ["manifest.json", "src.py"]
 
 
@@ -164,7 +164,7 @@ def test_options_are_checked_before_any_work(tiny_run, tmp_path):
     ):
         t = time.perf_counter()
         with pytest.raises(DLSRError, match=match):
-            export_bundle(run, tmp_path / "x", quiet=True, **kwargs)
+            export_bundle(run, tmp_path / "x", **kwargs)
         assert time.perf_counter() - t < 2.0, kwargs  # before the model, the images or a graph
     assert not (tmp_path / "x").exists()
 
@@ -181,7 +181,7 @@ def test_cli_errors_name_flags_the_library_names_parameters(tiny_run, tmp_path):
     assert r.exit_code == 1 and "--target-tpr: expected a value in (0, 1)" in r.output
 
 
-def test_headline_auto_warns_on_id_looking_ood(capsys):
+def test_headline_auto_warns_on_id_looking_ood(caplog):
     from dlsr_deploy.export.calibrate import choose_headline
 
     r = np.random.default_rng(0)
@@ -190,7 +190,7 @@ def test_headline_auto_warns_on_id_looking_ood(capsys):
     ood = {"looks-id": {n: r.normal(size=200) for n in names}}
     head, how = choose_headline("auto", names, id_s, ood)
     assert head == "maha_ridge" and how["near_chance"]
-    assert "look like ID images" in capsys.readouterr().err
+    assert "look like ID images" in caplog.text  # a warning on the dlsr_deploy logger
 
 
 def test_training_never_overwrites_and_resume_proves_itself(tmp_path):
@@ -204,7 +204,6 @@ def test_training_never_overwrites_and_resume_proves_itself(tmp_path):
         preset="small",
         tcfg=TrainConfig(epochs=1, batch_size=32),
         holdout=0.25,
-        quiet=True,
         cache_dir=tmp_path / "cache",
     )
     fcfg = FeatureConfig(backbone="efficientnet-lite0", input_size=64)

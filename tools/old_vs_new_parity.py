@@ -6,6 +6,10 @@ checkout and with this one, and compare the parity records score by score.
     (cd /tmp && python /path/to/tools/old_vs_new_parity.py export RUN /tmp/id_new)
     python -m tools.old_vs_new_parity compare /tmp/id_old.parity.json /tmp/id_new.parity.json
 
+`train OUT` trains a small seeded run with whichever package is importable and `compare-runs OLD NEW`
+compares two such runs file by file: the training pipeline's parity (issue 30), before exporting
+each with `export` and comparing the parity records.
+
 `export` uses whichever dlsr_deploy is importable (run it outside this repository for the old one)
 and writes OUT.parity.json; FP32, K = 2, headline gauss_layer, the density heads both versions
 know, Tiny ImageNet + DTD as verify-OOD sets. `compare` writes tools/results/old_vs_new_parity.md.
@@ -17,6 +21,40 @@ import sys
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def train(out: str) -> None:
+    """A small run (EfficientNet-Lite0 @ 64, small LFDN, 2 epochs, the first 3,000 CIFAR-10 training
+    images, native size 32) with whichever dlsr_deploy is importable: seeded, so two versions that
+    train alike write identical files (compared by `compare_runs`)."""
+    import inspect
+
+    from dlsr_deploy.config import FeatureConfig, TrainConfig
+    from dlsr_deploy.pipeline import run_train
+
+    kw = dict(preset="small", tcfg=TrainConfig(epochs=2, batch_size=64), limit=3000, force=True, native_size=32)
+    if "quiet" in inspect.signature(run_train).parameters:  # before the one logger (issue 30)
+        kw["quiet"] = True
+    fcfg = FeatureConfig(backbone="efficientnet-lite0", input_size=64, native_size=32)
+    run_train(str(DATA / "cifar10_train.npz"), Path(out), fcfg, **kw)
+
+
+def compare_runs(old: str, new: str) -> None:
+    """The two runs' files: model weights, density heads and z0 byte for byte, run.json's fields."""
+    import hashlib
+
+    import numpy as np
+
+    for name in ("model.safetensors", "model_first_epoch.safetensors", "config.json", "train_z0.npy", "holdout_z0.npy"):
+        a, b = (hashlib.sha256((Path(d) / name).read_bytes()).hexdigest() for d in (old, new))
+        print(f"{name}: {'identical' if a == b else 'DIFFERENT'} ({a[:12]} / {b[:12]})")
+    with np.load(Path(old) / "density.npz") as a, np.load(Path(new) / "density.npz") as b:
+        same = sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+        print(f"density.npz: {'identical arrays' if same else 'DIFFERENT'} ({len(a.files)} / {len(b.files)} arrays)")
+    ja, jb = (json.loads((Path(d) / "run.json").read_text()) for d in (old, new))
+    skip = {"feature_seconds", "train_seconds", "density_seconds", "total_seconds", "feature_parity", "data"}
+    diff = sorted(k for k in set(ja) | set(jb) if k not in skip and ja.get(k) != jb.get(k))
+    print(f"run.json: fields differing (timings and paths aside): {diff or 'none'}")
 
 
 def export(run: str, out: str) -> None:
@@ -38,7 +76,6 @@ def export(run: str, out: str) -> None:
         headline="gauss_layer",
         density=("maha_lw", "gauss_layer"),
         verify_ood=ood,
-        quiet=True,
         force=True,
     )
     p = m["parity"]
@@ -86,6 +123,7 @@ def compare(old: str, new: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("export", "compare"):
+    STEPS = {"train": (train, 1), "compare-runs": (compare_runs, 2), "export": (export, 2), "compare": (compare, 2)}
+    if len(sys.argv) < 2 or sys.argv[1] not in STEPS or len(sys.argv) != 2 + STEPS[sys.argv[1]][1]:
         sys.exit(__doc__)
-    (export if sys.argv[1] == "export" else compare)(sys.argv[2], sys.argv[3])
+    STEPS[sys.argv[1]][0](*sys.argv[2:])

@@ -22,6 +22,7 @@ from dlsr_deploy.bench.roofline import compute_bounds, eager_key
 from dlsr_deploy.bench.runners import EagerRunner, Runner, RuntimeRunner
 from dlsr_deploy.bench.timing import TimingSettings, time_batch
 from dlsr_deploy.errors import BackendUnavailable
+from dlsr_deploy.log import progress
 
 GPU_EAGER = ("torch-eager-cuda", "torch-eager-cuda-fp16", "torch-compile-cuda")
 CPU_PEERS = (
@@ -48,7 +49,6 @@ class BenchRequest:
     threads: Optional[int] = None
     eager: bool = True
     peers: bool = False
-    quiet: bool = False
 
 
 @dataclass
@@ -176,7 +176,7 @@ def load_and_score(jobs, req: BenchRequest, id_images, ood_sets, unavailable: li
 
     eager_ref: Dict[str, Dict[str, np.ndarray]] = {}
     live: List[_Live] = []
-    for be, m, b, path in tqdm(jobs, desc="load + accuracy", disable=req.quiet):
+    for be, m, b, path in tqdm(jobs, desc="load + accuracy", disable=not progress()):
         try:
             runner = make_runner(be, m, b, req.threads, path)
         except BackendUnavailable as exc:
@@ -290,7 +290,7 @@ def run_bench(req: BenchRequest) -> BenchResult:
     jobs = plan_jobs(manifests, req.bundles, wanted, avail, req, unavailable)
     live = load_and_score(jobs, req, id_images, ood_sets, unavailable, rows)
     bar = tqdm(
-        total=len(req.batch_sizes) * max(1, int(req.timing.rounds)) * len(live), desc="timing", disable=req.quiet
+        total=len(req.batch_sizes) * max(1, int(req.timing.rounds)) * len(live), desc="timing", disable=not progress()
     )
     for bs in req.batch_sizes:
         imgs = np.ascontiguousarray(np.resize(id_images, (bs,) + id_images.shape[1:]))

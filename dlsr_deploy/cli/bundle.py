@@ -41,7 +41,7 @@ def tolerances(precision, rank_corr, auroc_change, flip_rate, z0_rel):
 
 
 EXPORT_KEYS = ("fp16", "int8", "fused", "with_lr", "calibrate_on", "target_tpr", "verify_ood", "n_verify", "headline",
-               "force", "keep_failed", "quiet", "int8_backbone_from", "int8_scheme", "sign", "slim", "bf16", "guarded")
+               "force", "keep_failed", "int8_backbone_from", "int8_scheme", "sign", "slim", "bf16", "guarded")
 
 
 @click.command(context_settings=CONTEXT)
@@ -71,6 +71,7 @@ EXPORT_KEYS = ("fp16", "int8", "fused", "with_lr", "calibrate_on", "target_tpr",
 @click.option("--sign", type=click.Path(dir_okay=False, exists=True), default=None, help="Ed25519 private key (PEM, from dlsr-keygen) that signs the manifest; runtimes given the public key refuse unsigned or foreign bundles. An encrypted key is decrypted with $DLSR_SIGN_PASSWORD.")
 @apply(TOL_OPTS)
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--verbose", is_flag=True, help="Debug messages too (the dlsr_deploy logger at DEBUG).")
 @friendly
 def export(**o):
     """Export a trained run to a deployable bundle: backbone.onnx (uint8 images -> z0),
@@ -173,6 +174,7 @@ def _check_on_target(bundle, backend, report, quiet, keys=None) -> dict:
 @backend_option("With --on-target: the backend to check.")
 @apply(TOL_OPTS)
 @click.option("--quiet", is_flag=True, help="No report on stdout.")
+@click.option("--verbose", is_flag=True, help="Debug messages too (the dlsr_deploy logger at DEBUG).")
 @trusted_key_option()
 @friendly
 def check(bundle, model_dir, data, ood, n_verify, report, on_target, backend, rank_corr, auroc_change, flip_rate, z0_rel, quiet, trusted_keys):
@@ -197,7 +199,11 @@ def check(bundle, model_dir, data, ood, n_verify, report, on_target, backend, ra
             read_manifest(bundle, trusted_keys=keys)
 
         tol = lambda p: tolerances(p, rank_corr, auroc_change, flip_rate, z0_rel)  # noqa: E731
-        rep = check_bundle(bundle, model_dir, data, ood, n_verify, tol, report, quiet)
+        rep = check_bundle(bundle, model_dir, data, ood, n_verify, tol, report)
+        if not quiet:
+            from dlsr_deploy.parity import format_report
+
+            click.echo(format_report(rep))
     if not rep["passed"]:
         sys.exit(1)
 
@@ -266,6 +272,7 @@ def _inspect_family(folder: Path, as_json: bool, trusted_keys) -> None:
 @click.option("--workspace-mb", type=click.IntRange(min=1), default=None, help="TensorRT workspace limit (default: TensorRT decides).")
 @click.option("--no-build", is_flag=True, help="Only check the cache; fail with the reason when a plan is missing or stale.")
 @click.option("--quiet", is_flag=True, help="No build progress.")
+@click.option("--verbose", is_flag=True, help="Debug messages too (the dlsr_deploy logger at DEBUG).")
 @trusted_key_option()
 @friendly
 def build(bundle, engines, max_batch, workspace_mb, no_build, quiet, trusted_keys):
@@ -278,7 +285,7 @@ def build(bundle, engines, max_batch, workspace_mb, no_build, quiet, trusted_key
 
     m = read_manifest(bundle, trusted_keys=keys_from(trusted_keys), hold=True)  # plans built from what was verified
     opts = OpenOptions(max_batch=max_batch or m.batch_profile["max"], engines_dir=engines, build=not no_build)
-    be = TrtBackend(m, opts, workspace_bytes=workspace_mb * 2**20 if workspace_mb else None, quiet=quiet)
+    be = TrtBackend(m, opts, workspace_bytes=workspace_mb * 2**20 if workspace_mb else None)
     for graph, info in be.build_all().items():
         click.echo(f"{graph}: {info['plan']} ({info['reason']}); layer outputs by precision {info.get('layer_precisions')}")
     be.close()

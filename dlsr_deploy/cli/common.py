@@ -3,8 +3,10 @@ this command's flags), option groups, small parsers."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -59,13 +61,35 @@ def in_cli_terms(exc: DLSRError) -> str:
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
+@contextlib.contextmanager
+def command_logging(quiet: bool = False, verbose: bool = False):
+    """The package's logger for one command: its messages alone on the command's stderr, at INFO
+    (progress and tables), WARNING with --quiet, DEBUG with --verbose; as it was afterwards. Only the
+    CLI sets levels and handlers."""
+    log = logging.getLogger("dlsr_deploy")
+    before = (log.level, log.propagate)
+    handler = logging.StreamHandler(sys.stderr)  # the stderr of this invocation (tests swap it)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+    try:
+        yield log
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(before[0])
+        log.propagate = before[1]
+
+
 def friendly(fn):
-    """Turn DLSRError (and a missing optional package) into one line on stderr, exit code 1."""
+    """Turn DLSRError (and a missing optional package) into one line on stderr, exit code 1; set the
+    logger's level from --quiet / --verbose first."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with command_logging(bool(kwargs.get("quiet")), bool(kwargs.pop("verbose", False))):
+                return fn(*args, **kwargs)
         except DLSRError as exc:
             click.echo(f"error: {in_cli_terms(exc)}", err=True)
             sys.exit(1)

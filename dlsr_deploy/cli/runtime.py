@@ -38,6 +38,7 @@ from dlsr_deploy.cli.common import (
 @click.option("--gpus-per-actor", type=click.FloatRange(min=0.0), default=0.0, show_default=True, help="With --ray: GPUs per actor, for --backend trt / ort-cuda.")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True, help="With --ray: shard file format.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--verbose", is_flag=True, help="Debug messages too (the dlsr_deploy logger at DEBUG).")
 @friendly
 def score(bundle, inputs, backend, scores, out, report, batch_size, strict_providers, no_resize, trusted_keys, ray_address, resume, shard_size, actors, cpus_per_actor, gpus_per_actor, fmt, quiet):
     """Score images with an exported bundle, without torch. INPUTS are image files, folders
@@ -66,9 +67,9 @@ def score(bundle, inputs, backend, scores, out, report, batch_size, strict_provi
     if ray_address is None:
         if resume:
             raise click.UsageError("--resume needs --ray (a single-process run has no shards to resume)")
-        from dlsr_deploy.runtime.score_cli import score_inputs
+        from dlsr_deploy.cli.score_job import score_inputs
 
-        score_inputs(bundle, inputs, backend, out, batch_size, strict_providers, not no_resize, quiet, trusted_keys=keys, scores=wanted, report=report)
+        score_inputs(bundle, inputs, backend=backend, out=out, batch_size=batch_size, strict=strict_providers, resize=not no_resize, trusted_keys=keys, scores=wanted, report=report)
         return
     if ray_address != "local" and Path(ray_address).exists():  # `--ray images/`: an input, not an address
         inputs, ray_address = (*inputs, ray_address), "local"
@@ -76,8 +77,9 @@ def score(bundle, inputs, backend, scores, out, report, batch_size, strict_provi
         raise click.UsageError("--ray writes shard files: give --out FOLDER")
     from dlsr_deploy.scale.batch import JobOptions, score_dataset
 
-    opts = JobOptions(backend=backend, batch_size=batch_size, shard_size=shard_size, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, fmt=fmt, resume=resume, quiet=quiet, trusted_keys=keys, scores=wanted)
-    score_dataset(bundle, inputs, out, address=ray_address, opts=opts)
+    opts = JobOptions(backend=backend, batch_size=batch_size, shard_size=shard_size, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, fmt=fmt, resume=resume, trusted_keys=keys, scores=wanted)
+    summary = score_dataset(bundle, inputs, out, address=ray_address, opts=opts)
+    click.echo(summary["line"], err=True)  # the one line a job ends with, --quiet or not
 
 
 @click.command(context_settings=CONTEXT)
@@ -132,6 +134,7 @@ def serve(bundle, replicas, max_batch, batch_wait_ms, cpus_per_replica, threads,
 @click.option("--stem", default="bench", show_default=True, help="Output names: STEM.json (raw timings), STEM.md, STEM.png.")
 @click.option("--peers", is_flag=True, help="Also time what a user gets without this toolkit: torch.compile of the eager pipeline (compile time reported apart) and a plain torch.onnx.export of the eager modules on ONNX Runtime / OpenVINO with their default settings.")
 @click.option("--quiet", is_flag=True, help="No progress bar or table.")
+@click.option("--verbose", is_flag=True, help="Debug messages too (the dlsr_deploy logger at DEBUG).")
 @friendly
 def bench(bundles, data, ood, n_eval, batch_sizes, backends, paths, warmup, rounds, min_duration, min_iters, threads, out_dir, stem, peers, quiet):
     """Latency and throughput of PyTorch eager FP32 (baseline), ONNX Runtime, OpenVINO and
@@ -148,7 +151,7 @@ def bench(bundles, data, ood, n_eval, batch_sizes, backends, paths, warmup, roun
         raise click.BadParameter(f"expected 'headline' and/or 'all', got {paths!r}", param_hint="--paths")
     timing = TimingSettings(warmup_s=warmup, min_duration=min_duration, min_iters=min_iters, rounds=rounds)
     req = BenchRequest(bundles=list(bundles), data=data, ood=parse_ood(ood), n_eval=n_eval, batch_sizes=tuple(batch_sizes),
-                       backends=list(backends) or None, paths=tuple(wanted), timing=timing, threads=threads, peers=peers, quiet=quiet)
+                       backends=list(backends) or None, paths=tuple(wanted), timing=timing, threads=threads, peers=peers)
     res = run_bench(req)
     written = report.write(res, out_dir, stem, command_line())
     if not quiet:

@@ -35,6 +35,7 @@ FEATURE_OPTS = [
     click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where backbone features are cached (default: $DLSR_CACHE/features, else ~/.cache/dlsr-deploy/features)."),
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N images of each set (quick runs)."),
     click.option("--quiet", is_flag=True, help="No progress bars or tables (for CI)."),
+    click.option("--verbose", is_flag=True, help="Debug messages too (the dlsr_deploy logger at DEBUG)."),
 ]
 
 
@@ -72,7 +73,7 @@ def train(**o):
     native = _native_size(o["native_size"])
     fcfg = FeatureConfig(**{**fields(FeatureConfig, o), "native_size": native if isinstance(native, int) and native else None})
     tcfg = TrainConfig(**{**fields(TrainConfig, o), "patience": (o["patience"] or None) if o["holdout"] > 0 else None})
-    keys = ("preset", "width", "blocks", "holdout", "resume", "force", "limit", "cache_dir", "quiet", "flip", "feature_engine")
+    keys = ("preset", "width", "blocks", "holdout", "resume", "force", "limit", "cache_dir", "flip", "feature_engine")
     run_train(list(o["data"]), o["out"], fcfg, tcfg=tcfg, native_size=native, **{k: o[k] for k in keys})
 
 
@@ -106,6 +107,7 @@ SCORE_OPTS = [
 @click.option("--no-html", is_flag=True, help="Skip STEM.html (the report with plots and image galleries).")
 @click.option("--feature-engine", type=click.Choice(["eager", "ort"]), default="eager", show_default=True, help="What computes backbone features for the cache (see dlsr-train --help).")
 @click.option("--quiet", is_flag=True, help="No progress bars or tables.")
+@click.option("--verbose", is_flag=True, help="Debug messages too (the dlsr_deploy logger at DEBUG).")
 @friendly
 def evaluate(**o):
     """Evaluate a trained model: AUROC (with a bootstrap interval), FPR@95TPR, AUPR-In, AUPR-Out
@@ -128,7 +130,7 @@ def evaluate(**o):
         raise click.UsageError("give at least one --ood set, or --probes")
     sc = fields(ScoreConfig, o)
     cfgs = [ScoreConfig(**{**sc, "t_start": t, "steps": min(o["steps"], t + 1)}) for t in o["t_start"]]
-    keys = ("out_dir", "knn_k", "limit", "cache_dir", "stem", "quiet", "feature_engine", "n_boot")
+    keys = ("out_dir", "knn_k", "limit", "cache_dir", "stem", "feature_engine", "n_boot")
     run_eval(
         o["model_dir"], o["id_source"], parse_ood(o["ood"]), cfgs, command=command_line(), plot=not o["no_plot"],
         probes=o["n_probe"] if o["probes"] else None, headline=o["headline"], html=not o["no_html"],
@@ -140,6 +142,7 @@ def evaluate(**o):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/demo"), show_default=True, help="Where the demo run and its reports go (replaced when it holds an earlier demo).")
 @click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True, help="LFDN training epochs.")
 @click.option("--quiet", is_flag=True, help="No progress bars or tables.")
+@click.option("--verbose", is_flag=True, help="Debug messages too (the dlsr_deploy logger at DEBUG).")
 @friendly
 def demo(out, epochs, quiet):
     """End-to-end demo on the embedded data (no download): train on scikit-learn digits,
@@ -147,4 +150,4 @@ def demo(out, epochs, quiet):
     score with it without torch."""
     from dlsr_deploy.demo import run_demo
 
-    run_demo(out, epochs=epochs, quiet=quiet)
+    run_demo(out, epochs=epochs)

@@ -9,7 +9,6 @@ made from the calibration images; the manifest records the intervals that made t
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -23,19 +22,20 @@ def calibration_images(
     run_dir: Path, source: Optional[str], native_size: int, limit: Optional[int] = None
 ) -> Tuple[np.ndarray, str]:
     """ID images for the threshold: `source` (calibrate_on), else the run's held-out training images."""
-    import json
 
     from dlsr_deploy.data import load_images
 
     if source:
         return load_images(source, size=native_size, limit=limit).images, f"calibrate_on {source}"
-    info_path = Path(run_dir) / "run.json"
-    if not info_path.exists():
+    from dlsr_deploy.run_folder import RunRecord
+
+    rec = RunRecord(run_dir)
+    if not rec.has_info():
         raise ConfigError(
             f"calibrate_on: {run_dir} has no run.json; give ID images to calibrate on", param="calibrate_on"
         )
-    info = json.loads(info_path.read_text())
-    idx = info.get("holdout_indices") or []
+    info = rec.read_info()
+    idx = info.holdout_indices or []
     if not idx:
         raise ConfigError(
             f"calibrate_on: {run_dir} was trained without a hold-out (holdout 0); give ID images not used in training",
@@ -51,11 +51,15 @@ def calibration_images(
     return images[np.asarray(idx)], f"{len(idx)} ID images held out of training ({', '.join(data)})"
 
 
-def _run_images(run_dir: Path, info: dict, native_size: int) -> Tuple[np.ndarray, list]:
+def _run_images(run_dir: Path, info, native_size: int) -> Tuple[np.ndarray, list]:
     """(every image the run was given, in its order; the sources), checked against the digests in run.json."""
     from dlsr_deploy.data import load_images
 
-    data = info["data"] if isinstance(info["data"], list) else [info["data"]]
+    if not info.data:
+        raise ConfigError(
+            f"{run_dir}: run.json names no training data; give calibrate_on: ID images", param="calibrate_on"
+        )
+    data = info.data if isinstance(info.data, list) else [info.data]
     missing = [d for d in data if not str(d).startswith("demo:") and not Path(d).exists()]
     if missing:
         raise ConfigError(
@@ -63,8 +67,8 @@ def _run_images(run_dir: Path, info: dict, native_size: int) -> Tuple[np.ndarray
             "give calibrate_on: ID images",
             param="calibrate_on",
         )
-    want = info.get("data_sha256")
-    sets = [load_images(d, size=native_size, limit=info.get("limit"), split="train") for d in data]
+    want = info.data_sha256
+    sets = [load_images(d, size=native_size, limit=info.limit, split="train") for d in data]
     if want is not None:
         from dlsr_deploy.preprocess import images_digest
 
@@ -82,10 +86,10 @@ def _run_images(run_dir: Path, info: dict, native_size: int) -> Tuple[np.ndarray
 def training_images(run_dir: Path, native_size: int) -> np.ndarray:
     """The images the run's density heads were fitted on (every image but the held-out ones, with
     their horizontal flips when the run trained with flip), for refitting them on other features."""
-    import json
+    from dlsr_deploy.run_folder import RunRecord
 
     try:
-        info = json.loads((Path(run_dir) / "run.json").read_text())
+        info = RunRecord(run_dir).read_info()
         images, _ = _run_images(Path(run_dir), info, native_size)
     except (OSError, ValueError, KeyError, ConfigError) as exc:
         msg = str(exc) if isinstance(exc, ConfigError) else f"{exc.__class__.__name__}: {exc}"
@@ -94,9 +98,9 @@ def training_images(run_dir: Path, native_size: int) -> np.ndarray:
             param="precision",
         ) from None
     keep = np.ones(len(images), bool)
-    keep[np.asarray(info.get("holdout_indices") or [], int)] = False
+    keep[np.asarray(info.holdout_indices or [], int)] = False
     x = images[keep]
-    return np.concatenate([x, x[:, :, ::-1]]) if info.get("flip") else x
+    return np.concatenate([x, x[:, :, ::-1]]) if info.flip else x
 
 
 def fit_shape(ref) -> Optional[Tuple[int, int]]:
@@ -109,7 +113,8 @@ def fit_shape(ref) -> Optional[Tuple[int, int]]:
 def default_headline(names: Sequence[str], fit_shape: Optional[Tuple[int, int]] = None) -> Tuple[str, dict]:
     """The package default for heads fitted on fit_shape = (n vectors, dims) when the bundle has it,
     else the first density head, else the first score."""
-    from dlsr_deploy.scoring import DENSITY_HEADS, SMALL_N_RATIO, default_headline_for
+    from dlsr_deploy.registry import density_heads
+    from dlsr_deploy.scoring import SMALL_N_RATIO, default_headline_for
 
     want = default_headline_for(*(fit_shape or (None, None)))
     if want in names:
@@ -121,7 +126,7 @@ def default_headline(names: Sequence[str], fit_shape: Optional[Tuple[int, int]] 
             f"{SMALL_N_RATIO} per dim, where {DEFAULT_HEADLINE} is unreliable (research/headline/README.md)"
         )
         return want, {"how": f"package default ({want}: {why})"}
-    fallback = next((n for n in names if n in DENSITY_HEADS), names[0])
+    fallback = next((n for n in names if n in density_heads()), names[0])
     return fallback, {"how": f"package fallback (the default {want} is not among this bundle's scores)"}
 
 
@@ -185,10 +190,11 @@ def choose_headline(
     res = choose(ev, incumbent, cands)
     record = _auto_record(res, incumbent)
     if res["near_chance"]:
-        print(
+        from dlsr_deploy.log import warning
+
+        warning(
             f"warning: every candidate score has AUROC < 0.6 on the verify_ood images {list(ood_scores)}: they look "
-            "like ID images, so they cannot choose a headline; the package default is kept",
-            file=sys.stderr,
+            "like ID images, so they cannot choose a headline; the package default is kept"
         )
         return incumbent, {**record, "how": record["how"] + "; near chance on every set, default kept"}
     return res["chosen"], record

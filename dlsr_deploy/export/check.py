@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from dlsr_deploy.errors import BundleError
-from dlsr_deploy.parity import format_report
+from dlsr_deploy.run_folder import CONFIG
 
 
 def _refuse_guarded(m) -> None:
@@ -30,8 +30,8 @@ def check_bundle(
     n_verify: int,
     tol_for: Callable,
     report_path: Optional[Path] = None,
-    quiet: bool = False,
 ) -> dict:
+    """dlsr-check: the bundle against PyTorch eager on ID (and OOD) images -> the report (the CLI prints it)."""
     from dlsr_deploy.export.calibrate import calibration_images
     from dlsr_deploy.export.verify import (
         ENGINE_NAMES,
@@ -47,7 +47,7 @@ def check_bundle(
     m = read_manifest(bundle, verify=True)
     _refuse_guarded(m)
     model_dir = Path(model_dir or m.source_run or "")
-    if not (model_dir / "config.json").exists():
+    if not (model_dir / CONFIG).exists():
         raise BundleError(f"model_dir: the source run {model_dir} is not found; give the run folder", param="model_dir")
     ref = EagerReference.from_run(
         model_dir,
@@ -77,8 +77,6 @@ def check_bundle(
     rep["bundle"] = str(m.path)
     rep["precision"] = m.precision
     rep["engine"] = ENGINE_NAMES[engine]
-    if not quiet:
-        print(format_report(rep))
     if report_path:
         atomic_write_text(Path(report_path), json.dumps(rep, indent=2) + "\n")
     return rep

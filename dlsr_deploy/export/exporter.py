@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +33,10 @@ from dlsr_deploy.export.verify import (
     verify_bundle_graphs,
     verify_sets,
 )
+from dlsr_deploy.log import info
 from dlsr_deploy.names import output_name
 
 __all__ = ["ExportRequest", "export_bundle", "choose_headline", "calibration_images"]
-
-
-def _say(quiet):
-    return (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
 
 
 @dataclass
@@ -52,14 +48,36 @@ class _Inputs:
     ood_images: Dict[str, np.ndarray]
 
 
-def _load(run_dir: Path, req: ExportRequest, say) -> _Inputs:
+@dataclass
+class _Stage:
+    """What one export has made so far: the stages read and fill it in order (graphs, thresholds,
+    parity, headline, low precision, golden set) before the manifest is built from it."""
+
+    tmp: Path
+    out: Path
+    run_dir: Path
+    inp: _Inputs
+    req: ExportRequest
+    t0: float
+    files: dict = None
+    shares: dict = None
+    thresholds: dict = None
+    cal: dict = None
+    parity: dict = None
+    head: str = None
+    choice: dict = None
+    lowp: dict = None
+    golden: dict = None
+
+
+def _load(run_dir: Path, req: ExportRequest) -> _Inputs:
     from dlsr_deploy.model.reference import EagerReference, fit_combinations
 
     ref = EagerReference.from_run(run_dir, req.score_cfg, with_lr=req.with_lr, density=tuple(req.density) or False)
     cfg = ref.cfg
     native = cfg.feature.native_size or cfg.feature.input_size
     heads = f"; density heads {', '.join(ref.heads)}" if ref.heads else ""
-    say(
+    info(
         f"[1/5] loading {run_dir} ({cfg.feature.backbone} @ {cfg.feature.input_size}, LFDN width "
         f"{cfg.denoiser.hidden} x {cfg.denoiser.blocks}{heads})"
     )
@@ -84,33 +102,34 @@ def _probe_scores(tmp: Path, inp: _Inputs, req: ExportRequest, engine: str) -> D
     }
 
 
-def _calibrate_and_verify(tmp: Path, inp: _Inputs, req: ExportRequest, say):
-    """(thresholds, calibration outputs, parity or None, headline, how it was chosen)."""
+def _calibrate_and_verify(st: _Stage) -> None:
+    """Thresholds, calibration outputs, parity (or None), the headline and how it was chosen, into st."""
     from dlsr_deploy.parity import Tolerances, summary_line
     from dlsr_deploy.scoring import threshold_at_tpr
 
+    tmp, inp, req = st.tmp, st.inp, st.req
     names, engine = inp.ref.score_names, graph_engine(req.int8 and req.int8_scheme)
-    say(f"[3/5] calibrating thresholds on ID images (exported graph's own scores, {ENGINE_NAMES[engine]})")
+    info(f"[3/5] calibrating thresholds on ID images (exported graph's own scores, {ENGINE_NAMES[engine]})")
     cal = run_bundle_graphs(tmp, inp.cal_images, engine=engine)
     thresholds = {s: threshold_at_tpr(cal[output_name(s)], req.target_tpr) for s in names}
     parity, ood_got = None, {}
     if req.verify:
         n_id = min(req.n_verify, len(inp.cal_images))
         extra = f" + up to {req.n_verify} per OOD set" if inp.ood_images else ""
-        say(f"[4/5] verifying both scoring paths against PyTorch eager FP32 ({n_id} ID images{extra})")
+        info(f"[4/5] verifying both scoring paths against PyTorch eager FP32 ({n_id} ID images{extra})")
         tol = guard_tolerances(req.tolerances or Tolerances.for_precision(req.precision), req.int8_backbone_from)
         parity, ood_got = verify_bundle_graphs(
             tmp, inp.ref, inp.cal_images[: req.n_verify], inp.ood_images, thresholds, tol, engine=engine
         )
-        say("      " + summary_line(parity))
+        info("      " + summary_line(parity))
     elif inp.ood_images:
         ood_got = {k: run_bundle_graphs(tmp, v, engine=engine) for k, v in inp.ood_images.items()}
     id_scores = {n: cal[output_name(n)] for n in names}
     ood_scores = {k: {n: o[output_name(n)] for n in names} for k, o in ood_got.items()}
     probes = _probe_scores(tmp, inp, req, engine)
     head, choice = choose_headline(req.headline, names, id_scores, ood_scores, probes, fit_shape=fit_shape(inp.ref))
-    say(f"      headline score: {head} ({choice['how']})")
-    return thresholds, cal, parity, head, choice
+    info(f"      headline score: {head} ({choice['how']})")
+    st.thresholds, st.cal, st.parity, st.head, st.choice = thresholds, cal, parity, head, choice
 
 
 def _self_check_entry(req: ExportRequest) -> dict:
@@ -154,40 +173,28 @@ def _threshold_record(inp: _Inputs, req: ExportRequest, head: str, cal, threshol
     }
 
 
-def _facts(
-    out: Path,
-    run_dir: Path,
-    inp: _Inputs,
-    req: ExportRequest,
-    files,
-    shares,
-    cal,
-    thresholds,
-    parity,
-    head,
-    choice,
-    golden,
-):
+def _facts(st: _Stage):
     from dlsr_deploy.export.producer import producer, verified_targets
     from dlsr_deploy.manifest import BundleFacts
     from dlsr_deploy.parity import summary_line
 
+    inp, req, files, parity, head = st.inp, st.req, st.files, st.parity, st.head
     ref = inp.ref
-    threshold = _threshold_record(inp, req, head, cal, thresholds)
-    return BundleFacts(
-        name=out.name,
+    threshold = _threshold_record(inp, req, head, st.cal, st.thresholds)
+    facts = BundleFacts(
+        name=st.out.name,
         producer=producer(),
-        run_dir=run_dir,
+        run_dir=st.run_dir,
         cfg=ref.cfg,
         score_cfg=req.score_cfg,
         plan=ref.reconstructor().plan.to_dict(),
         native=inp.native,
         files=files,
         precision=req.precision,
-        fp16_shares=shares,
+        fp16_shares=st.shares,
         score_names=ref.score_names,
         headline=head,
-        headline_choice=choice,
+        headline_choice=st.choice,
         heads=ref.heads,
         combos=[c.to_dict() for c in ref.combos],
         with_first=ref.first is not None,
@@ -196,21 +203,24 @@ def _facts(
         batch_profile=tuple(req.batch_profile),
         parity=({**parity, "summary": summary_line(parity)} if parity else None),
         self_check=_self_check_entry(req),
-        golden=golden,
-        native_source=_native_source(run_dir),
+        golden=st.golden,
+        native_source=_native_source(st.run_dir),
         int8_scheme=req.int8_scheme if req.int8 else None,
         int8_backbone_from=req.int8_backbone_from,
         int8_fp32_taps=int8_fp32_taps(files),
         verified_targets=verified_targets(req),
     )
+    facts.lowp = st.lowp
+    facts.export_seconds = round(time.time() - st.t0, 1)
+    return facts
 
 
 def _native_source(run_dir: Path) -> str:
-    import json
+    from dlsr_deploy.run_folder import RunRecord
 
     try:
-        return str(json.loads((Path(run_dir) / "run.json").read_text()).get("native_size_source", "given"))
-    except (OSError, ValueError):
+        return str(RunRecord(run_dir).read_info().native_size_source or "given")
+    except ConfigError:
         return "given"
 
 
@@ -229,12 +239,13 @@ def _int8_hint(req: ExportRequest) -> str:
     )
 
 
-def _add_decision(tmp: Path, files: dict, shares: dict, parity, head: str, inp: _Inputs, req, say) -> None:
+def _add_decision(st: _Stage) -> None:
     """decision.onnx (images -> the headline, one call) when the heads graph computes the headline,
     checked against the two-graph path; a graph that differs is left out with a note (the bundle
     keeps its two-graph path)."""
     from dlsr_deploy.export.decision import check_decision, write_decision
 
+    tmp, files, shares, parity, head, inp, req = st.tmp, st.files, st.shares, st.parity, st.head, st.inp, st.req
     entry = write_decision(tmp, head, req)
     if entry is None:
         return
@@ -244,11 +255,11 @@ def _add_decision(tmp: Path, files: dict, shares: dict, parity, head: str, inp: 
         parity["decision"] = check
     if not check["passed"]:
         (tmp / "decision.onnx").unlink()
-        say(f"      decision.onnx left out: it differs from the two-graph path by {check['max_rel']:.2g} (relative)")
+        info(f"      decision.onnx left out: it differs from the two-graph path by {check['max_rel']:.2g} (relative)")
         return
     files["decision"], shares["decision"] = entry, entry["fp16_share"]
     mb, rel = entry["bytes"] / 1e6, check["max_rel"]
-    say(f"      decision.onnx  {mb:7.2f} MB  images -> {head} in one call (max rel diff {rel:.1g})")
+    info(f"      decision.onnx  {mb:7.2f} MB  images -> {head} in one call (max rel diff {rel:.1g})")
 
 
 def _engine(req: ExportRequest) -> str:
@@ -258,22 +269,25 @@ def _engine(req: ExportRequest) -> str:
     return BF16_ENGINE if req.bf16 else graph_engine(req.int8 and req.int8_scheme)
 
 
-def _lowp_stage(tmp: Path, run_dir: Path, inp: _Inputs, req: ExportRequest, head: str, files, shares, parity, say):
+def _lowp_stage(st: _Stage) -> None:
     """(the precision.<bf16|int8> record, thresholds and calibration outputs on the deployed path,
     the parity record). A bf16 bundle's graphs are FP32, so their parity with eager must pass first;
     an int8 backbone differs from eager by design, so there the accuracy guard is the gate and the
     eager comparison is kept for reference (parity.eager_failures)."""
     from dlsr_deploy.export.lowprec import deploy_lowp, low_engine
 
+    tmp, inp, req, parity = st.tmp, st.inp, st.req, st.parity
     if req.bf16 and parity is not None and not parity["passed"]:
-        return (None, *_thresholds(tmp, inp, req, "ort"), parity)  # the FP32 graphs failed: reported as such
-    lowp = deploy_lowp(tmp, run_dir, inp, req, head, files, shares, say)
+        st.thresholds, st.cal = _thresholds(tmp, inp, req, "ort")  # the FP32 graphs failed: reported as such
+        return
+    st.lowp = lowp = deploy_lowp(tmp, st.run_dir, inp, req, st.head, st.files, st.shares)
     engine = low_engine(req)
-    say(f"      {req.precision} kept: heads fitted on {lowp['heads_fitted_on']}; thresholds on {ENGINE_NAMES[engine]}")
+    info(f"      {req.precision} kept: heads fitted on {lowp['heads_fitted_on']}; thresholds on {ENGINE_NAMES[engine]}")
     if parity is not None and req.guarded:
         parity = {**parity, "eager_failures": parity["failures"], "failures": [], "passed": True}
         parity["gate"] = f"the accuracy guard against the FP32 bundle (precision.{req.precision}), which passed"
-    return (lowp, *_thresholds(tmp, inp, req, engine), parity)
+    st.thresholds, st.cal = _thresholds(tmp, inp, req, engine)
+    st.parity = parity
 
 
 def _thresholds(tmp: Path, inp: _Inputs, req: ExportRequest, engine: str):
@@ -283,32 +297,29 @@ def _thresholds(tmp: Path, inp: _Inputs, req: ExportRequest, engine: str):
     return {s: threshold_at_tpr(cal[output_name(s)], req.target_tpr) for s in inp.ref.score_names}, cal
 
 
-def _build(tmp: Path, out: Path, run_dir: Path, inp: _Inputs, req: ExportRequest, say, t0: float) -> dict:
-    """Graphs, calibration, parity, golden set and manifest into tmp -> the manifest content."""
+def _build(st: _Stage) -> dict:
+    """Graphs, calibration, parity, golden set and manifest into st.tmp -> the manifest content."""
     from dlsr_deploy.manifest import build_manifest, write_manifest
 
-    say(f"[2/5] exporting ONNX ({req.precision}, dynamic batch)")
+    tmp, inp, req = st.tmp, st.inp, st.req
+    info(f"[2/5] exporting ONNX ({req.precision}, dynamic batch)")
     int8_images = inp.cal_images[-INT8_CALIBRATION_IMAGES:] if req.int8_backbone_from is not None else None
-    files, shares = export_graphs(tmp, inp.ref, req, inp.native, say, int8_images)
-    thresholds, cal, parity, head, choice = _calibrate_and_verify(tmp, inp, req, say)
-    if req.int8 and not req.guarded and parity and not parity["passed"]:  # not written
-        raise ParityError(f"{out}: int8 refused: " + "; ".join(parity["failures"]) + _int8_hint(req))
-    engine, lowp = _engine(req), None
+    st.files, st.shares = export_graphs(tmp, inp.ref, req, inp.native, int8_images)
+    _calibrate_and_verify(st)
+    if req.int8 and not req.guarded and st.parity and not st.parity["passed"]:  # not written
+        raise ParityError(f"{st.out}: int8 refused: " + "; ".join(st.parity["failures"]) + _int8_hint(req))
     if req.bf16 or req.guarded:  # a low-precision backbone, its heads and the accuracy guard
-        lowp, thresholds, cal, parity = _lowp_stage(tmp, run_dir, inp, req, head, files, shares, parity, say)
+        _lowp_stage(st)
     if not req.bf16:
-        _add_decision(tmp, files, shares, parity, head, inp, req, say)
-    golden = write_golden(tmp, inp.ref, inp.cal_images, inp.ood_images, engine)
-    facts = _facts(out, run_dir, inp, req, files, shares, cal, thresholds, parity, head, choice, golden)
-    facts.lowp = lowp
-    facts.export_seconds = round(time.time() - t0, 1)
-    manifest = build_manifest(facts)
+        _add_decision(st)
+    st.golden = write_golden(tmp, inp.ref, inp.cal_images, inp.ood_images, _engine(req))
+    manifest = build_manifest(_facts(st))
     if req.slim:  # verified complete above; now without the graphs the headline never runs
         from dlsr_deploy.export.slim import slim_bundle
 
         manifest = slim_bundle(tmp, manifest)
-        say(f"slim: left out {', '.join(manifest['slim']['dropped'])} ({manifest['slim']['dropped_bytes'] >> 20} MB)")
-    say("[5/5] writing manifest.json")
+        info(f"slim: left out {', '.join(manifest['slim']['dropped'])} ({manifest['slim']['dropped_bytes'] >> 20} MB)")
+    info("[5/5] writing manifest.json")
     write_manifest(tmp, manifest, sign_key=req.sign)
     return manifest
 
@@ -323,15 +334,15 @@ def export_bundle(run_dir: Path, out: Path, **options) -> dict:
         req = ExportRequest(**options)
     except TypeError as exc:
         raise ConfigError(f"export_bundle: {exc}") from None
-    say, t_all = _say(req.quiet), time.time()
+    t_all = time.time()
     run_dir, out = Path(run_dir), Path(out)
     check_request(req, out, run_dir)
-    inp = _load(run_dir, req, say)
+    inp = _load(run_dir, req)
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        manifest = _build(tmp, out, run_dir, inp, req, say, t_all)
+        manifest = _build(_Stage(tmp, out, run_dir, inp, req, t_all))
         where = _place(tmp, out, manifest, req)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
@@ -349,7 +360,7 @@ def export_bundle(run_dir: Path, out: Path, **options) -> dict:
                 f"{out}: parity check failed: " + "; ".join(manifest["parity"]["failures"]) + f" ({kept})"
             )
     manifest = json.loads((out / "manifest.json").read_text())  # as written: with its digest (and signature)
-    _report_done(out, manifest, time.time() - t_all, say)
+    _report_done(out, manifest, time.time() - t_all)
     return manifest
 
 
@@ -364,11 +375,11 @@ def _place(tmp: Path, out: Path, manifest: dict, req: ExportRequest) -> Path:
     return out
 
 
-def _report_done(out: Path, manifest: dict, seconds: float, say) -> None:
+def _report_done(out: Path, manifest: dict, seconds: float) -> None:
     from dlsr_deploy.manifest import read_manifest
 
     thr = manifest["threshold"]
-    say(f"bundle {out} ready ({seconds:.0f} s); threshold {thr['score']} > {thr['value']:.6g} = OOD")
+    info(f"bundle {out} ready ({seconds:.0f} s); threshold {thr['score']} > {thr['value']:.6g} = OOD")
     note = read_manifest(out, verify=False).relaxed_parity_note
     if note:
-        say(f"note: {note}; dlsr-bench marks its rows so, dlsr-check applies the defaults unless told otherwise")
+        info(f"note: {note}; dlsr-bench marks its rows so, dlsr-check applies the defaults unless told otherwise")

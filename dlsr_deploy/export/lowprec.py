@@ -33,6 +33,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from dlsr_deploy.errors import ConfigError, ParityError
+from dlsr_deploy.log import info
 
 BF16_ENGINE = "openvino-bf16"
 BACKBONE_HOW = {
@@ -113,7 +114,7 @@ def _headline_scores(ref, z: Dict[str, np.ndarray], head: str) -> Dict[str, np.n
     return {k: ref.add_density_scores({}, v)[head] for k, v in z.items()}
 
 
-def _guarded_candidates(inp, req, head: str, z32, z16, z_train16, say) -> Tuple[object, dict]:
+def _guarded_candidates(inp, req, head: str, z32, z16, z_train16) -> Tuple[object, dict]:
     """(the kept reference, the evidence) from the two candidates' guards."""
     from dlsr_deploy.precision_guard import guard, margin
 
@@ -126,7 +127,7 @@ def _guarded_candidates(inp, req, head: str, z32, z16, z_train16, say) -> Tuple[
     for name, ref in cands.items():
         results[name] = guard(fp32, _headline_scores(ref, z16, head), real, probes, req.target_tpr)
         r = results[name]
-        say(
+        info(
             f"      guard, heads fitted on {name.split('_')[0]} features: {'passed' if r['passed'] else 'failed'} "
             + ", ".join(
                 f"{s} AUROC {100 * v['auroc']:.2f} (FP32 {100 * v['auroc_fp32']:.2f}, lo "
@@ -157,7 +158,7 @@ def _fp32_backbone(tmp: Path, inp, req) -> Path:
     return _graph_path(inp.ref.cfg.feature, inp.native)
 
 
-def deploy_lowp(tmp: Path, run_dir: Path, inp, req, head: str, files: dict, shares: dict, say) -> dict:
+def deploy_lowp(tmp: Path, run_dir: Path, inp, req, head: str, files: dict, shares: dict) -> dict:
     """Steps 1-4 of the module docstring on the bundle in tmp; updates files and shares in place
     and inp.ref's heads; returns the manifest's precision.<bf16|int8> record."""
     from dlsr_deploy.export.calibrate import training_images
@@ -174,22 +175,22 @@ def deploy_lowp(tmp: Path, run_dir: Path, inp, req, head: str, files: dict, shar
     t0, backbone, p, eng = time.time(), Path(tmp) / "backbone.onnx", req.precision, low_engine(req)
     sets, _, _ = _guard_sets(inp, req)
     n = sum(len(v) for v in sets.values())
-    say(f"[{p}] features of {n} guard images in FP32 (ONNX Runtime) and {p} (OpenVINO)")
+    info(f"[{p}] features of {n} guard images in FP32 (ONNX Runtime) and {p} (OpenVINO)")
     fp32 = _fp32_backbone(tmp, inp, req)
     z32 = {k: _z0(fp32, v, "ort") for k, v in sets.items()}
     z16 = {k: _z0(backbone, v, eng) for k, v in sets.items()}
     train = training_images(run_dir, inp.native)
-    say(f"[{p}] {p} features of the {len(train)} training images, heads refitted on them")
+    info(f"[{p}] {p} features of the {len(train)} training images, heads refitted on them")
     z_train16 = _z0(backbone, train, eng)
-    kept, evidence = _guarded_candidates(inp, req, head, z32, z16, z_train16, say)
+    kept, evidence = _guarded_candidates(inp, req, head, z32, z16, z_train16)
     if kept is not inp.ref:  # the refitted heads: rewrite the graphs that carry heads (else they are as written)
         inp.ref = kept
-        new_files, new_shares = export_graphs(tmp, kept, req, inp.native, say, roles=("heads", "denoiser", "pipeline"))
+        new_files, new_shares = export_graphs(tmp, kept, req, inp.native, roles=("heads", "denoiser", "pipeline"))
         files.update(new_files)
         shares.update(new_shares)
     consistency = _check_heads_graph(tmp, kept, z16["id"], head)
     if p == "bf16":
-        _add_head(tmp, head, req, files, shares, z16["id"], say)
+        _add_head(tmp, head, req, files, shares, z16["id"])
     rel = [float(np.max(np.linalg.norm(z16[k] - z32[k], axis=1) / np.linalg.norm(z32[k], axis=1))) for k in z32]
     return {
         "backbone": BACKBONE_HOW[p],
@@ -205,7 +206,7 @@ def deploy_lowp(tmp: Path, run_dir: Path, inp, req, head: str, files: dict, shar
     }
 
 
-def _add_head(tmp: Path, head: str, req, files: dict, shares: dict, z: np.ndarray, say) -> None:
+def _add_head(tmp: Path, head: str, req, files: dict, shares: dict, z: np.ndarray) -> None:
     """head.onnx: the heads graph pruned to the headline (a bf16 bundle's headline path runs the
     bf16 backbone, then this f32 graph: 0.7 ms of the 3.9 ms at batch 1 went to the other heads),
     checked against heads.onnx on the held-out ID images' features."""
@@ -225,7 +226,7 @@ def _add_head(tmp: Path, head: str, req, files: dict, shares: dict, z: np.ndarra
     entry["max_rel_vs_heads"] = rel
     files["head"], shares["head"] = entry, entry["fp16_share"]
     mb = entry["bytes"] / 1e6
-    say(f"      head.onnx      {mb:7.2f} MB  z0 -> {head} only (max rel diff vs heads.onnx {rel:.1g})")
+    info(f"      head.onnx      {mb:7.2f} MB  z0 -> {head} only (max rel diff vs heads.onnx {rel:.1g})")
 
 
 def _check_heads_graph(tmp: Path, ref, z: np.ndarray, head: str) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 from dlsr_deploy.errors import ConfigError
+from dlsr_deploy.log import info
 
 # held-out ID images the static INT8 backbone is calibrated on (taken from the end of the
 # calibration set; parity uses its first n_verify images)
@@ -103,7 +104,7 @@ def write_graph(tmp: Path, role: str, spec: tuple, req, native: int, dim: int, i
     return describe_graph(model, path, req, role), model
 
 
-def export_graphs(tmp: Path, ref, req, native: int, say, int8_images=None, roles=None) -> Tuple[dict, dict]:
+def export_graphs(tmp: Path, ref, req, native: int, int8_images=None, roles=None) -> Tuple[dict, dict]:
     """Every graph of the bundle (or those of `roles` it has) into tmp -> (files entries by role,
     FP16 share by role)."""
     files, shares = {}, {}
@@ -114,7 +115,7 @@ def export_graphs(tmp: Path, ref, req, native: int, say, int8_images=None, roles
         entry, _ = write_graph(tmp, role, spec, req, native, ref.cfg.denoiser.dim, int8_images)
         files[role], shares[role] = entry, entry["fp16_share"]
         bad = entry["trt_unsupported_ops"]
-        say(
+        info(
             f"      {role}.onnx  {entry['bytes'] / 1e6:7.2f} MB  {entry['nodes']:5d} nodes  FP16 share "
             f"{entry['fp16_share']:.0%} of compute nodes, {entry['fp16_share_conv_matmul']:.0%} of Conv/MatMul/Gemm  "
             f"({time.time() - t:.1f} s)" + (f"  NOT in TensorRT's operator list: {bad}" if bad else "")

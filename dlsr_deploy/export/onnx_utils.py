@@ -173,7 +173,7 @@ def fp32_matmuls(model, weight_marker: str = "density.") -> List[str]:
 
 
 @contextmanager
-def _quiet_logger(name: Optional[str] = None):
+def _silenced_logger(name: Optional[str] = None):
     """Errors only from one logger (the root logger by default) while the block runs: the
     quantizers log a generic "consider pre-processing" warning (ONNX Runtime) or one INFO line
     per node they leave alone (NNCF)."""
@@ -195,7 +195,7 @@ def _quantized(model, quantize):
     with tempfile.TemporaryDirectory() as d:
         src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
         onnx.save(model, str(src))
-        with _quiet_logger():
+        with _silenced_logger():
             quantize(str(src), str(dst))
         return onnx.load(str(dst))
 
@@ -237,7 +237,7 @@ def quantize_matmuls_weight_only(model, bits: int = 8, block: int = 32):
     q = MatMulNBitsQuantizer(
         model, bits=bits, block_size=block, is_symmetric=True, accuracy_level=4, nodes_to_exclude=fp32_matmuls(model)
     )
-    with _quiet_logger():
+    with _silenced_logger():
         q.process()
     return q.model.model
 
@@ -388,7 +388,7 @@ def nncf_quantize(model, calib_images: np.ndarray, keep_fp32, fast_bias_correcti
 
     nncf = import_optional("nncf", "int8")
 
-    with _quiet_logger("nncf"):
+    with _silenced_logger("nncf"):
         return nncf.quantize(
             model,
             nncf.Dataset([calib_images[i : i + 1] for i in range(len(calib_images))], lambda x: {"images": x}),

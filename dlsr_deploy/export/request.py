@@ -8,13 +8,13 @@ the flag instead).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from dlsr_deploy.config import ScoreConfig
 from dlsr_deploy.errors import BundleError, ConfigError
+from dlsr_deploy.run_folder import CONFIG, DENSITY, TRAIN_Z0
 from dlsr_deploy.scoring import BUNDLE_HEADS, bundle_score_names, combination_names, dlsr_score_names
 
 INT8_SCHEMES = ("dynamic", "weight-only", "openvino")
@@ -40,7 +40,6 @@ class ExportRequest:
     density: Sequence[str] = BUNDLE_HEADS  # density heads in the bundle; () = DLSR scores only
     force: bool = False
     keep_failed: bool = False  # a bundle that fails parity stays at out (else it goes to out.failed)
-    quiet: bool = False
     sign: Optional[object] = None  # Ed25519 private key (PEM path or bytes) that signs the manifest
     int8_backbone_from: Optional[int] = None  # int8: static INT8 backbone blocks >= this; None = FP32 backbone
     int8_scheme: str = "dynamic"  # int8 denoiser: "dynamic", "weight-only" or "openvino"
@@ -60,12 +59,12 @@ def planned_score_names(run_dir: Path, req: ExportRequest) -> List[str]:
 
     heads = list(req.density)
     if heads:
-        dens = run_dir / "density.npz"
+        dens = run_dir / DENSITY
         if dens.exists():
             with np.load(dens, allow_pickle=False) as d:
                 have = sorted({k.rsplit(".", 1)[0] for k in d.files})
             missing = [h for h in heads if h not in have]
-            if missing and (run_dir / "train_z0.npy").exists():
+            if missing and (run_dir / TRAIN_Z0).exists():
                 missing = []  # refitted from the training z0 on first use
             if missing:
                 raise ConfigError(f"density: {run_dir} has no density head(s) {missing} (has {have})", param="density")
@@ -186,7 +185,7 @@ def _check_sources(req: ExportRequest) -> None:
 def check_request(req: ExportRequest, out: Path, run_dir: Path) -> List[str]:
     """Every check that needs no model: raises with the parameter's name, else the planned score names."""
     run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / CONFIG).is_file():
         raise ConfigError(
             f"model_dir: {run_dir} is not a run folder written by dlsr-train (no config.json)", param="model_dir"
         )
@@ -205,11 +204,11 @@ def check_request(req: ExportRequest, out: Path, run_dir: Path) -> List[str]:
         from dlsr_deploy.signing import sign_manifest
 
         sign_manifest({"digest": "sha256:check"}, req.sign)
-    if (run_dir / "run.json").exists():
+    from dlsr_deploy.run_folder import RunRecord
+
+    if RunRecord(run_dir).has_info():
         try:
-            json.loads((run_dir / "run.json").read_text())
-        except ValueError as exc:
-            raise ConfigError(
-                f"model_dir: {run_dir / 'run.json'} is not valid JSON ({exc})", param="model_dir"
-            ) from None
+            RunRecord(run_dir).read_info()
+        except ConfigError as exc:
+            raise ConfigError(f"model_dir: {exc}", param="model_dir") from None
     return names

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 from dlsr_deploy.errors import BundleError
 from dlsr_deploy.io import atomic_write_text, sha256_file
 from dlsr_deploy.manifest.model import REQUIRED, SCHEMA_VERSION
+from dlsr_deploy.run_folder import DENSITY, FIRST_EPOCH, MODEL
 
 SCORE_DEFINITIONS = {
     "mfsim": "-mean over layers of cos(z0_m, z0_hat_m)",
@@ -87,9 +88,9 @@ def build_manifest(f: BundleFacts) -> Dict[str, Any]:
         "producer": dict(f.producer),
         "source": {
             "run": str(run_dir),
-            "checkpoint_sha256": sha256_file(run_dir / "model.safetensors"),
-            "first_epoch_sha256": sha256_file(run_dir / "model_first_epoch.safetensors") if f.with_first else None,
-            "density_sha256": sha256_file(run_dir / "density.npz") if f.heads else None,
+            "checkpoint_sha256": sha256_file(run_dir / MODEL),
+            "first_epoch_sha256": sha256_file(run_dir / FIRST_EPOCH) if f.with_first else None,
+            "density_sha256": sha256_file(run_dir / DENSITY) if f.heads else None,
         },
         "config": f.cfg.to_dict(),
         "preprocessing": _preprocessing(f.cfg, f.native, f.native_source),
@@ -165,10 +166,12 @@ def _scores(names: List[str], headline: str, choice: dict, heads: dict, combos: 
 
 
 def _definition(name: str, combo_def: str) -> str:
-    from dlsr_deploy.registry import SCORES
+    from dlsr_deploy.registry import HEADS, SCORES
 
     if name in SCORES:
         return SCORES[name].definition
+    if name in HEADS and name not in SCORE_DEFINITIONS:  # a head registered by a plug-in
+        return HEADS[name].definition
     if name.startswith("lr_") and name[3:] in SCORES:
         return f"{name[3:]}(first-epoch model) - {name[3:]}(final model), same stored noise"
     return SCORE_DEFINITIONS.get(name, combo_def.format(name))

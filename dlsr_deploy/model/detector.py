@@ -108,6 +108,7 @@ def score_features(
     score: ScoreConfig,
     sched: ScheduleConfig,
     sizes: Sequence[int],
+    *,
     first: Optional[LFDN] = None,
     batch_size: int = 512,
     progress: bool = False,

@@ -126,6 +126,7 @@ def default_cache_dir() -> Path:
 def extract_features(
     images: np.ndarray,
     cfg: FeatureConfig,
+    *,
     extractor: Optional[FeatureExtractor] = None,
     batch_size: int = 64,
     cache_dir: Optional[Path] = None,

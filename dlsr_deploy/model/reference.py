@@ -20,6 +20,7 @@ from dlsr_deploy.errors import ConfigError
 from dlsr_deploy.model.denoiser import LFDN
 from dlsr_deploy.model.detector import Reconstructor, build_reconstructor, score_features
 from dlsr_deploy.model.features import FeatureExtractor, build_extractor
+from dlsr_deploy.run_folder import CONFIG, DENSITY, HOLDOUT_Z0, TRAIN_Z0
 from dlsr_deploy.scoring import (
     COMBINATIONS,
     COMBINE_HOWS,
@@ -32,12 +33,17 @@ from dlsr_deploy.scoring import (
 )
 
 
-def run_density_heads(run_dir: Path, layer_sizes: Sequence[int]) -> Dict[str, DensityHead]:
-    """The run's density heads (density.npz), fitted on its training z0 and stored on first use."""
-    path = Path(run_dir) / "density.npz"
-    tz = Path(run_dir) / "train_z0.npy"
+def run_density_heads(run_dir: Path, layer_sizes: Sequence[int], wanted: Sequence[str] = ()) -> Dict[str, DensityHead]:
+    """The run's density heads (density.npz), fitted on its training z0 and stored on first use; a
+    `wanted` head the file lacks (registered after the run was trained) is fitted from the training
+    z0 in memory."""
+    path = Path(run_dir) / DENSITY
+    tz = Path(run_dir) / TRAIN_Z0
     if path.exists():
         heads = load_density_heads(path)
+        missing = [n for n in wanted if n not in heads]
+        if missing and tz.exists():
+            heads.update(fit_density_heads(np.load(tz), layer_sizes, missing))
         if tz.exists() and any("n_fit" not in h.info for h in heads.values()):
             # written before density.npz recorded it: the training z0 the heads were fitted on
             # (the count picks the default headline, scoring.default_headline_for)
@@ -93,12 +99,13 @@ class EagerReference:
         from dlsr_deploy.model.train import FIRST, load_lfdn
 
         run_dir = Path(run_dir)
-        cfg = ModelConfig.load(run_dir / "config.json")
+        cfg = ModelConfig.load(run_dir / CONFIG)
         has_first = (run_dir / FIRST).exists()
         if with_lr and not has_first:
             raise ConfigError(f"{run_dir}: no {FIRST}; LR needs the first-epoch model")
         first = load_lfdn(run_dir, "first") if (with_lr or (with_lr is None and has_first)) else None
-        heads = run_density_heads(run_dir, cfg.layer_sizes) if density else {}
+        wanted = () if density is True else tuple(density or ())
+        heads = run_density_heads(run_dir, cfg.layer_sizes, wanted) if density else {}
         if density is not True and density:
             missing = [n for n in density if n not in heads]
             if missing:
@@ -107,8 +114,8 @@ class EagerReference:
         ref = cls(cfg, score_cfg, load_lfdn(run_dir, "final"), first, heads)
         if combos is not None:
             ref.combos = [Combination.from_dict(c) for c in combos]
-        elif density and (run_dir / "holdout_z0.npy").exists():
-            ref.combos = fit_combinations(ref.score_z0(np.load(run_dir / "holdout_z0.npy")))
+        elif density and (run_dir / HOLDOUT_Z0).exists():
+            ref.combos = fit_combinations(ref.score_z0(np.load(run_dir / HOLDOUT_Z0)))
         return ref
 
     @property

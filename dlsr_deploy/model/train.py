@@ -24,11 +24,12 @@ import torch
 from dlsr_deploy.config import ModelConfig
 from dlsr_deploy.errors import ConfigError, TrainingError, WeightsError
 from dlsr_deploy.io import atomic_write_text
+from dlsr_deploy.log import info
 from dlsr_deploy.model.denoiser import LFDN
+from dlsr_deploy.run_folder import CHECKPOINTS, CONFIG, TRAIN_LOG
+from dlsr_deploy.run_folder import FIRST_EPOCH as FIRST
+from dlsr_deploy.run_folder import MODEL as FINAL
 from dlsr_deploy.schedule import alphas_cumprod
-
-FINAL = "model.safetensors"
-FIRST = "model_first_epoch.safetensors"
 
 
 def _save_tensors(path: Path, tensors: Dict[str, torch.Tensor]) -> None:
@@ -53,7 +54,7 @@ def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
 def load_lfdn(run_dir: Path, which: str = "final") -> LFDN:
     """Load the EMA weights of a run ('final' or 'first' epoch)."""
     run_dir = Path(run_dir)
-    cfg = ModelConfig.load(run_dir / "config.json")
+    cfg = ModelConfig.load(run_dir / CONFIG)
     model = LFDN(cfg.denoiser)
     state = load_tensors(run_dir / (FINAL if which == "final" else FIRST))
     try:
@@ -75,7 +76,7 @@ class TrainResult:
 
 class _Checkpointer:
     def __init__(self, run_dir: Path):
-        self.dir = run_dir / "checkpoints"
+        self.dir = run_dir / CHECKPOINTS
 
     def latest(self) -> Optional[Path]:
         ptr = self.dir / "latest.json"
@@ -214,7 +215,7 @@ def _check_features(z: np.ndarray, cfg: ModelConfig) -> np.ndarray:
 def _write_config(run_dir: Path, cfg: ModelConfig, resume: bool) -> None:
     """config.json; on resume it must match except for epochs, patience and the checkpoint
     interval (which do not alter the epochs already run: a run can be extended or ended)."""
-    cfg_path = run_dir / "config.json"
+    cfg_path = run_dir / CONFIG
     if resume and cfg_path.exists():
 
         def core(c):
@@ -285,7 +286,7 @@ def _end_epoch(st: _State, val, run_dir: Path, tc, bar) -> None:
             _save_tensors(run_dir / FINAL, st.best_state)
         elif tc.patience is not None and st.epoch - st.best_epoch >= tc.patience:
             st.stopped = True
-    _write_log(run_dir / "train_log.csv", st.losses, st.val_losses)
+    _write_log(run_dir / TRAIN_LOG, st.losses, st.val_losses)
 
 
 def _resume(st: _State, ckpt: _Checkpointer, run_dir: Path, log) -> None:
@@ -311,7 +312,7 @@ def train_denoiser(
     run_dir: Path,
     resume: bool = False,
     progress: bool = True,
-    log=print,
+    log=info,
     val_z: Optional[np.ndarray] = None,
     on_step: Optional[Callable[[int], None]] = None,
 ) -> TrainResult:

@@ -143,6 +143,7 @@ class Detector:
         cls,
         bundle,
         backend: str = "auto",
+        *,
         max_batch: Optional[int] = None,
         strict_providers: bool = False,
         provider_options: Optional[dict] = None,
@@ -183,8 +184,8 @@ class Detector:
         from dlsr_deploy.runtime.family import is_family, pick_member
         from dlsr_deploy.signing import resolve_trusted_keys
 
-        family = None
-        if is_family(bundle):  # several precisions of one run: the fastest this machine was verified for
+        family = None  # a family: several precisions of one run, the fastest this machine was verified for
+        if is_family(bundle):
             bundle, family = pick_member(bundle, backend)
         trusted_keys = resolve_trusted_keys(trusted_keys)  # key bytes: a pickled Detector needs no paths
         kwargs = {k: v for k, v in locals().items() if k not in _NOT_LOAD_ARGS}
@@ -196,8 +197,7 @@ class Detector:
             m.close()
             raise
         kwargs["expect_digest"] = m.data.get("digest")  # a pickled copy re-opens this bundle or refuses
-        det.family_choice = family
-        det._load_args = (str(Path(bundle).resolve()), kwargs)
+        det.family_choice, det._load_args = family, (str(Path(bundle).resolve()), kwargs)
         return det
 
     @classmethod

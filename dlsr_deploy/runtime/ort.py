@@ -50,6 +50,7 @@ class OrtSession:
         self,
         path: Path,
         device: str = "cpu",
+        *,
         provider_options: Optional[dict] = None,
         strict: bool = False,
         threads: Optional[int] = None,

@@ -19,7 +19,6 @@ installable there); `tests/platform/gpu/gpu_check.sh` runs it on a GPU machine i
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -27,6 +26,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from dlsr_deploy.errors import BackendUnavailable, BundleError
+from dlsr_deploy.log import info
 from dlsr_deploy.runtime.backend import BackendBase, OpenOptions, import_optional
 from dlsr_deploy.runtime.engine_cache import BuildKey, EngineCache
 
@@ -47,17 +47,15 @@ def _major(version: str) -> int:
     return int(version.split(".")[0])
 
 
-def _progress_monitor(trt, quiet: bool):
+def _progress_monitor(trt):
     class Progress(trt.IProgressMonitor):
         def __init__(self):
             trt.IProgressMonitor.__init__(self)
             self.t0 = time.time()
 
         def phase_start(self, phase_name, parent_phase, num_steps):
-            if not quiet and parent_phase is None:
-                print(
-                    f"  [{time.time() - self.t0:6.1f}s] {phase_name} ({num_steps} steps)", file=sys.stderr, flush=True
-                )
+            if parent_phase is None:
+                info(f"  [{time.time() - self.t0:6.1f}s] {phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name, step):
             return True  # never cancel
@@ -74,7 +72,6 @@ def engine_from_onnx(
     profile_shapes: Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]],
     timing_cache: Optional[Path] = None,
     workspace_bytes: Optional[int] = None,
-    quiet: bool = False,
 ) -> bytes:
     """Build a strongly typed serialized plan from an ONNX file (TensorRT 10.12+ / 11)."""
     trt = import_trt()
@@ -107,7 +104,7 @@ def engine_from_onnx(
     cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).exists() else b""
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, ignore_mismatch=True)
-    monitor = _progress_monitor(trt, quiet)
+    monitor = _progress_monitor(trt)
     config.progress_monitor = monitor
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -222,7 +219,6 @@ class TrtBackend(BackendBase):
         options: Optional[OpenOptions] = None,
         spec=None,
         workspace_bytes: Optional[int] = None,
-        quiet: bool = False,
     ):
         from dlsr_deploy.runtime import cuda_mem
 
@@ -239,7 +235,7 @@ class TrtBackend(BackendBase):
         prof = manifest.batch_profile
         max_batch = self.options.max_batch or prof["max"]
         self.profile = (int(prof["min"]), int(prof["opt"]), int(min(max_batch, prof["max"])))
-        self.workspace_bytes, self.quiet = workspace_bytes, quiet
+        self.workspace_bytes = workspace_bytes
         self.build_info: Dict[str, dict] = {}
         self.provider = f"TensorRT {self.version} on {self.gpu}"
         self.session("backbone")
@@ -264,7 +260,6 @@ class TrtBackend(BackendBase):
                 shapes,
                 self.cache.root / "timing.cache",
                 self.workspace_bytes,
-                self.quiet,
             )
             plan_path = self.cache.store(
                 key, graph, plan, {"build_seconds": round(time.time() - t, 1), "reason": reason}

@@ -19,7 +19,6 @@ so a resume with other inputs or another bundle is refused instead of mixing res
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from dlsr_deploy.errors import DataError
+from dlsr_deploy.log import progress
 
 JOB_FILE = "_job.json"
 SUMMARY_FILE = "_summary.json"
@@ -48,7 +48,6 @@ class JobOptions:
     gpus_per_actor: float = 0.0
     fmt: str = "parquet"
     resume: bool = False
-    quiet: bool = False
     trusted_keys: Optional[List[str]] = None
     scores: Optional[object] = None  # None = the headline; "all"; or a list of score names
 
@@ -65,19 +64,12 @@ class Scorer:
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Decoded rows -> id, shard, the requested scores, normalized, is_ood, error."""
-        m = self.det.manifest
+        from dlsr_deploy.runtime.scored import ScoredImages
+
         ok = np.array([e == "" for e in batch["error"]], dtype=bool)
-        n = len(ok)
-        cols = {m.output_name(x): np.full(n, np.nan, np.float32) for x in self.scores}
-        cols["normalized"] = np.full(n, np.nan, np.float32)
-        is_ood = np.zeros(n, dtype=bool)
-        if ok.any():
-            res = self.det.predict(batch["image"][ok], self.scores)
-            for name in self.scores:
-                cols[m.output_name(name)][ok] = res[name]
-            cols["normalized"][ok] = res["normalized"]
-            is_ood[ok] = res["is_ood"]
-        return {"id": batch["id"], "shard": batch["shard"], **cols, "is_ood": is_ood, "error": batch["error"]}
+        res = self.det.predict(batch["image"][ok], self.scores) if ok.any() else {}
+        cols = ScoredImages.of(self.det, batch["id"], res, self.scores, ok, batch["error"]).columns_dict()
+        return {"id": batch["id"], "shard": batch["shard"], **cols, "error": batch["error"]}
 
 
 def _job_record(bundle_digest: str, items: Dict[str, np.ndarray], opts: JobOptions) -> dict:
@@ -177,22 +169,12 @@ def write_shard(path: Path, rows: List[dict], columns: List[str], fmt: str) -> N
         atomic_write(path, lambda tmp: pcsv.write_csv(table, tmp))
 
 
-def _row_of(batch: Dict[str, np.ndarray], i: int, score_cols: List[str]) -> dict:
-    err = str(batch["error"][i])
-    row = {"image": str(batch["id"][i])}
-    for c in score_cols:
-        row[c] = None if err else float(batch[c][i])
-    row["is_ood"] = None if err else bool(batch["is_ood"][i])
-    row["error"] = err
-    return row
-
-
 class ShardCollector:
     """Driver side: rows keyed by id per shard; a shard is written once all of its ids came."""
 
     def __init__(self, out: Path, todo: List[int], expected: Dict[int, set], columns: List[str], fmt: str):
         self.out, self.fmt, self.columns = out, fmt, columns
-        self.score_cols = [c for c in columns if c not in ("image", "is_ood", "error")]  # scores + normalized
+        self.score_cols = [c for c in columns if c not in ("image", "normalized", "is_ood", "error")]
         self.expected = expected
         self.rows: Dict[int, Dict[str, dict]] = {k: {} for k in todo}
         self.written: List[int] = []
@@ -202,12 +184,15 @@ class ShardCollector:
 
     def add(self, batch: Dict[str, np.ndarray]) -> None:
         """Take a scored batch; write each shard it completes."""
+        from dlsr_deploy.runtime.scored import ScoredImages
+
+        scored = ScoredImages.from_columns(batch, self.score_cols)
         for i in range(len(batch["id"])):
             k = int(batch["shard"][i])
             rows = self.rows.get(k)
             if rows is None or str(batch["id"][i]) not in self.expected[k]:
                 raise DataError(f"row for {batch['id'][i]!r} in shard {k}, which is not being scored")
-            row = _row_of(batch, i, self.score_cols)
+            row = scored.row(i)
             if row["image"] in rows:
                 self.duplicates += 1  # a retried batch: the row is already there
                 continue
@@ -243,14 +228,14 @@ def _scores_of(m, scores) -> List[str]:
     return list(dict.fromkeys(wanted))
 
 
-def _init_ray(address: Optional[str], quiet: bool):
+def _init_ray(address: Optional[str]):
     import ray
 
     if not ray.is_initialized():
-        kwargs = {"include_dashboard": False, "log_to_driver": not quiet}
+        kwargs = {"include_dashboard": False, "log_to_driver": progress()}
         ray.init(address=None if address in (None, "", "local") else address, **kwargs)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = not quiet
+    ctx.enable_progress_bars = progress()
     return ray
 
 
@@ -283,7 +268,7 @@ def score_dataset(
     columns = ["image", *[m.output_name(x) for x in _scores_of(m, opts.scores)], "normalized", "is_ood", "error"]
     expected = {k: set(per_shard[k]) for k in todo}
     collector = ShardCollector(out, todo, expected, columns, opts.fmt)
-    ray = _init_ray(address, opts.quiet) if todo else None
+    ray = _init_ray(address) if todo else None
     t0 = time.perf_counter()  # from here: actors start, open the bundle, score; cluster start excluded
     if todo:
         _run_pipeline(ray, bundle, m, items, shard, todo, collector, opts)
@@ -307,7 +292,7 @@ def score_dataset(
         "out": str(out),
     }
     atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-    print(summary_line(summary, m), file=sys.stderr)  # the one line a job ends with, --quiet or not
+    summary["line"] = summary_line(summary, m)  # the one line the job ends with (the CLI prints it)
     return summary
 
 

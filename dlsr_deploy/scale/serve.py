@@ -31,6 +31,7 @@ from typing import List, Optional
 import numpy as np
 
 from dlsr_deploy.errors import InputError
+from dlsr_deploy.runtime.scored import ScoredImages
 from dlsr_deploy.scale.limits import (  # noqa: F401  (the service's names, importable from here as before)
     NPY_MAGIC,
     RequestError,
@@ -93,21 +94,11 @@ class ScoreService:
         images = np.concatenate(batches) if len(batches) > 1 else batches[0]
         res = await asyncio.to_thread(self.det.predict, images, self.scores)
         self.metrics.batch(len(images), int(np.sum(res["is_ood"])))
+        results = ScoredImages.of(self.det, [str(i) for i in range(len(images))], res, self.scores).results()
         out, start = [], 0
         for b in batches:
-            sl = slice(start, start + len(b))
+            out.append(results[start : start + len(b)])
             start += len(b)
-            out.append(
-                [
-                    {
-                        "score": float(res["score"][i]),
-                        "normalized": float(res["normalized"][i]),
-                        "is_ood": bool(res["is_ood"][i]),
-                        "scores": {s: float(res[s][i]) for s in self.scores},
-                    }
-                    for i in range(sl.start, sl.stop)
-                ]
-            )
         return out
 
     async def score_request(self, images: np.ndarray) -> List[dict]:
@@ -251,6 +242,7 @@ def _images_in(batches: List[np.ndarray]) -> int:
 
 def build_app(
     bundle: str,
+    *,
     replicas: int = 1,
     max_batch: int = 32,
     batch_wait_ms: float = 5.0,

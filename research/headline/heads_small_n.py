@@ -37,7 +37,7 @@ def features(model: Path, data: Path, cache: Path):
 
     cfg = ModelConfig.load(model / "config.json")
     ood = [("tinyimagenet", str(data / "tinyimagenet_val_32.npz")), ("dtd", str(data / "dtd_subset10.npz"))]
-    o = dict(cache_dir=cache, limit=None, quiet=True, engine="ort", probes=1000)
+    o = dict(cache_dir=cache, limit=None, engine="ort", probes=1000)
     _, z_id, z_ood = eval_features(cfg, str(data / "cifar10_test.npz"), ood, o)
     from dlsr_deploy.probes import PROBES
 

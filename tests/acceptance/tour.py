@@ -64,7 +64,7 @@ class Env:
         self.d = d
         self.run, self.id_path, self.ood_path = make_run(d / "tiny")
         self.bundle = d / "bundle"
-        export_bundle(self.run, self.bundle, verify_ood=[str(self.ood_path)], n_verify=32, quiet=True)
+        export_bundle(self.run, self.bundle, verify_ood=[str(self.ood_path)], n_verify=32)
         self.imgs = d / "imgs"
         self.imgs.mkdir()
         from PIL import Image

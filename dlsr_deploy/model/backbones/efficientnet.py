@@ -68,7 +68,7 @@ class SameConv2d(nn.Conv2d):
 class MBConv(nn.Module):
     CONV_BN = (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))  # fold_batchnorm
 
-    def __init__(self, cin, cout, kernel, stride, expand, se_ratio, act, image_size, bn_eps):
+    def __init__(self, cin, cout, kernel, stride, *, expand, se_ratio, act, image_size, bn_eps):
         super().__init__()
         mid = cin * expand
         self.expand = expand != 1
@@ -137,7 +137,10 @@ class EfficientNet(nn.Module):
             for r in range(reps):
                 s = st.stride if r == 0 else 1
                 blocks.append(
-                    MBConv(cin if r == 0 else cout, cout, st.kernel, s, st.expand, se_ratio, act, size, bn_eps)
+                    MBConv(
+                        cin if r == 0 else cout, cout, st.kernel, s,
+                        expand=st.expand, se_ratio=se_ratio, act=act, image_size=size, bn_eps=bn_eps,
+                    )  # fmt: skip
                 )
                 size = math.ceil(size / s)
                 stride_total *= s

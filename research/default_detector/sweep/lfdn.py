@@ -50,7 +50,6 @@ def train_variant(run_dir: Path, data: Path, backbone: str, size: int, width: in
         feature_engine="ort",
         native_size="given",
         force=True,
-        quiet=True,
     )
 
 

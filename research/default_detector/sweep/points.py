@@ -32,7 +32,7 @@ def features(backbone: str, size: int, images: np.ndarray, desc: str) -> np.ndar
     from dlsr_deploy.pipeline import features_of
 
     fcfg = FeatureConfig(backbone=backbone, input_size=size, native_size=32)
-    return features_of(images, fcfg, default_cache_dir(), quiet=True, engine="ort", desc=desc)
+    return features_of(images, fcfg, default_cache_dir(), engine="ort", desc=desc)
 
 
 def load_sets(data: Path) -> dict:

@@ -40,7 +40,6 @@ def stub_run(runs: Path, data: Path, backbone: str, size: int) -> Path:
             feature_engine="ort",
             native_size="given",
             force=True,
-            quiet=True,
         )
     return run
 
@@ -60,7 +59,6 @@ def export(run: Path, out: Path, data: Path, headline: str, steps: int = 2) -> P
             verify_ood=[str(data / "dtd_subset10.npz")],
             n_verify=128,
             force=True,
-            quiet=True,
         )
     return out
 

@@ -1,4 +1,5 @@
-"""dlsr-score: score image files, folders or .npz packs with a bundle (no torch)."""
+"""dlsr-score's work: score image files, folders, packs or tables with a bundle, without torch, into CSV /
+JSON rows (`ScoredImages`) and an optional HTML report. The click command is in cli/runtime.py."""
 
 from __future__ import annotations
 
@@ -9,35 +10,28 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import click
 import numpy as np
 
 from dlsr_deploy.errors import DataError
+from dlsr_deploy.log import progress, warning
 
 
 def _rows(det, listing, chunk: List[int], res: dict, kept: List[int], skipped, scores: List[str]) -> List[dict]:
     """One row per input of the chunk, in input order: the requested scores, normalized, is_ood;
     unreadable inputs with their error and empty scores."""
     from dlsr_deploy.inputs import display_id
+    from dlsr_deploy.runtime.scored import ScoredImages
 
-    m = det.manifest
-    cols = [m.output_name(x) for x in scores]
-    pos = {i: j for j, i in enumerate(kept)}
+    ids = [listing.ids[i] for i in chunk]
+    ok = np.isin(chunk, kept)
     why = dict(skipped)
-    rows = []
-    for i in chunk:
-        id_ = listing.ids[i]
-        if i in pos:
-            j = pos[i]
-            row = {"image": display_id(id_), **{c: float(res[x][j]) for c, x in zip(cols, scores)}}
-            row.update(normalized=float(res["normalized"][j]), is_ood=bool(res["is_ood"][j]), error="")
-        else:
-            row = {"image": display_id(id_), **{c: None for c in cols}, "normalized": None, "is_ood": None}
-            row["error"] = display_id(why.get(id_, "cannot be read"))
-        rows.append(row)
-    return rows
+    errors = ["" if good else display_id(why.get(id_, "cannot be read")) for id_, good in zip(ids, ok)]
+    scored = ScoredImages.of(det, ids, res, scores, ok, errors)
+    return [scored.row(j, image=display_id(id_)) for j, id_ in enumerate(ids)]
 
 
-def score_listing(det, listing, batch_size: int, scores: List[str], quiet: bool = True) -> List[dict]:
+def score_listing(det, listing, batch_size: int, scores: List[str]) -> List[dict]:
     """Score a listing chunk by chunk (only `batch_size` images decoded at a time) -> rows in input order."""
     from tqdm.auto import tqdm
 
@@ -47,7 +41,7 @@ def score_listing(det, listing, batch_size: int, scores: List[str], quiet: bool 
     for start in tqdm(
         range(0, len(listing), batch_size),
         desc=f"score ({det.backend_name})",
-        disable=quiet,
+        disable=not progress(),
         leave=False,
         file=sys.stderr,
     ):
@@ -131,6 +125,7 @@ def _write(rows: List[dict], out: Optional[Path], bundle, summary: str) -> None:
         text = buf.getvalue()
     if out is None:
         sys.stdout.write(text)
+        sys.stdout.flush()  # the rows before the summary line on stderr
     elif out.exists() and not stat.S_ISREG(out.stat().st_mode):  # device, pipe: write through
         with open(out, "w") as f:
             f.write(text)
@@ -141,12 +136,12 @@ def _write(rows: List[dict], out: Optional[Path], bundle, summary: str) -> None:
 def score_inputs(
     bundle,
     inputs,
+    *,
     backend="auto",
     out: Optional[Path] = None,
     batch_size: int = 32,
     strict: bool = False,
     resize: bool = True,
-    quiet: bool = False,
     trusted_keys=None,
     scores=None,
     report: Optional[Path] = None,
@@ -165,11 +160,11 @@ def score_inputs(
         bundle, backend=backend, strict_providers=strict, resize=resize, trusted_keys=trusted_keys
     ) as det:
         names = det.row_scores(scores)  # the headline too: normalized / is_ood are its
-        rows = score_listing(det, listing, batch_size, names, quiet)
+        rows = score_listing(det, listing, batch_size, names)
         bad = [r for r in rows if r["error"]]
         if bad:  # reported even with --quiet: each also has a row with its error
             shown = "; ".join(f"{r['image']} ({r['error']})" for r in bad[:5])
-            print(f"warning: {len(bad)} unreadable input(s): {shown}", file=sys.stderr)
+            warning(f"warning: {len(bad)} unreadable input(s): {shown}")
         n_ok = len(rows) - len(bad)
         n_ood = sum(1 for r in rows if r["is_ood"])
         summary = (
@@ -191,7 +186,7 @@ def score_inputs(
             "space or choose another --out and run again",
             param="out",
         ) from None
-    print(summary, file=sys.stderr)
+    click.echo(summary, err=True)
     return {"rows": rows, "summary": summary}
 
 
