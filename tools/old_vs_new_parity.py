@@ -11,7 +11,7 @@ compares two such runs file by file: the training pipeline's parity (issue 30), 
 each with `export` and comparing the parity records.
 
 `export` uses whichever dlsr_deploy is importable (run it outside this repository for the old one)
-and writes OUT.parity.json; FP32, K = 2, headline gauss_layer, the density heads both versions
+and writes OUT.parity.json; FP32, K = 2, headline gauss_layer, the bundle heads both versions
 know, Tiny ImageNet + DTD as verify-OOD sets. `compare` writes tools/results/old_vs_new_parity.md.
 """
 
@@ -40,21 +40,29 @@ def train(out: str) -> None:
 
 
 def compare_runs(old: str, new: str) -> None:
-    """The two runs' files: model weights, density heads and z0 byte for byte, run.json's fields."""
+    """The two runs' files: model weights, density heads and z0 byte for byte, run.json's fields ->
+    tools/results/old_vs_new_runs.md."""
     import hashlib
 
     import numpy as np
 
+    lines = [f"# The same seeded run trained by an old checkout and by this one (`compare-runs {old} {new}`)", ""]
     for name in ("model.safetensors", "model_first_epoch.safetensors", "config.json", "train_z0.npy", "holdout_z0.npy"):
         a, b = (hashlib.sha256((Path(d) / name).read_bytes()).hexdigest() for d in (old, new))
-        print(f"{name}: {'identical' if a == b else 'DIFFERENT'} ({a[:12]} / {b[:12]})")
+        lines.append(f"- {name}: {'identical' if a == b else 'DIFFERENT'} (sha256 {a[:12]} / {b[:12]})")
     with np.load(Path(old) / "density.npz") as a, np.load(Path(new) / "density.npz") as b:
         same = sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
-        print(f"density.npz: {'identical arrays' if same else 'DIFFERENT'} ({len(a.files)} / {len(b.files)} arrays)")
+        lines.append(f"- density.npz: {'identical arrays' if same else 'DIFFERENT'} ({len(a.files)} / {len(b.files)})")
     ja, jb = (json.loads((Path(d) / "run.json").read_text()) for d in (old, new))
     skip = {"feature_seconds", "train_seconds", "density_seconds", "total_seconds", "feature_parity", "data"}
     diff = sorted(k for k in set(ja) | set(jb) if k not in skip and ja.get(k) != jb.get(k))
-    print(f"run.json: fields differing (timings and paths aside): {diff or 'none'}")
+    lines.append(f"- run.json: fields that differ (timings and paths aside): {diff or 'none'}")
+    text = "\n".join(lines) + "\n"
+    out = Path(__file__).resolve().parent / "results" / "old_vs_new_runs.md"
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(out)
+    print(text)
 
 
 def export(run: str, out: str) -> None:
@@ -74,7 +82,7 @@ def export(run: str, out: str) -> None:
         Path(out),
         **kw,
         headline="gauss_layer",
-        density=("maha_lw", "gauss_layer"),
+        density=("maha_ridge", "maha_lw", "gauss_layer", "gauss_layer_dn"),
         verify_ood=ood,
         force=True,
     )
