@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 PY=${PY:-python}
-$PY -m pytest -q tests/test_trt.py -rs
+$PY -m pytest -q tests/unit/runtime/test_trt.py -rs
 PYTHONPATH=tests $PY tests/platform/gpu/gpu_check.py "$@"

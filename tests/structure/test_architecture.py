@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "dlsr_deploy"
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 450

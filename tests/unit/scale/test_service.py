@@ -1,5 +1,5 @@
 """The HTTP service bounds every request (issue 21): pixels, images, bytes, time; JSON errors only.
-These run the request handler directly (no Ray); tests/test_ray.py runs it behind Ray Serve."""
+These run the request handler directly (no Ray); tests/integration/test_ray.py runs it behind Ray Serve."""
 
 import asyncio
 import io

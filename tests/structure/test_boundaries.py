@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import tomllib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "dlsr_deploy"
 CONTRACT = [
     "parity.py",

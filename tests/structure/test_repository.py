@@ -14,7 +14,7 @@ from pathlib import Path
 
 from test_architecture import MAX_FUNCTION_LINES, MAX_MODULE_LINES, find_cycle, long_functions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TREES = ("dlsr_deploy", "benchmarks", "research", "tools", "tests")
 MAX_PARAMS = 8
 MAX_POSITIONAL_OF_ENTRY_POINT = 5
