@@ -1,6 +1,6 @@
 """What an edge app pays to embed a detector (issue 24): disk, import time, cold start, memory.
 
-    python benchmarks/footprint.py BUNDLE [--data ../shared/data] [--envs build/footprint]
+    python -m benchmarks footprint BUNDLE [--data ../shared/data] [--envs build/footprint]
 
 Each runtime is installed into a fresh virtual environment on this machine, then measured in
 fresh processes (median of 3 where it is a time):
@@ -195,7 +195,7 @@ def main(argv=None) -> None:
 def markdown(res: dict) -> str:
     torch_mb = next(r["installed_mb"] for r in res["rows"] if "PyTorch" in r["runtime"])
     lines = [
-        "# Runtime footprint (`python benchmarks/footprint.py BUNDLE`)",
+        "# Runtime footprint (`python -m benchmarks footprint BUNDLE`)",
         "",
         f"Machine: {res['machine']}; "
         f"bundle {res['bundle']} (headline path). Fresh venvs; times are medians of 3 fresh processes; the "

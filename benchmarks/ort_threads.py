@@ -1,7 +1,7 @@
 """How ONNX Runtime's thread pools interact when backbone.onnx and denoiser.onnx run back
 to back on the CPU (the profile behind OrtSession's spin-wait setting).
 
-    .venv/bin/python benchmarks/ort_threads.py export/c10-fp32 [--data ../shared/data/cifar10_test.npz]
+    .venv/bin/python -m benchmarks ort_threads export/c10-fp32 [--data ../shared/data/cifar10_test.npz]
 
 Variants, timed in one process, interleaved round by round so that machine drift hits
 them alike (p50 of end-to-end calls: uint8 images in, scores out):

@@ -30,7 +30,7 @@ def _images_per_s(backend, x, graphs, seconds: float) -> float:
 def measure(bundle: str, batch: int, rounds: int, seconds: float) -> dict:
     m = read_manifest(bundle)
     graphs = m.graphs_for([m.headline])
-    x = np.random.default_rng(0).integers(0, 256, (batch, m.input_size, m.input_size, 3), dtype=np.uint8)
+    x = np.random.default_rng(0).integers(0, 256, (batch, m.native_size, m.native_size, 3), dtype=np.uint8)
     backends = {mode: OpenVinoBackend(m, mode=mode) for mode in ("latency", "throughput")}
     for b in backends.values():
         b.run(x, graphs)  # compile and warm up

@@ -135,7 +135,7 @@ def stage_times(bundle, backend, batch, rounds, threads):
     from dlsr_deploy.runtime import Detector
 
     with Detector.load(bundle, backend=backend, threads=threads, self_check="never") as det:
-        s = det.manifest.input_size
+        s = det.manifest.native_size
         x = np.random.default_rng(0).integers(0, 255, (batch, s, s, 3), dtype=np.uint8)
         from dlsr_deploy.timing import measure
 

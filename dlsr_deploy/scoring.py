@@ -18,7 +18,7 @@ from dlsr_deploy.errors import InputError
 # the bundle's headline score (and so its threshold) unless dlsr-export --headline says
 # otherwise; chosen by the selection rule (dlsr_deploy.selection) over both shared OOD sets and the
 # synthetic shift probes at the largest training scale (README "Choosing the headline";
-# research/default_detector/results/default_headline.md: re-chosen on the 50k run, maha_ridge kept)
+# research/headline/results/default_headline.md: re-chosen on the 50k run, maha_ridge kept)
 DEFAULT_HEADLINE = "maha_ridge"
 # ... for a density head fitted on at least SMALL_N_RATIO training vectors per z0 dimension. With
 # fewer, the sample covariance is ill-conditioned and maha_ridge's fixed ridge (1e-6 x the mean

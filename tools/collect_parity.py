@@ -1,7 +1,7 @@
 """Copy the parity report each export measured (manifest.json -> parity) into
 benchmarks/results/parity_<bundle>.json and print a summary table.
 
-    python benchmarks/collect_parity.py export/c10-fp32 export/c10-fp16 export/c10-int8
+    python -m tools.collect_parity export/c10-fp32 export/c10-fp16 export/c10-int8
 """
 
 import json

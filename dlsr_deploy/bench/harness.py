@@ -282,7 +282,7 @@ def run_bench(req: BenchRequest) -> BenchResult:
     from dlsr_deploy.manifest import read_manifest
 
     manifests = [read_manifest(b) for b in req.bundles]
-    id_images, ood_sets = _images(req, manifests[0].input_size)
+    id_images, ood_sets = _images(req, manifests[0].native_size)
     wanted, avail, unavailable = _backends(req)
     header = {**machine_header(req.threads), "bundles": [str(b) for b in req.bundles], "paths": list(req.paths)}
     compute, per_bundle = compute_bounds(manifests)

@@ -50,7 +50,7 @@ def flops_per_image(manifest, path: str = "all") -> Optional[float]:
     from dlsr_deploy.bench.runners import EagerRunner
 
     r = EagerRunner(manifest, path=path)
-    size = manifest.input_size
+    size = manifest.native_size
     with FlopCounterMode(display=False) as fc:
         r.run(np.zeros((1, size, size, 3), np.uint8))
     return float(fc.get_total_flops())

@@ -62,14 +62,14 @@ def check_bundle(
             "give the right model_dir",
             param="model_dir",
         )
-    id_images, _ = calibration_images(model_dir, data, m.input_size)
+    id_images, _ = calibration_images(model_dir, data, m.native_size)
     precision = m.data["precision"]
     engine = graph_engine(precision.get("int8_scheme"))  # where the export verified it, not always ORT
     rep, _ = verify_bundle_graphs(
         m.path,
         ref,
         id_images[:n_verify],
-        verify_sets(ood, m.input_size, n_verify),
+        verify_sets(ood, m.native_size, n_verify),
         m.threshold.all,
         guard_tolerances(tol_for(m.precision), precision.get("int8_backbone_from")),
         engine=engine,

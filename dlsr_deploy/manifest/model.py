@@ -87,9 +87,15 @@ class Manifest:
         return safe_join(self.path, self.files[role]["name"])
 
     @property
-    def input_size(self) -> int:
-        """The native image size the graphs take (uint8 [batch, size, size, 3])."""
+    def native_size(self) -> int:
+        """The native image size the graphs take (uint8 [batch, size, size, 3]); the backbone's own
+        input size is inside the graph (config.feature.input_size)."""
         return int(self.data["preprocessing"]["native_size"])
+
+    @property
+    def input_size(self) -> int:
+        """The same as native_size (the name earlier versions used; kept for their callers)."""
+        return self.native_size
 
     @property
     def score_names(self) -> List[str]:

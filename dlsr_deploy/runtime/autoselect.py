@@ -34,7 +34,7 @@ def _images(manifest, chunk: int) -> np.ndarray:
         with np.load(io.BytesIO(manifest.read_bytes("golden")), allow_pickle=False) as g:
             images = g["images"]
     except Exception:  # a bundle without a golden set: any images of the right size time the same
-        s = manifest.input_size
+        s = manifest.native_size
         images = np.random.default_rng(0).integers(0, 256, (chunk, s, s, 3), dtype=np.uint8)
     reps = -(-chunk // len(images))
     return np.ascontiguousarray(np.concatenate([images] * reps)[:chunk])

@@ -128,7 +128,7 @@ class Detector:
         self.backend_name = backend_name
         self.max_batch = max_batch
         self.resize = resize
-        self.size = manifest.input_size
+        self.size = manifest.native_size
         thr = manifest.threshold
         self.score_name = thr.score
         self.threshold = thr.value

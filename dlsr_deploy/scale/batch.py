@@ -328,7 +328,7 @@ def _run_pipeline(ray, bundle, m, items, shard, todo, collector, opts: JobOption
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // opts.batch_size, 4 * len(todo))))
     ds = ds.map_batches(
         decode_batch,
-        fn_kwargs={"size": m.input_size},
+        fn_kwargs={"size": m.native_size},
         batch_size=opts.batch_size,
         batch_format="numpy",
         num_cpus=DECODE_CPUS,

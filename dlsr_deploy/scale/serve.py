@@ -78,11 +78,11 @@ class ScoreService:
             "precision": m.precision,
             "score_name": self.det.score_name,
             "threshold": self.det.threshold,
-            "native_size": m.input_size,
+            "native_size": m.native_size,
             "scores": self.scores,
             "backend": self.det.backend_name,
             "digest": m.data.get("digest"),
-            "limits": {**asdict(self.limits), "max_pixels": self.limits.pixels_for(m.input_size)},
+            "limits": {**asdict(self.limits), "max_pixels": self.limits.pixels_for(m.native_size)},
         }
         # metrics: where the counts go (build_app: one actor for every replica); default this process
         here = ServiceMetrics(m.name, m.precision, self.det.backend_name, self.det.score_name)

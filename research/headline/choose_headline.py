@@ -6,7 +6,7 @@ Reads the per-image scores `dlsr-eval --probes` saved (STEM_scores.npz: ID = CIF
 real OOD sets, the synthetic probes) and runs the selection rule exactly as `dlsr-export
 --headline auto` does (`export.calibrate.choose_headline`: incumbent = the package default, every
 score but the LR ones as a candidate, tried from the simplest up). Writes
-research/default_detector/results/default_headline.{json,md}: every candidate's AUROC with its 95 % interval on
+research/headline/results/default_headline.{json,md}: every candidate's AUROC with its 95 % interval on
 each real set and on the probe mean, each step's verdict, and the choice. Nothing here is fitted
 on OOD data: the scores are the trained run's, the OOD images only judge.
 """

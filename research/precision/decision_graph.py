@@ -28,7 +28,7 @@ def measure(bundle: str, backend: str, batches, rounds: int, seconds: float) -> 
             return [{"bundle": m.name, "status": "no decision.onnx (the headline needs the denoiser)"}]
         two = [g for g in m.score_graphs if m.headline in m.score_graphs[g]][:1]
         for b in batches:
-            x = np.random.default_rng(0).integers(0, 256, (b, m.input_size, m.input_size, 3), dtype=np.uint8)
+            x = np.random.default_rng(0).integers(0, 256, (b, m.native_size, m.native_size, 3), dtype=np.uint8)
             for g in (["decision"], two):  # warm-up
                 _p50(det.backend, x, g, 0.2)
             one, pair = [], []

@@ -136,7 +136,7 @@ def markdown(res: dict) -> str:
     from dlsr_deploy.machine import describe
 
     lines = [
-        "# LFDN size and steps (`python benchmarks/pareto.py lfdn`)",
+        "# LFDN size and steps (`python -m research.default_detector.sweep lfdn`)",
         "",
         f"Machine: {describe()}.",
         "",

@@ -130,7 +130,7 @@ def plot(res: dict, path: Path) -> None:
 def markdown(res: dict) -> str:
     ch = res["choice"]
     lines = [
-        "# The sweep's frontier and the default (`python benchmarks/pareto.py report`)",
+        "# The sweep's frontier and the default (`python -m research.default_detector.sweep report`)",
         "",
         f"Machine: {res['machine']}.",
         "",

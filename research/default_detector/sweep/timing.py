@@ -132,7 +132,7 @@ def step_time(args) -> dict:
 
 def markdown(res: dict) -> str:
     lines = [
-        "# Sweep timings (`python benchmarks/pareto.py time`)",
+        "# Sweep timings (`python -m research.default_detector.sweep time`)",
         "",
         f"Machine: {res['machine']}; {res['versions']}.",
         "Interleaved rounds (3), p50 of every call; images/s = batch / p50.",

@@ -20,7 +20,7 @@ def get_bundles(argv, tmp: Path):
 
     if len(argv) >= 2:
         bundles = {"fp32": Path(argv[0]), "fp16": Path(argv[1])}
-        size = read_manifest(bundles["fp32"]).input_size
+        size = read_manifest(bundles["fp32"]).native_size
         return bundles, np.random.default_rng(0).integers(0, 255, (64, size, size, 3), dtype=np.uint8)
     from bundles import make_run
 
