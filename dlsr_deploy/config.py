@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from dlsr_deploy.errors import ConfigError
 
@@ -173,6 +173,64 @@ class ScoreConfig(_JsonMixin):
             raise ConfigError(f"eta: expected a value in [0, 1], got {self.eta}")
 
 
+VIEW_BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")  # packaged weights
+
+
+@dataclass(frozen=True)
+class ViewConfig(_JsonMixin):
+    """A second feature view of each image: another backbone and/or input size, or the horizontal
+    flip of the image (a test-time view). Each view has its own density head (`head`, fitted on the
+    run's training images seen through the view); a detector of several views scores `ensemble`:
+    the mean of its views' head scores, each standardised by its held-out ID median / IQR.
+
+    Written `lite1@128` or `lite2@160:flip` (`ViewConfig.parse`). layer_sizes: the view's tap
+    channels (filled in by training). Views use the packaged ImageNet weights."""
+
+    backbone: str
+    input_size: int
+    flip: bool = False
+    head: str = "maha_ridge"
+    layer_sizes: Tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.backbone not in VIEW_BACKBONES:
+            raise ConfigError(f"view backbone: expected one of {list(VIEW_BACKBONES)}, got {self.backbone!r}")
+        if not isinstance(self.input_size, int) or isinstance(self.input_size, bool) or self.input_size < 32:
+            raise ConfigError(f"view input_size: expected an integer >= 32, got {self.input_size!r}")
+        if not isinstance(self.flip, bool):
+            raise ConfigError(f"view flip: expected true or false, got {self.flip!r}")
+
+    @property
+    def name(self) -> str:
+        """'lite1@128' or 'lite2@160:flip'."""
+        return f"{self.backbone.replace('efficientnet-', '')}@{self.input_size}" + (":flip" if self.flip else "")
+
+    @property
+    def dim(self) -> int:
+        """Length of the view's z0 (0 until training fills layer_sizes)."""
+        return int(sum(self.layer_sizes))
+
+    @classmethod
+    def parse(cls, text: str) -> "ViewConfig":
+        """'lite1@128', 'efficientnet-lite2@160:flip' -> a ViewConfig."""
+        point, _, mod = str(text).strip().partition(":")
+        bb, at, size = point.partition("@")
+        if not at or not size.isdigit() or mod not in ("", "flip"):
+            raise ConfigError(
+                f"view: expected BACKBONE@SIZE or BACKBONE@SIZE:flip (e.g. lite1@128, lite2@160:flip), got {text!r}",
+                param="view",
+            )
+        bb = bb if bb.startswith("efficientnet-") else f"efficientnet-{bb}"
+        return cls(backbone=bb, input_size=int(size), flip=mod == "flip")
+
+    def feature(self, primary: FeatureConfig) -> FeatureConfig:
+        """The FeatureConfig of this view (native size, normalisation from the primary view)."""
+        same = self.backbone == primary.backbone
+        return dataclasses.replace(
+            primary, backbone=self.backbone, input_size=self.input_size, weights=primary.weights if same else None
+        )
+
+
 @dataclass(frozen=True)
 class ModelConfig(_JsonMixin):
     """Everything needed to rebuild a trained detector (stored as config.json)."""
@@ -182,6 +240,35 @@ class ModelConfig(_JsonMixin):
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     layer_sizes: Tuple[int, ...] = ()
+    # extra feature views after the primary one (`feature`): empty for a one-view detector
+    views: Tuple[ViewConfig, ...] = ()
+    profile: Optional[str] = None  # the dlsr-train --profile this config came from, if any
+
+    def __post_init__(self):
+        names = [v.name for v in self.views]
+        primary = (
+            ViewConfig(self.feature.backbone, self.feature.input_size).name
+            if self.feature.backbone in VIEW_BACKBONES
+            else None
+        )
+        dup = sorted({n for n in names if names.count(n) > 1 or n == primary})
+        if dup:
+            raise ConfigError(
+                f"views: each view must differ from the others and from the primary view, got {dup} twice"
+            )
+
+    @property
+    def z0_dim(self) -> int:
+        """Length of the bundle's z0: the primary view's (the denoiser's input), then each view's."""
+        return int(self.denoiser.dim + sum(v.dim for v in self.views))
+
+    def view_bounds(self) -> List[Tuple[int, int]]:
+        """[(start, end)] of each extra view's z0 inside the bundle's z0."""
+        out, a = [], self.denoiser.dim
+        for v in self.views:
+            out.append((a, a + v.dim))
+            a += v.dim
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> "ModelConfig":
@@ -194,11 +281,19 @@ class ModelConfig(_JsonMixin):
             "schedule": ScheduleConfig,
             "train": TrainConfig,
         }
-        unknown = sorted(set(data) - set(parts) - {"layer_sizes"})
+        unknown = sorted(set(data) - set(parts) - {"layer_sizes", "views", "profile"})
         if unknown:
             raise ConfigError(f"model config: unknown key(s) {unknown}")
         kwargs = {k: c.from_dict(data[k]) for k, c in parts.items() if k in data}
         kwargs["layer_sizes"] = tuple(int(x) for x in data.get("layer_sizes", ()))
+        views = data.get("views", [])
+        if not isinstance(views, (list, tuple)):
+            raise ConfigError(f"model config: views: expected a list, got {type(views).__name__}")
+        kwargs["views"] = tuple(ViewConfig.from_dict(v) for v in views)
+        profile = data.get("profile")
+        if profile is not None and not isinstance(profile, str):
+            raise ConfigError(f"model config: profile: expected a name or null, got {profile!r}")
+        kwargs["profile"] = profile
         return cls(**kwargs)
 
     def save(self, path: Path) -> None:

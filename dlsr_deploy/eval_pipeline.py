@@ -11,7 +11,7 @@ import numpy as np
 
 from dlsr_deploy.config import ModelConfig, ScoreConfig
 from dlsr_deploy.log import info, progress
-from dlsr_deploy.run_folder import CONFIG, HOLDOUT_Z0, TRAIN_Z0
+from dlsr_deploy.run_folder import CONFIG, TRAIN_Z0
 
 GALLERY_SETS_MAX_IMAGES = 50_000  # OOD sets are reloaded for the galleries only up to this size
 
@@ -20,13 +20,13 @@ def _eval_config(model_dir: Path, sc: ScoreConfig, hold_z, z_id, z_ood: Dict[str
     """Every score of one score config on the ID and OOD sets -> (report block, ID scores, OOD scores);
     opts gains 'ref' (the scorer) and 'hold' (the held-out ID images' scores, when the run has them)."""
     from dlsr_deploy.evaluation import DIRECTION, metrics_table, short_table
-    from dlsr_deploy.model.reference import EagerReference, fit_combinations
+    from dlsr_deploy.model.reference import EagerReference
     from dlsr_deploy.probes import shift_probes
 
     t, bars = time.time(), progress()
     ref = EagerReference.from_run(model_dir, sc, with_lr=None, combos=[])
     if hold_z is not None and len(hold_z):  # standardised on held-out ID scores only
-        ref.combos = fit_combinations(ref.score_z0(hold_z))
+        ref.fit_combos(hold_z)
     s_id = ref.score_z0(z_id, progress=bars, desc=f"score ID t={sc.t_start}")
     s_ood = {k: ref.score_z0(v, progress=bars, desc=f"score {k}") for k, v in z_ood.items()}
     if hold_z is not None and len(hold_z):  # what a bundle's threshold is calibrated on
@@ -52,12 +52,12 @@ def _eval_config(model_dir: Path, sc: ScoreConfig, hold_z, z_id, z_ood: Dict[str
 
 def _probe_features(images: np.ndarray, cfg, cache_dir, n: int, engine: str) -> Dict[str, np.ndarray]:
     """z0 of every probe made from (up to n) ID test images, through the feature cache."""
-    from dlsr_deploy.pipeline import features_of
+    from dlsr_deploy.pipeline import all_features
     from dlsr_deploy.probes import make_probes
 
     probes = make_probes(images, n=n)
     return {
-        f"probe:{k}": features_of(v, cfg.feature, cache_dir, engine=engine, desc=f"features probe {k}")
+        f"probe:{k}": all_features(v, cfg, cache_dir, engine=engine, desc=f"features probe {k}")
         for k, v in probes.items()
     }
 
@@ -119,7 +119,9 @@ def run_eval(
     out = Path(out_dir) if out_dir else model_dir / "eval"
     _check_outputs(out, stem, id_source, ood_sources)
     _check_score_names(model_dir, score_cfgs[0], headline, plot_scores)
-    hold_z = np.load(model_dir / HOLDOUT_Z0) if (model_dir / HOLDOUT_Z0).exists() else None
+    from dlsr_deploy.model.reference import run_holdout_z0
+
+    hold_z = run_holdout_z0(model_dir, cfg)
     feat = dict(cache_dir=cache_dir, limit=limit, engine=feature_engine, probes=probes)
     id_set, z_id, z_ood = eval_features(cfg, id_source, ood_sources, feat)
     result = _result_header(cfg, model_dir, (id_set, id_source, z_id), ood_sources, z_ood, feat, n_boot, command)
@@ -228,10 +230,18 @@ def _report_view(result: dict, first: dict, shown, id_images, sources: dict, cfg
     sets = ", ".join(f"{o['name']} ({o['n']})" for o in result["ood_sets"])
     m = result["machine"]
     return EvalView(
-        headline=result["headline"]["score"], how=result["headline"]["how"], thresholds=first["thresholds"],
-        centers=first["centers"], calibrated_on=first["calibrated_on"], target_tpr=0.95,
-        id_scores=first["id"], ood_scores=first["ood"], metrics=first["metrics"], id_images=id_images,
-        ood_images=ood_images, plot_scores=shown[1:],
+        headline=result["headline"]["score"],
+        how=result["headline"]["how"],
+        thresholds=first["thresholds"],
+        centers=first["centers"],
+        calibrated_on=first["calibrated_on"],
+        target_tpr=0.95,
+        id_scores=first["id"],
+        ood_scores=first["ood"],
+        metrics=first["metrics"],
+        id_images=id_images,
+        ood_images=ood_images,
+        plot_scores=shown[1:],
         meta=[
             f"run: {display_name(result['model'])}; backbone {cfg.feature.backbone} @ {cfg.feature.input_size}",
             f"ID test set: {result['id_set']['name']} ({result['id_set']['n']}); OOD sets: {sets or 'none'}",
@@ -247,15 +257,12 @@ def eval_features(cfg, id_source, ood_sources, o: dict):
     engine ('eager' | 'ort') and probes (None, or how many ID images the probes are made from)."""
     from dlsr_deploy.data import load_images
     from dlsr_deploy.model.features import default_cache_dir
-    from dlsr_deploy.pipeline import features_for, features_of
+    from dlsr_deploy.pipeline import all_features, all_features_for
 
     cache = o["cache_dir"] or default_cache_dir()
     id_set = load_images(id_source, size=cfg.feature.native_size, limit=o["limit"])
-    z_id = features_of(id_set.images, cfg.feature, cache, engine=o["engine"], desc=f"features {id_set.name}")
-    z_ood = {
-        name: features_for(src, cfg.feature, cache, limit=o["limit"], engine=o["engine"])[0]
-        for name, src in ood_sources
-    }
+    z_id = all_features(id_set.images, cfg, cache, engine=o["engine"], desc=f"features {id_set.name}")
+    z_ood = {name: all_features_for(src, cfg, cache, limit=o["limit"], engine=o["engine"]) for name, src in ood_sources}
     if o["probes"]:
         t = time.time()
         z_ood.update(_probe_features(id_set.images, cfg, cache, o["probes"], o["engine"]))
@@ -286,6 +293,8 @@ def _baselines(model_dir: Path, z_id, z_ood: Dict[str, np.ndarray], knn_k: int, 
     if not (model_dir / TRAIN_Z0).exists():
         return None
     train_z = np.load(model_dir / TRAIN_Z0)
+    d = train_z.shape[1]  # the primary view's z0 (a run of several views holds theirs after it)
+    z_id, z_ood = z_id[:, :d], {k: v[:, :d] for k, v in z_ood.items()}
     maha = Mahalanobis.fit(train_z)
     knn = CosineKNN.fit(train_z, k=min(knn_k, len(train_z)))
     b_id = {"mahalanobis": maha.score(z_id), f"knn{knn.k}": knn.score(z_id)}

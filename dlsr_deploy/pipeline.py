@@ -99,6 +99,32 @@ def features_of(
     )
 
 
+def all_features(
+    images: np.ndarray, cfg: ModelConfig, cache_dir: Optional[Path], *, engine: str = "eager", desc: str = "features"
+) -> np.ndarray:
+    """The bundle's z0 of uint8 images: the primary view's, then each extra view's (feature cache)."""
+    from dlsr_deploy.views import view_images
+
+    z = [features_of(images, cfg.feature, cache_dir, engine=engine, desc=desc)]
+    for v in cfg.views:
+        z.append(
+            features_of(
+                view_images(images, v), v.feature(cfg.feature), cache_dir, engine=engine, desc=f"{desc} {v.name}"
+            )
+        )
+    return np.concatenate(z, axis=1) if len(z) > 1 else z[0]
+
+
+def all_features_for(
+    source, cfg: ModelConfig, cache_dir: Optional[Path], *, limit=None, engine: str = "eager"
+) -> np.ndarray:
+    """all_features of an image source (a path, pack, folder ...; pipeline.features_for)."""
+    z = [features_for(source, cfg.feature, cache_dir, limit=limit, engine=engine)[0]]
+    for v in cfg.views:
+        z.append(features_for(source, v.feature(cfg.feature), cache_dir, limit=limit, engine=engine, flip=v.flip)[0])
+    return np.concatenate(z, axis=1) if len(z) > 1 else z[0]
+
+
 def training_features(
     sources: Sequence[str],
     fcfg: FeatureConfig,
@@ -158,7 +184,35 @@ def _training_data(sources, fcfg: FeatureConfig, cache_dir: Path, limit, engine:
     return z, zf, names, feat
 
 
-def _model_config(fcfg: FeatureConfig, tcfg: TrainConfig, preset: str, width, blocks, dim: int) -> ModelConfig:
+def _with_layer_sizes(views) -> tuple:
+    """The views with their tap channels filled in."""
+    import dataclasses
+
+    from dlsr_deploy.model.backbones import build_backbone
+
+    return tuple(dataclasses.replace(v, layer_sizes=tuple(build_backbone(v.backbone).tap_channels)) for v in views)
+
+
+def _view_features(sources, cfg: ModelConfig, cache_dir: Path, limit, engine: str) -> Optional[np.ndarray]:
+    """The extra views' z0 of every training image ([N, sum of view dims], the primary's order), or None."""
+    if not cfg.views:
+        return None
+    per_view = []
+    for v in cfg.views:
+        info(f"features of view {v.name}")
+        zs = [
+            features_for(
+                src, v.feature(cfg.feature), cache_dir, limit=limit, engine=engine, flip=v.flip, split="train"
+            )[0]
+            for src in sources
+        ]
+        per_view.append(np.concatenate(zs))
+    return np.concatenate(per_view, axis=1)
+
+
+def _model_config(
+    fcfg: FeatureConfig, tcfg: TrainConfig, preset: str, width, blocks, dim: int, views=(), profile=None
+) -> ModelConfig:
     from dlsr_deploy.model.backbones import build_backbone
 
     dcfg = DenoiserConfig.preset(preset, dim)
@@ -167,7 +221,10 @@ def _model_config(fcfg: FeatureConfig, tcfg: TrainConfig, preset: str, width, bl
             dim=dim, width=dcfg.width if width is None else width, blocks=dcfg.blocks if blocks is None else blocks
         )
     sizes = tuple(build_backbone(fcfg.backbone).tap_channels)
-    return ModelConfig(feature=fcfg, denoiser=dcfg, schedule=ScheduleConfig(), train=tcfg, layer_sizes=sizes)
+    return ModelConfig(
+        feature=fcfg, denoiser=dcfg, schedule=ScheduleConfig(), train=tcfg, layer_sizes=sizes,
+        views=_with_layer_sizes(views), profile=profile,
+    )  # fmt: skip
 
 
 def holdout_split(n: int, holdout: float, seed: int):
@@ -264,12 +321,16 @@ def run_train(
     flip: bool = False,
     feature_engine: str = "eager",
     native_size="auto",
+    views=(),
 ) -> dict:
     """Train on one or several ID sources (`data`: a source or a list of them; a folder of
     .npz packs counts as all its packs). flip: add the horizontally flipped view of every
     training image as an extra training vector (held-out images and their flips stay out).
     native_size: 'auto' (default: the median shorter side of the training images, capped at the
-    input size), a number (0 = each source's own size), or 'given' (fcfg.native_size). An existing run in `out`
+    input size), a number (0 = each source's own size), or 'given' (fcfg.native_size). views: extra
+    feature views (config.ViewConfig; `dlsr_deploy.views`), each with its own density head, combined
+    into the `ensemble` score (`dlsr_deploy.profiles` names the ones the sweep chose; the run records
+    which profile its settings are). An existing run in `out`
     is refused unless resume (same data and settings, checked) or force (replaced). Progress goes to
     the `dlsr_deploy` logger (dlsr_deploy.log). Returns run.json's content."""
     from dlsr_deploy import run_folder
@@ -284,7 +345,14 @@ def run_train(
     else:
         native_how = "given" if fcfg.native_size else "source size"
     z, zf, names, feat = _training_data(sources, fcfg, cache_dir or default_cache_dir(), limit, feature_engine, flip)
-    cfg = _model_config(fcfg, tcfg, preset, width, blocks, z.shape[1])
+    from dlsr_deploy.profiles import profile_of
+
+    profile = profile_of(fcfg.backbone, fcfg.input_size, views)
+    cfg = _model_config(fcfg, tcfg, preset, width, blocks, z.shape[1], views, profile)
+    t_views = time.time()
+    vz = _view_features(sources, cfg, cache_dir or default_cache_dir(), limit, feature_engine)
+    if vz is not None:
+        feat["feature_seconds"] = round(feat["feature_seconds"] + time.time() - t_views, 1)
     ident = _identity(feat, cfg, holdout, native_how)
     if resume:
         run_folder.check_resume(out, ident)
@@ -292,7 +360,7 @@ def run_train(
     run_folder.write_started(out, ident, {"native_size_source": native_how})
     stage = TrainStage(
         run=run_folder.RunRecord(out), z=z, zf=zf, names=names, feat=feat, cfg=cfg, preset=preset, holdout=holdout,
-        resume=resume, t0=t0, ident=ident, native_how=native_how,
+        resume=resume, t0=t0, ident=ident, native_how=native_how, views_z=vz,
     )  # fmt: skip
     return _fit(stage).to_dict()
 
@@ -313,6 +381,7 @@ class TrainStage:
     t0: float
     ident: dict
     native_how: str
+    views_z: Optional[np.ndarray] = None  # the extra views' z0 of every image, or None
 
 
 def _fit(st: TrainStage):
@@ -320,6 +389,7 @@ def _fit(st: TrainStage):
     from dlsr_deploy.model.train import train_denoiser
     from dlsr_deploy.run_folder import DENSITY, HOLDOUT_Z0, TRAIN_Z0, RunInfo
     from dlsr_deploy.scoring import fit_density_heads, save_density_heads
+    from dlsr_deploy.views import save_views
 
     z, zf, cfg, run = st.z, st.zf, st.cfg, st.run
     hold_idx, train_idx = holdout_split(len(z), st.holdout, cfg.train.seed)
@@ -335,6 +405,7 @@ def _fit(st: TrainStage):
     res = train_denoiser(train_z, cfg, run.folder, resume=st.resume, progress=progress(), log=info, val_z=val_z)
     t_dens = time.time()
     save_density_heads(run / DENSITY, fit_density_heads(train_z, cfg.layer_sizes))
+    views = None if st.views_z is None else save_views(st.run, cfg, st.views_z, hold_idx, train_idx)
     record = RunInfo(
         status="done",
         identity=st.ident,
@@ -349,6 +420,7 @@ def _fit(st: TrainStage):
         **_train_summary(res, cfg.train, bool(len(hold_idx))),
         density_heads=f"{DENSITY}, fitted on the training z0 ({TRAIN_Z0})",
         density_seconds=round(time.time() - t_dens, 1),
+        views=views,
         total_seconds=round(time.time() - st.t0, 1),
     )
     run.write_info(record)

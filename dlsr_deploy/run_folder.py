@@ -33,7 +33,14 @@ TRAIN_Z0 = "train_z0.npy"
 HOLDOUT_Z0 = "holdout_z0.npy"
 TRAIN_LOG = "train_log.csv"
 CHECKPOINTS = "checkpoints"
-RUN_FILES = (CONFIG, MODEL, FIRST_EPOCH, DENSITY, RUN_JSON, TRAIN_Z0, HOLDOUT_Z0, TRAIN_LOG)
+# a run of several feature views (ModelConfig.views): the extra views' z0 side by side, and their heads
+VIEWS_TRAIN_Z0 = "views_train_z0.npy"
+VIEWS_HOLDOUT_Z0 = "views_holdout_z0.npy"
+VIEWS_DENSITY = "views_density.npz"
+RUN_FILES = (
+    CONFIG, MODEL, FIRST_EPOCH, DENSITY, RUN_JSON, TRAIN_Z0, HOLDOUT_Z0, TRAIN_LOG, VIEWS_TRAIN_Z0,
+    VIEWS_HOLDOUT_Z0, VIEWS_DENSITY,
+)  # fmt: skip
 RUN_DIRS = (CHECKPOINTS,)
 # what a resume must find unchanged (the keys of run.json's identity block)
 IDENTITY_FIELDS = ("data", "data_sha256", "flip", "limit", "holdout", "native_size", "feature_engine", "config")
@@ -153,6 +160,7 @@ class RunInfo:
     train_seconds: Optional[float] = None
     density_heads: Optional[str] = None
     density_seconds: Optional[float] = None
+    views: Optional[dict] = None  # a run of several feature views: names, files, seconds
     total_seconds: Optional[float] = None
 
     def to_dict(self) -> dict:

@@ -343,30 +343,38 @@ class Combination:
     how: str  # "sum" | "max"
     center: Tuple[float, ...]
     scale: Tuple[float, ...]
+    label: Optional[str] = None  # a name of its own (the views' `ensemble`), else <how>_<components>
 
     @property
     def name(self) -> str:
-        """The score name: <how>_<component>_<component>."""
-        return f"{self.how}_" + "_".join(self.components)
+        """The score name: the label, else <how>_<component>_<component>."""
+        return self.label or f"{self.how}_" + "_".join(self.components)
 
     def to_dict(self) -> dict:
         """JSON form (stored in the manifest and the eval report)."""
-        return {
+        out = {
             "components": list(self.components),
             "how": self.how,
             "center": list(self.center),
             "scale": list(self.scale),
         }
+        return {**out, "label": self.label} if self.label else out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Combination":
         """Inverse of to_dict."""
         return cls(
-            tuple(d["components"]), d["how"], tuple(float(x) for x in d["center"]), tuple(float(x) for x in d["scale"])
+            tuple(d["components"]),
+            d["how"],
+            tuple(float(x) for x in d["center"]),
+            tuple(float(x) for x in d["scale"]),
+            d.get("label"),
         )
 
     @classmethod
-    def fit(cls, components: Sequence[str], how: str, id_scores: Dict[str, np.ndarray]) -> "Combination":
+    def fit(
+        cls, components: Sequence[str], how: str, id_scores: Dict[str, np.ndarray], label: Optional[str] = None
+    ) -> "Combination":
         """Standardisation constants from held-out ID scores (never OOD)."""
         if how not in ("sum", "max"):
             raise InputError(f"combination: expected 'sum' or 'max', got {how!r}")
@@ -379,7 +387,7 @@ class Combination:
             q1, med, q3 = np.percentile(s, [25, 50, 75])
             centers.append(float(med))
             scales.append(float(q3 - q1) if q3 > q1 else float(np.std(s)) or 1.0)
-        return cls(tuple(components), how, tuple(centers), tuple(scales))
+        return cls(tuple(components), how, tuple(centers), tuple(scales), label)
 
     def combine(self, scores: Dict[str, np.ndarray]) -> np.ndarray:
         """The combined score from component scores."""

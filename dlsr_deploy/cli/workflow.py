@@ -8,6 +8,7 @@ import click
 
 from dlsr_deploy.cli.common import CONTEXT, apply, command_line, fields, friendly, parse_ood
 from dlsr_deploy.config import BACKBONES, DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE
+from dlsr_deploy.profiles import PROFILES
 
 SOURCES_HELP = (
     "image files, folders (recursive), globs, .npz packs (images uint8 NxHxWx3), .parquet tables of image bytes, "
@@ -59,6 +60,8 @@ FEATURE_OPTS = [
 @click.option("--force", is_flag=True, help="Replace the trained run in --out (its model, density heads, checkpoints and run.json); other files there stay.")
 @click.option("--flip", is_flag=True, help="Add each training image's horizontal flip as an extra training vector (held-out images and their flips stay out of training).")
 @click.option("--feature-engine", type=click.Choice(["eager", "ort"]), default="eager", show_default=True, help="What computes backbone features for the cache: PyTorch eager, or the exported FP32 backbone graph on ONNX Runtime (about 4x faster on CPU; used only after its z0 match eager to 1e-4 on the first 32 images, else eager runs).")
+@click.option("--profile", type=click.Choice(list(PROFILES)), default=None, help="Pick the detector by budget (batch-32 cost against the default on the same machine): " + "; ".join(f"{p.name} = {p.summary}" for p in PROFILES.values()) + ". fast <= 0.6x, balanced (the default) <= 1.0x, accurate <= 2.5x; each is the sweep's rule choice in its bound (README 'Profiles'). Not with --backbone / --input-size / --view.")
+@click.option("--view", "views", multiple=True, help="An extra feature view, BACKBONE@SIZE or BACKBONE@SIZE:flip (e.g. lite1@128, lite2@160:flip: the horizontally flipped image). Each view gets its own density head; the bundle's headline 'ensemble' combines them. Repeat for several.")
 @friendly
 def train(**o):
     """Train the DLSR denoiser (LFDN) on unlabeled in-distribution images.
@@ -67,14 +70,31 @@ def train(**o):
     z0 vectors. After training, the density heads (Gaussians on the same z0) are fitted on
     the training z0 and stored beside the model. Higher scores later mean more OOD.
     """
-    from dlsr_deploy.config import FeatureConfig, TrainConfig
+    from dlsr_deploy.config import FeatureConfig, TrainConfig, ViewConfig
     from dlsr_deploy.pipeline import run_train
 
+    _apply_profile(o)
+    views = tuple(ViewConfig.parse(v) for v in o["views"])
     native = _native_size(o["native_size"])
     fcfg = FeatureConfig(**{**fields(FeatureConfig, o), "native_size": native if isinstance(native, int) and native else None})
     tcfg = TrainConfig(**{**fields(TrainConfig, o), "patience": (o["patience"] or None) if o["holdout"] > 0 else None})
     keys = ("preset", "width", "blocks", "holdout", "resume", "force", "limit", "cache_dir", "flip", "feature_engine")
-    run_train(list(o["data"]), o["out"], fcfg, tcfg=tcfg, native_size=native, **{k: o[k] for k in keys})
+    run_train(list(o["data"]), o["out"], fcfg, tcfg=tcfg, native_size=native, views=views, **{k: o[k] for k in keys})
+
+
+def _apply_profile(o: dict) -> None:
+    """--profile sets the backbone, input size and views; given with any of them it is an error."""
+    from click.core import ParameterSource
+
+    if o["profile"] is None:
+        return
+    ctx = click.get_current_context()
+    given = [f"--{p.replace('_', '-')}" for p in ("backbone", "input_size") if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE]
+    given += ["--view"] if o["views"] else []
+    if given:
+        raise click.UsageError(f"--profile sets the backbone, input size and views; drop {' / '.join(given)} or --profile")
+    p = PROFILES[o["profile"]]
+    o.update(backbone=p.backbone, input_size=p.input_size, views=p.views)
 
 
 SCORE_OPTS = [

@@ -115,7 +115,10 @@ def default_headline(names: Sequence[str], fit_shape: Optional[Tuple[int, int]] 
     else the first density head, else the first score."""
     from dlsr_deploy.registry import density_heads
     from dlsr_deploy.scoring import SMALL_N_RATIO, default_headline_for
+    from dlsr_deploy.views import ENSEMBLE
 
+    if ENSEMBLE in names:  # a detector of several views decides by all of them
+        return ENSEMBLE, {"how": "package default for a detector of several views (ensemble: every view's head)"}
     want = default_headline_for(*(fit_shape or (None, None)))
     if want in names:
         why = (

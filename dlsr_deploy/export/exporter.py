@@ -71,19 +71,23 @@ class _Stage:
 
 
 def _load(run_dir: Path, req: ExportRequest) -> _Inputs:
-    from dlsr_deploy.model.reference import EagerReference, fit_combinations
+    from dlsr_deploy.model.reference import EagerReference
 
     ref = EagerReference.from_run(run_dir, req.score_cfg, with_lr=req.with_lr, density=tuple(req.density) or False)
     cfg = ref.cfg
     native = cfg.feature.native_size or cfg.feature.input_size
     heads = f"; density heads {', '.join(ref.heads)}" if ref.heads else ""
+    if cfg.views:
+        from dlsr_deploy.views import describe_views
+
+        heads += f"; views {describe_views(cfg)}" + (f" (profile {cfg.profile})" if cfg.profile else "")
     info(
         f"[1/5] loading {run_dir} ({cfg.feature.backbone} @ {cfg.feature.input_size}, LFDN width "
         f"{cfg.denoiser.hidden} x {cfg.denoiser.blocks}{heads})"
     )
     cal_images, cal_how = calibration_images(run_dir, req.calibrate_on, native)
     if req.density and not ref.combos:  # a run without hold-out: standardise on the calibration images
-        ref.combos = fit_combinations(ref.score_z0(ref.z0(cal_images)))
+        ref.fit_combos(ref.z0(cal_images))
     ood = verify_sets(req.verify_ood, native, req.n_verify) if (req.verify or req.headline == "auto") else {}
     return _Inputs(ref, native, cal_images, cal_how, ood)
 
@@ -195,7 +199,7 @@ def _facts(st: _Stage):
         score_names=ref.score_names,
         headline=head,
         headline_choice=st.choice,
-        heads=ref.heads,
+        heads=ref.all_heads,
         combos=[c.to_dict() for c in ref.combos],
         with_first=ref.first is not None,
         threshold=threshold,

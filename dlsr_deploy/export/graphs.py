@@ -86,6 +86,34 @@ class BackboneGraph(nn.Module):
         return zscore_layers(torch.cat(pooled, dim=1), self.layer_sizes, self.cfg.zscore_eps)
 
 
+class ViewsBackboneGraph(nn.Module):
+    """images uint8 [B, H, W, 3] -> the bundle's z0 of several views [B, D + D_1 + ...]: the primary
+    view's z0, then each extra view's (`dlsr_deploy.views`). Views that share a backbone and input
+    size (a flip view of the primary) run as one batch through one copy of its weights."""
+
+    def __init__(self, primary: BackboneGraph, views: Sequence[Tuple[BackboneGraph, bool]]):
+        super().__init__()
+        mods, keys, self.route = [primary], [(primary.cfg.backbone, primary.cfg.input_size)], [(0, False)]
+        for g, flip in views:
+            key = (g.cfg.backbone, g.cfg.input_size)
+            if key not in keys:
+                keys.append(key)
+                mods.append(g)
+            self.route.append((keys.index(key), bool(flip)))
+        self.mods = nn.ModuleList(mods)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        b = images.shape[0]
+        out: List[Optional[torch.Tensor]] = [None] * len(self.route)
+        for m, mod in enumerate(self.mods):
+            mine = [(i, flip) for i, (k, flip) in enumerate(self.route) if k == m]
+            x = torch.cat([images.flip(2) if flip else images for _, flip in mine], dim=0)
+            z = mod(x)
+            for j, (i, _) in enumerate(mine):
+                out[i] = z[j * b : (j + 1) * b]
+        return torch.cat(out, dim=1)
+
+
 class _GN1(nn.Module):
     """GroupNorm(num_groups=1) over the last dim, statistics in FP32."""
 
@@ -182,11 +210,13 @@ class _DeployReconstructor(nn.Module):
 class _DensityScores(nn.Module):
     """Density heads in FP32 (every bundle): ||(f(z0) - mean) @ proj||^2 per head, f = l2
     normalisation for heads fitted on l2-normalised z0. A block-diagonal head (gauss_layer)
-    runs one small MatMul per tap layer: 117k instead of 262k weights read per call."""
+    runs one small MatMul per tap layer: 117k instead of 262k weights read per call. bounds:
+    {head: (start, end)} of the z0 slice a head reads (an extra view's); default the whole z0."""
 
-    def __init__(self, heads: Dict[str, DensityHead]):
+    def __init__(self, heads: Dict[str, DensityHead], bounds: Optional[Dict[str, Tuple[int, int]]] = None):
         super().__init__()
         self.names = list(heads)
+        self.bounds = [(bounds or {}).get(n) for n in self.names]
         self.l2 = [bool(h.l2) for h in heads.values()]
         self.blocks = [list(h.blocks) for h in heads.values()]
         for i, h in enumerate(heads.values()):
@@ -200,11 +230,15 @@ class _DensityScores(nn.Module):
                 self.register_buffer(f"proj{i}", torch.from_numpy(np.ascontiguousarray(h.proj, np.float32)))
 
     def forward(self, z0: torch.Tensor) -> Dict[str, torch.Tensor]:
-        z = z0.to(torch.float32)
-        zn = z / torch.clamp(torch.sqrt((z * z).sum(dim=1, keepdim=True)), min=1e-12) if any(self.l2) else None
+        full = z0.to(torch.float32)
+        norms: Dict[Optional[Tuple[int, int]], torch.Tensor] = {}
         out = {}
         for i, name in enumerate(self.names):
-            d = (zn if self.l2[i] else z) - getattr(self, f"mean{i}")
+            bd = self.bounds[i]
+            z = full if bd is None else full[:, bd[0] : bd[1]]
+            if self.l2[i] and bd not in norms:
+                norms[bd] = z / torch.clamp(torch.sqrt((z * z).sum(dim=1, keepdim=True)), min=1e-12)
+            d = (norms[bd] if self.l2[i] else z) - getattr(self, f"mean{i}")
             if self.blocks[i]:
                 parts = [
                     torch.matmul(d[:, a:b], getattr(self, f"proj{i}_{j}"))
@@ -235,13 +269,15 @@ class DenoiserGraph(nn.Module):
         dtype: torch.dtype = torch.float32,
         heads: Optional[Dict[str, DensityHead]] = None,
         combos: Sequence[Combination] = (),
+        bounds: Optional[Dict[str, Tuple[int, int]]] = None,
     ):
         super().__init__()
         self.sizes = list(rec.sizes)
+        self.dim = int(sum(rec.sizes))  # the primary view's z0 (the bundle's z0 may hold extra views after it)
         self.skip_first = rec.skip_first
         self.final = _DeployReconstructor(rec, dtype)
         self.first = _DeployReconstructor(first, dtype) if first is not None else None
-        self.density = _DensityScores(heads) if heads else None
+        self.density = _DensityScores(heads, bounds) if heads else None
         self.combos = list(combos)
 
     @property
@@ -261,6 +297,7 @@ class DenoiserGraph(nn.Module):
         return {k: v.reshape(r, b).mean(dim=0) for k, v in s.items()}
 
     def forward(self, z0: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        full, z0 = z0, z0[:, : self.dim]
         zh = self.final(z0)
         s = self._scores(z0, zh)
         if self.first is not None:
@@ -269,7 +306,7 @@ class DenoiserGraph(nn.Module):
                 if spec.lr:
                     s[f"lr_{base}"] = LR_SIGN * (f[base] - s[base])
         if self.density is not None:
-            s.update(self.density(z0))
+            s.update(self.density(full))
         for c in self.combos:
             s[c.name] = combine_torch(c, s)
         return tuple(s[n] for n in self.score_names) + (zh.mean(dim=0),)
@@ -279,9 +316,14 @@ class HeadsGraph(nn.Module):
     """z0 float32 [B, D] -> score_<density head>..., score_<combination of density heads>... (FP32
     in every bundle): what a density headline needs, without the denoiser."""
 
-    def __init__(self, heads: Dict[str, DensityHead], combos: Sequence[Combination] = ()):
+    def __init__(
+        self,
+        heads: Dict[str, DensityHead],
+        combos: Sequence[Combination] = (),
+        bounds: Optional[Dict[str, Tuple[int, int]]] = None,
+    ):
         super().__init__()
-        self.density = _DensityScores(heads)
+        self.density = _DensityScores(heads, bounds)
         self.combos = [c for c in combos if all(x in heads for x in c.components)]
 
     @property

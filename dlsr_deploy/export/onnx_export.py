@@ -25,23 +25,39 @@ def graph_modules(ref, precision: str, fused: bool, native: int) -> Dict[str, tu
     """{role: (module, example inputs, input names, output names)} for every graph of the bundle."""
     import torch
 
-    from dlsr_deploy.export.graphs import BackboneGraph, DenoiserGraph, HeadsGraph, PipelineGraph
+    from dlsr_deploy.export.graphs import BackboneGraph, DenoiserGraph, HeadsGraph, PipelineGraph, ViewsBackboneGraph
 
     dtype = torch.float16 if precision == "fp16" else torch.float32
     first = ref.reconstructor("first") if ref.first is not None else None
     bb = BackboneGraph(ref.extractor, native, dtype).eval()
-    dn = DenoiserGraph(ref.reconstructor(), first, dtype, heads=ref.heads, combos=ref.combos).eval()
+    if ref.cfg.views:  # several views: one graph, every view's z0 side by side
+        views = [(BackboneGraph(e, native, dtype), v.flip) for v, e in zip(ref.cfg.views, ref.view_extractors)]
+        bb = ViewsBackboneGraph(bb, views).eval()
+    bounds = head_bounds(ref)
+    heads = ref.all_heads
+    dn = DenoiserGraph(ref.reconstructor(), first, dtype, heads=heads, combos=ref.combos, bounds=bounds).eval()
     images = (torch.zeros(2, native, native, 3, dtype=torch.uint8),)
-    z0 = (torch.zeros(2, ref.cfg.denoiser.dim),)
+    z0 = (torch.zeros(2, ref.cfg.z0_dim),)
     graphs = {"backbone": (bb, images, ["images"], ["z0"])}
-    if ref.heads:
-        hd = HeadsGraph(ref.heads, ref.combos).eval()
+    if heads:
+        hd = HeadsGraph(heads, ref.combos, bounds).eval()
         graphs["heads"] = (hd, z0, ["z0"], hd.output_names)
     graphs["denoiser"] = (dn, z0, ["z0"], dn.output_names)
     if fused:
         pl = PipelineGraph(bb, dn).eval()
         graphs["pipeline"] = (pl, images, ["images"], pl.output_names)
     return graphs
+
+
+def head_bounds(ref) -> Dict[str, Tuple[int, int]]:
+    """{head: (start, end)} of the z0 slice each density head reads: the primary view's for its heads,
+    each extra view's for its own."""
+    from dlsr_deploy.views import view_scores
+
+    cfg = ref.cfg
+    out = {n: (0, cfg.denoiser.dim) for n in ref.heads}
+    out.update(dict(zip(view_scores(cfg), cfg.view_bounds())))
+    return out
 
 
 def _quantize(model, role: str, req, int8_images):
@@ -84,7 +100,9 @@ def describe_graph(model, path: Path, req, role: str) -> dict:
     return entry
 
 
-def write_graph(tmp: Path, role: str, spec: tuple, req, native: int, dim: int, int8_images=None) -> Tuple[dict, object]:
+def write_graph(
+    tmp: Path, role: str, spec: tuple, req, native: int, dims: Tuple[int, int], int8_images=None
+) -> Tuple[dict, object]:
     """Trace, simplify, quantize, check and write one graph -> (manifest entry, model)."""
     import torch
 
@@ -97,7 +115,8 @@ def write_graph(tmp: Path, role: str, spec: tuple, req, native: int, dim: int, i
         model = ou.simplify(ou.torch_to_onnx(mod, args, ins, outs))
     model = _quantize(model, role, req, int8_images)
     model.producer_name, model.producer_version = "dlsr-deploy", dlsr_deploy.__version__
-    ou.fix_dims(model, {"images": [None, native, native, 3], "z0": [None, dim], "z0_hat": [None, dim]})
+    z0_dim, hat_dim = dims  # the bundle's z0 (every view), the reconstruction's (the primary view)
+    ou.fix_dims(model, {"images": [None, native, native, 3], "z0": [None, z0_dim], "z0_hat": [None, hat_dim]})
     ou.check(model)
     path = Path(tmp) / f"{role}.onnx"
     atomic_write_bytes(path, model.SerializeToString())
@@ -112,7 +131,8 @@ def export_graphs(tmp: Path, ref, req, native: int, int8_images=None, roles=None
         if roles is not None and role not in roles:
             continue
         t = time.time()
-        entry, _ = write_graph(tmp, role, spec, req, native, ref.cfg.denoiser.dim, int8_images)
+        dims = (ref.cfg.z0_dim, ref.cfg.denoiser.dim)
+        entry, _ = write_graph(tmp, role, spec, req, native, dims, int8_images)
         files[role], shares[role] = entry, entry["fp16_share"]
         bad = entry["trt_unsupported_ops"]
         info(

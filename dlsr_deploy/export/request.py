@@ -69,7 +69,43 @@ def planned_score_names(run_dir: Path, req: ExportRequest) -> List[str]:
             if missing:
                 raise ConfigError(f"density: {run_dir} has no density head(s) {missing} (has {have})", param="density")
     dlsr = dlsr_score_names(req.with_lr)
-    return bundle_score_names(req.with_lr, heads, combination_names(dlsr + heads) if heads else [])
+    combos = combination_names(dlsr + heads) if heads else []
+    cfg = _views_config(run_dir)
+    if cfg is None or not cfg.views:
+        return bundle_score_names(req.with_lr, heads, combos)
+    from dlsr_deploy.views import ENSEMBLE, view_scores
+
+    if heads and cfg.views[0].head not in heads:
+        raise ConfigError(
+            f"density: the views' ensemble combines {cfg.views[0].head!r} of every view; keep it among {heads}",
+            param="density",
+        )
+    if not heads:
+        raise ConfigError(
+            "density: a run of several views scores them by their density heads; keep them", param="density"
+        )
+    return bundle_score_names(req.with_lr, heads + view_scores(cfg), combos + [ENSEMBLE])
+
+
+def _views_config(run_dir: Path):
+    from dlsr_deploy.config import ModelConfig
+
+    try:
+        return ModelConfig.load(run_dir / CONFIG)
+    except ConfigError as exc:
+        raise ConfigError(f"model_dir: {exc}", param="model_dir") from None
+
+
+def check_views_precision(req: ExportRequest, run_dir: Path) -> None:
+    """Low-precision backbones refit the heads on their own features, which runs of several views
+    do not support yet: refused by name before any work."""
+    cfg = _views_config(run_dir)
+    if cfg.views and (req.bf16 or req.int8_backbone_from is not None):
+        raise ConfigError(
+            f"precision: {req.precision} with a low-precision backbone is not supported for a run of several views "
+            "yet (its heads would need refitting per view); export fp32 or fp16, or int8 with an FP32 backbone",
+            param="precision",
+        )
 
 
 def _check_out(out: Path, run_dir: Path, force: bool) -> None:
@@ -194,6 +230,7 @@ def check_request(req: ExportRequest, out: Path, run_dir: Path) -> List[str]:
     _check_precision(req)
     _check_numbers(req)
     _check_sources(req)
+    check_views_precision(req, run_dir)
     names = planned_score_names(run_dir, req)
     if req.headline == "auto" and not req.verify_ood:
         raise ConfigError("headline: 'auto' needs known-OOD images; give verify_ood", param="headline")

@@ -104,7 +104,7 @@ def build_manifest(f: BundleFacts) -> Dict[str, Any]:
             "beta_end": f.cfg.schedule.beta_end,
             "plan": f.plan,
         },
-        "scores": _scores(f.score_names, f.headline, f.headline_choice, f.heads, f.combos),
+        "scores": _scores(f.score_names, f.headline, f.headline_choice, f.heads, f.combos, f.cfg),
         "threshold": _threshold(f.headline, f.threshold, f.engine),
         "backends": default_backends(f.precision, f.int8_scheme),
         "batch_profile": dict(zip(("min", "opt", "max"), f.batch_profile)),
@@ -149,19 +149,52 @@ def _preprocessing(cfg, native: int, source: str) -> dict:
         "backbone": cfg.feature.backbone,
         "layer_sizes": list(cfg.layer_sizes),
         "dim": cfg.denoiser.dim,
+        **(_views(cfg) if cfg.views else {"profile": cfg.profile}),
     }
 
 
-def _scores(names: List[str], headline: str, choice: dict, heads: dict, combos: List[dict]) -> dict:
+def _views(cfg) -> dict:
+    """A bundle of several views: what its z0 holds (the primary view's, then each extra view's)."""
+    from dlsr_deploy.views import describe_views, view_scores
+
+    return {
+        "z0_dim": cfg.z0_dim,
+        "views": [
+            {
+                "view": v.name,
+                "backbone": v.backbone,
+                "input_size": v.input_size,
+                "flip": v.flip,
+                "z0": [a, b],
+                "score": n,
+            }
+            for v, (a, b), n in zip(cfg.views, cfg.view_bounds(), view_scores(cfg))
+        ],
+        "views_summary": describe_views(cfg),
+        "profile": cfg.profile,
+    }
+
+
+def _scores(names: List[str], headline: str, choice: dict, heads: dict, combos: List[dict], cfg=None) -> dict:
     combo_def = "combination ({}) of scores standardised by their held-out ID median / IQR"
+    defs = {n: _definition(n, combo_def) for n in names}
+    fitted = {n: "training z0 of the run" for n in heads}
+    if cfg is not None and cfg.views:
+        from dlsr_deploy.views import ENSEMBLE, ENSEMBLE_DEFINITION, describe_views, view_scores
+
+        for n, v in zip(view_scores(cfg), cfg.views):
+            fitted[n] = f"training z0 of the run seen through view {v.name}"
+            defs[n] = f"{v.head} of view {v.name} (its own z0 slice, preprocessing.views)"
+        if ENSEMBLE in defs:
+            defs[ENSEMBLE] = ENSEMBLE_DEFINITION.format(head=cfg.views[0].head, views=describe_views(cfg))
     return {
         "names": list(names),
         "headline": headline,
         "headline_choice": choice,
         "direction": "higher score = more OOD",
-        "density_heads": {n: {"l2": bool(h.l2), "fitted_on": "training z0 of the run"} for n, h in heads.items()},
+        "density_heads": {n: {"l2": bool(h.l2), "fitted_on": fitted[n]} for n, h in heads.items()},
         "combinations": combos,
-        "definitions": {n: _definition(n, combo_def) for n in names},
+        "definitions": defs,
     }
 
 

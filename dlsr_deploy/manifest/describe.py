@@ -5,6 +5,17 @@ from __future__ import annotations
 from dlsr_deploy.manifest.model import Manifest
 
 
+def _view_lines(pre: dict) -> list:
+    """The profile and the views of a detector of several views (nothing for one view)."""
+    profile = pre.get("profile")
+    if not pre.get("views"):
+        return [f"profile  {profile} (one view)"] if profile else []
+    lines = [f"profile  {profile or '(none: views of its own)'}; views {pre.get('views_summary', '?')}"]
+    for v in pre["views"]:
+        lines.append(f"  view   {v['view']:<16} z0[{v['z0'][0]}:{v['z0'][1]}] -> {v['score']}")
+    return lines
+
+
 def describe(m: Manifest) -> str:
     """Readable summary for dlsr-inspect."""
     d = m.data
@@ -19,6 +30,7 @@ def describe(m: Manifest) -> str:
         f"input    images uint8 [batch, {pre['native_size']}, {pre['native_size']}, 3] RGB -> resized to "
         f"{pre['input_size']} inside the graph ({pre['backbone']})"
     )
+    lines += _view_lines(pre)
     prec = d["precision"]
     lines.append(
         f"precision {prec['mode']}"

@@ -1,0 +1,85 @@
+"""Views and profiles as configuration (issue 32): parsing, the strict round trip, the profiles."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dlsr_deploy.config import FeatureConfig, ModelConfig, ViewConfig
+from dlsr_deploy.errors import ConfigError
+from dlsr_deploy.profiles import PROFILE_BOUNDS, PROFILES, get_profile, profile_of
+
+
+def test_parse_views():
+    v = ViewConfig.parse("lite1@128")
+    assert (v.backbone, v.input_size, v.flip, v.name) == ("efficientnet-lite1", 128, False, "lite1@128")
+    f = ViewConfig.parse("efficientnet-lite2@160:flip")
+    assert (f.backbone, f.input_size, f.flip, f.name) == ("efficientnet-lite2", 160, True, "lite2@160:flip")
+
+
+@pytest.mark.parametrize(
+    "bad", ["lite1", "lite1@", "lite1@x", "lite1@128:mirror", "resnet50@224", "lite9@128", "lite1@16"]
+)
+def test_bad_views_are_refused_by_name(bad):
+    with pytest.raises(ConfigError, match="view"):
+        ViewConfig.parse(bad)
+
+
+def test_model_config_with_views_round_trips_through_json():
+    views = (ViewConfig.parse("lite2@160:flip"), ViewConfig("efficientnet-lite1", 128, layer_sizes=(40, 112)))
+    cfg = ModelConfig(views=views, profile="accurate")
+    back = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back == cfg
+    assert back.views[1].dim == 152
+    assert ModelConfig.from_dict({}).views == ()  # configs of earlier versions: one view
+
+
+def test_views_z0_layout():
+    cfg = ModelConfig(
+        layer_sizes=(8, 8),
+        views=(
+            ViewConfig("efficientnet-lite0", 64, True, layer_sizes=(4, 6)),
+            ViewConfig("efficientnet-lite1", 64, layer_sizes=(3,)),
+        ),
+    )
+    d = cfg.denoiser.dim
+    assert cfg.view_bounds() == [(d, d + 10), (d + 10, d + 13)]
+    assert cfg.z0_dim == d + 13
+
+
+def test_repeated_or_primary_views_are_refused():
+    with pytest.raises(ConfigError, match="twice"):
+        ModelConfig(views=(ViewConfig.parse("lite1@128"), ViewConfig.parse("lite1@128")))
+    with pytest.raises(ConfigError, match="primary"):
+        ModelConfig(
+            feature=FeatureConfig(backbone="efficientnet-lite2", input_size=160), views=(ViewConfig.parse("lite2@160"),)
+        )
+    with pytest.raises(ConfigError, match="views: expected a list"):
+        ModelConfig.from_dict({"views": "lite1@128"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        ModelConfig.from_dict({"views": [{"backbone": "efficientnet-lite1", "input_size": 128, "mirror": True}]})
+
+
+def test_profiles_are_within_their_bounds_and_balanced_is_the_default():
+    from dlsr_deploy.config import DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE
+
+    assert set(PROFILES) == set(PROFILE_BOUNDS) == {"fast", "balanced", "accurate"}
+    b = PROFILES["balanced"]
+    assert (b.backbone, b.input_size, b.views) == (DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE, ())
+    assert profile_of(DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE, ()) == "balanced"
+    for p in PROFILES.values():
+        assert profile_of(p.backbone, p.input_size, p.view_configs()) == p.name
+    assert profile_of("efficientnet-lite0", 64, ()) is None
+    with pytest.raises(ConfigError, match="fast"):
+        get_profile("turbo")
+
+
+def test_train_profile_refuses_explicit_backbone_size_or_view(tmp_path):
+    from dlsr_deploy.cli import train
+
+    for extra in (["--backbone", "efficientnet-lite1"], ["--input-size", "128"], ["--view", "lite1@128"]):
+        r = CliRunner().invoke(train, ["--data", "demo:id", "--out", str(tmp_path / "r"), "--profile", "fast", *extra])
+        assert r.exit_code == 2 and "--profile sets the backbone" in r.output, r.output
+    assert not (tmp_path / "r").exists()
+    r = CliRunner().invoke(train, ["--data", "demo:id", "--out", str(tmp_path / "r"), "--view", "lite1@12x"])
+    assert r.exit_code != 0 and "BACKBONE@SIZE" in r.output and not (tmp_path / "r").exists()
