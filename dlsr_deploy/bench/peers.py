@@ -97,6 +97,13 @@ class PlainExportRunner(Runner):
 
         m = manifest
         self.ref = _reference(m, with_lr=False)
+        if self.ref.cfg.views:
+            from dlsr_deploy.errors import ConfigError
+
+            raise ConfigError(
+                f"--peers: bundle {m.name} combines several views ({m.data['preprocessing'].get('views_summary')}); "
+                "the plain-export peers are one-view models, so they compare only with one-view bundles"
+            )
         self.path = path
         self.names = [n for n in m.score_names if not n.startswith("lr_")] if path == "all" else [m.headline]
         self.fused_head = not needs_denoiser(m, path)

@@ -72,6 +72,7 @@ class EagerRunner(Runner):
         self.names = m.score_names if path == "all" else [m.headline]
         self.device = torch.device(device)
         self.ext = self.ref.extractor.to(self.device)
+        self.view_exts = [e.to(self.device) for e in self.ref.view_extractors]  # a bundle of several views
         self.denoise = needs_denoiser(m, path)
         self.rec = self.ref.reconstructor().to(self.device)
         self.first = self.ref.reconstructor("first").to(self.device) if self.ref.first is not None else None
@@ -113,6 +114,15 @@ class EagerRunner(Runner):
             out.update({f"lr_{n}": LR_SIGN * (f[n] - s[n]) for n, spec in SCORES.items() if spec.lr})
         return {k: v.float().cpu().numpy().astype(np.float64) for k, v in out.items()}
 
+    def _views(self, images):
+        from dlsr_deploy.views import view_images
+
+        torch = self.torch
+        return [
+            e(torch.from_numpy(view_images(images, v)).to(self.device)).float()
+            for v, e in zip(self.ref.cfg.views, self.view_exts)
+        ]
+
     def run(self, images):
         from dlsr_deploy.model.features import zscore_layers
 
@@ -123,9 +133,12 @@ class EagerRunner(Runner):
             self.sync()
             t1 = time.perf_counter()
             z0 = zscore_layers(self.pooled(x).float(), self.ext.layer_sizes, self.ext.cfg.zscore_eps)
+            d = z0.shape[1]
+            if self.view_exts:  # every extra view's z0 after the primary's, as the bundle's backbone graph
+                z0 = torch.cat([z0, *self._views(images)], dim=1)
             self.sync()
             t2 = time.perf_counter()
-            out = self._dlsr(z0)
+            out = self._dlsr(z0[:, :d])
             self.ref.add_density_scores(out, z0.float().cpu().numpy())
             self.sync()
             t3 = time.perf_counter()

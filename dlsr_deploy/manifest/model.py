@@ -93,6 +93,20 @@ class Manifest:
         return int(self.data["preprocessing"]["native_size"])
 
     @property
+    def views(self) -> List[str]:
+        """Every feature view the bundle decides with, the primary one first ('lite2@128',
+        'lite1@128:flip'); one entry for a one-view bundle."""
+        pre = self.data["preprocessing"]
+        extra = [str(v["view"]) for v in pre.get("views") or []]
+        primary = f"{str(pre.get('backbone', '?')).replace('efficientnet-', '')}@{pre.get('input_size', '?')}"
+        return [primary, *extra]
+
+    @property
+    def profile(self) -> Optional[str]:
+        """The dlsr-train --profile the bundle's settings are (fast / balanced / accurate), or None."""
+        return self.data["preprocessing"].get("profile")
+
+    @property
     def input_size(self) -> int:
         """The same as native_size (the name earlier versions used; kept for their callers)."""
         return self.native_size

@@ -143,6 +143,10 @@ class EagerReference:
         if with_lr and not has_first:
             raise ConfigError(f"{run_dir}: no {FIRST}; LR needs the first-epoch model")
         first = load_lfdn(run_dir, "first") if (with_lr or (with_lr is None and has_first)) else None
+        if density is not True and density and cfg.views:  # a manifest's list names the views' heads too
+            from dlsr_deploy.views import view_scores
+
+            density = [n for n in density if n not in view_scores(cfg)]
         wanted = () if density is True else tuple(density or ())
         heads = run_density_heads(run_dir, cfg.layer_sizes, wanted) if density else {}
         if density is not True and density:

@@ -67,6 +67,10 @@ def test_bundle_scores_every_view_with_parity_and_decides_by_the_ensemble(views_
     ens = next(c for c in m["scores"]["combinations"] if c.get("label") == "ensemble")
     assert ens["components"] == ["maha_ridge", "v1_maha_ridge", "v2_maha_ridge"]
     assert "lite1@64" in m["scores"]["definitions"]["ensemble"]
+    from dlsr_deploy.manifest import read_manifest
+
+    typed = read_manifest(views_bundle)
+    assert typed.views == ["lite0@64", *VIEWS] and typed.profile is None
     assert (views_bundle / "decision.onnx").exists()  # images -> ensemble in one call
 
 
@@ -147,3 +151,31 @@ def test_eval_reports_every_view_and_the_ensemble(views_run, tmp_path):
     assert {"v1_maha_ridge", "v2_maha_ridge", "ensemble"} <= set(metrics)
     assert metrics["ensemble"]["ood"]["auroc"] > 0.9  # noise images against one ID colour: far OOD
     assert res["runs"][0]["combinations"][-1]["label"] == "ensemble"
+
+
+def test_bench_eager_runner_scores_views_and_peers_refuse_them(views_run, views_bundle):
+    from dlsr_deploy.bench.peers import PlainExportRunner
+    from dlsr_deploy.bench.runners import EagerRunner
+    from dlsr_deploy.errors import ConfigError
+    from dlsr_deploy.manifest import read_manifest
+    from dlsr_deploy.runtime import Detector
+
+    images = np.load(views_run[0] / "id_unseen.npz")["images"][:8]
+    m = read_manifest(views_bundle)
+    eager, stages = EagerRunner(m, path="all").run(images)
+    with Detector.load(views_bundle, backend="ort-cpu", self_check="never") as det:
+        got = det.score(images, "all")
+    for n in ("ensemble", "v2_maha_ridge", "mfsim"):
+        np.testing.assert_allclose(eager[n], got[n], rtol=2e-4, atol=1e-4 * np.abs(got[n]).max())
+    with pytest.raises(ConfigError, match="several views"):
+        PlainExportRunner(m, engine="ort", path="headline")
+
+
+def test_dlsr_check_compares_every_view_with_eager_and_on_target(views_run, views_bundle, tmp_path):
+    from dlsr_deploy.cli import check
+
+    folder, run, _, oodp = views_run
+    r = CliRunner().invoke(check, [str(views_bundle), "--model", str(run), "--ood", str(oodp), "--n-verify", "32"])
+    assert r.exit_code == 0 and "PASS" in r.output and "v2_maha_ridge" in r.output, r.output
+    r = CliRunner().invoke(check, [str(views_bundle), "--on-target", "--backend", "openvino"])
+    assert r.exit_code == 0 and "PASS" in r.output, r.output

@@ -83,3 +83,12 @@ def test_train_profile_refuses_explicit_backbone_size_or_view(tmp_path):
     assert not (tmp_path / "r").exists()
     r = CliRunner().invoke(train, ["--data", "demo:id", "--out", str(tmp_path / "r"), "--view", "lite1@12x"])
     assert r.exit_code != 0 and "BACKBONE@SIZE" in r.output and not (tmp_path / "r").exists()
+
+
+def test_profiles_are_the_sweeps_picks():
+    """The package's profiles are the ones research/default_detector/results/pareto_views.json picked."""
+    from pathlib import Path
+
+    res = json.loads((Path(__file__).parents[2] / "research/default_detector/results/pareto_views.json").read_text())
+    for name, p in PROFILES.items():
+        assert sorted(p.summary.split(" + ")) == sorted(res["profiles"][name]["pick"].split(" + ")), name

@@ -34,7 +34,7 @@ RESULTS = results_dir(__file__).parents[1] / "results"
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["heads", "lfdn", "time", "report"])
+    ap.add_argument("step", choices=["heads", "lfdn", "time", "report", "views", "profiles"])
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--backbones", default=",".join(short(b) for b in BACKBONES))
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
@@ -43,6 +43,8 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--epochs", type=int, default=60, help="lfdn: most training epochs (early stopping on held-out loss)"
     )
+    ap.add_argument("--views", help="views: a comma-separated subset of the view candidates (default: all)")
+    ap.add_argument("--rounds", type=int, default=3, help="profiles: interleaved timing rounds")
     ap.add_argument("--runs", default="runs/pareto", help="where the sweep's training runs go")
     args = ap.parse_args(argv)
     args.backbones = [f"efficientnet-{b}" for b in args.backbones.split(",")]
@@ -59,6 +61,15 @@ def main(argv=None) -> None:
         from .timing import step_time
 
         write_results(RESULTS, "pareto_time", step_time(args), lambda r: r["markdown"])
+    elif args.step == "views":
+        from .views import step_views, views_markdown
+
+        args.views = args.views.split(",") if args.views else None
+        write_results(RESULTS, "pareto_views", step_views(args), views_markdown)
+    elif args.step == "profiles":
+        from .profiles import profiles_markdown, step_profiles
+
+        write_results(RESULTS, "pareto_profiles", step_profiles(args), profiles_markdown)
     else:
         from .report import step_report
 
