@@ -292,6 +292,9 @@ def _identity(feat: dict, cfg: ModelConfig, holdout: float, how: str) -> dict:
     c = cfg.to_dict()
     for k in ("epochs", "patience", "checkpoint_every"):  # a resume may train longer
         c["train"].pop(k, None)
+    c.pop("profile", None)  # derived from the settings, not one of them
+    if not c.get("views"):  # a one-view run: the identity earlier versions recorded (their runs resume)
+        c.pop("views", None)
     return identity(
         feat["data"],
         feat["data_sha256"],

@@ -92,3 +92,14 @@ def test_profiles_are_the_sweeps_picks():
     res = json.loads((Path(__file__).parents[2] / "research/default_detector/results/pareto_views.json").read_text())
     for name, p in PROFILES.items():
         assert sorted(p.summary.split(" + ")) == sorted(res["profiles"][name]["pick"].split(" + ")), name
+
+
+def test_one_view_runs_keep_the_identity_earlier_versions_recorded():
+    """A run trained before views existed must still resume: its identity has no views / profile."""
+    from dlsr_deploy.pipeline import _identity
+
+    feat = {"data": ["x.npz"], "data_sha256": ["0"], "flip": False, "limit": None, "feature_engine": "ort"}
+    one = _identity(feat, ModelConfig(profile="balanced"), 0.1, "given")["config"]
+    assert "views" not in one and "profile" not in one
+    two = _identity(feat, ModelConfig(views=(ViewConfig.parse("lite1@128"),), profile="x"), 0.1, "given")["config"]
+    assert two["views"][0]["input_size"] == 128 and "profile" not in two
