@@ -2,7 +2,7 @@
 # Issue 32: detectors of several views, and the profiles a user picks by budget (dlsr-train --profile).
 #
 #   bash research/default_detector/profiles.sh             # every step, in order
-#   STEP=accurate bash research/default_detector/profiles.sh
+#   STEP=accurate bash research/default_detector/profiles.sh   # or views | profiles | export
 #
 # 1. views: every single view, pair, and triple of the named views on the sweep's data (10k training
 #    images), one joint paired bootstrap, and each profile picked by the sweep's rule inside its cost
@@ -12,7 +12,10 @@
 # 3. accurate: `dlsr-train --profile accurate` on the 50,000 training images and `dlsr-eval --probes` on
 #    the shared sets -> results/accurate_eval.{json,md,png}. The ensemble headline reads density heads
 #    only, so the LFDN (its DLSR scores) trains EPOCHS epochs (default 3: not a tuned LFDN; the
-#    default's was 20) and the headline does not depend on it.
+#    default's was 20) and the headline does not depend on it;
+# 4. export: the accurate run as an FP32 bundle (parity per view on both shared sets), its load-time
+#    self-check on ONNX Runtime and OpenVINO, and dlsr-inspect's summary -> results/parity_accurate.md,
+#    results/selfcheck_accurate.txt, results/inspect_accurate.txt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source tools/cifar_env.sh
@@ -24,4 +27,15 @@ if want accurate; then
     --feature-engine ort --resume --quiet
   $BIN/dlsr-eval --model runs/accurate50k --id "$DATA/cifar10_test.npz" "${OOD[@]}" --probes --feature-engine ort \
     --out research/default_detector/results --stem accurate_eval --quiet
+fi
+if want export; then
+  # the accurate profile as a bundle: parity of every view's score against eager on both shared sets,
+  # then the load-time self-check (golden set) on ONNX Runtime and OpenVINO
+  $BIN/dlsr-export --model runs/accurate50k --out export/accurate-fp32 \
+    --verify-ood "$DATA/tinyimagenet_val_32.npz" --verify-ood "$DATA/dtd_subset10.npz" --force --quiet
+  $BIN/python -m tools.collect_parity export/accurate-fp32 > research/default_detector/results/parity_accurate.md
+  for b in ort-cpu openvino; do
+    $BIN/dlsr-check export/accurate-fp32 --on-target --backend "$b"
+  done > research/default_detector/results/selfcheck_accurate.txt
+  $BIN/dlsr-inspect export/accurate-fp32 | head -12 > research/default_detector/results/inspect_accurate.txt
 fi
