@@ -1,7 +1,8 @@
 """Copy the parity report each export measured (manifest.json -> parity) into
-benchmarks/results/parity_<bundle>.json and print a summary table.
+benchmarks/results/parity_<bundle>.json (or --out DIR) and print a summary table.
 
     python -m tools.collect_parity export/c10-fp32 export/c10-fp16 export/c10-int8
+    python -m tools.collect_parity --out research/default_detector/results export/accurate-fp32
 """
 
 import json
@@ -11,12 +12,15 @@ from pathlib import Path
 from dlsr_deploy.io import atomic_write_text
 
 out_dir = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+bundles = sys.argv[1:]
+if bundles[:1] == ["--out"]:
+    out_dir, bundles = Path(bundles[1]), bundles[2:]
 print(
     "| bundle | precision | images (OOD) | z0 max rel L2 | score | rank corr | max rel err | AUROC eager -> "
     "export (ID vs pooled OOD) | decisions flipped |"
 )
 print("|---|---|---|---|---|---|---|---|---|")
-for b in sys.argv[1:]:
+for b in bundles:
     m = json.loads((Path(b) / "manifest.json").read_text())
     p = m["parity"]
     rep = {

@@ -33,7 +33,8 @@ if want export; then
   # then the load-time self-check (golden set) on ONNX Runtime and OpenVINO
   $BIN/dlsr-export --model runs/accurate50k --out export/accurate-fp32 \
     --verify-ood "$DATA/tinyimagenet_val_32.npz" --verify-ood "$DATA/dtd_subset10.npz" --force --quiet
-  $BIN/python -m tools.collect_parity export/accurate-fp32 > research/default_detector/results/parity_accurate.md
+  $BIN/python -m tools.collect_parity --out research/default_detector/results export/accurate-fp32 \
+    > research/default_detector/results/parity_accurate.md
   for b in ort-cpu openvino; do
     $BIN/dlsr-check export/accurate-fp32 --on-target --backend "$b"
   done > research/default_detector/results/selfcheck_accurate.txt
