@@ -30,7 +30,24 @@ def get_bundles(argv, tmp: Path):
     bundles = {p: tmp / p for p in ("fp32", "fp16")}
     for p, b in bundles.items():
         export_bundle(run, b, fp16=p == "fp16", verify_ood=[str(ood_path)], n_verify=64)
+    # a detector of several views (issue 32): the flip view is a Slice with step -1 inside backbone.onnx,
+    # the second backbone a second branch of the same graph; FP16, as an edge GPU would run it
+    bundles["views-fp16"] = tmp / "views-fp16"
+    export_bundle(_views_run(tmp, id_path), bundles["views-fp16"], fp16=True, verify_ood=[str(ood_path)], n_verify=64)
     return bundles, np.concatenate([np.load(id_path)["images"][:32], np.load(ood_path)["images"][:32]])
+
+
+def _views_run(tmp: Path, id_path: Path) -> Path:
+    from dlsr_deploy.config import FeatureConfig, TrainConfig, ViewConfig
+    from dlsr_deploy.pipeline import run_train
+
+    run = tmp / "views-run"
+    run_train(
+        str(id_path), run, FeatureConfig(backbone="efficientnet-lite0", input_size=64), preset="small",
+        tcfg=TrainConfig(epochs=2, batch_size=32), holdout=0.25, cache_dir=tmp / "cache",
+        views=(ViewConfig.parse("lite0@64:flip"), ViewConfig.parse("lite1@64")),
+    )  # fmt: skip
+    return run
 
 
 def parity(bundle: Path, images: np.ndarray, engines: Path) -> dict:
