@@ -341,6 +341,8 @@ def run_train(
     from dlsr_deploy.model.features import default_cache_dir
 
     t0, out = time.time(), Path(out)
+    views = tuple(views)
+    ModelConfig(feature=fcfg, views=views)  # repeated views are refused before any work
     run_folder.prepare(out, resume, force)
     sources = expand_sources([data] if isinstance(data, (str, Path)) else list(data))
     if native_size != "given":

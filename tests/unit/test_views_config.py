@@ -103,3 +103,13 @@ def test_one_view_runs_keep_the_identity_earlier_versions_recorded():
     assert "views" not in one and "profile" not in one
     two = _identity(feat, ModelConfig(views=(ViewConfig.parse("lite1@128"),), profile="x"), 0.1, "given")["config"]
     assert two["views"][0]["input_size"] == 128 and "profile" not in two
+
+
+def test_a_view_repeating_the_primary_is_refused_before_any_work(tmp_path):
+    from dlsr_deploy.cli import train
+
+    r = CliRunner().invoke(
+        train, ["--data", "demo:id", "--out", str(tmp_path / "r"), "--view", "lite2@160", "--cache-dir", str(tmp_path)]
+    )
+    assert r.exit_code != 0 and "differ from the others and from the primary view" in r.output, r.output
+    assert not (tmp_path / "r").exists() and not list(tmp_path.glob("*.npy"))
