@@ -11,6 +11,7 @@ import numpy as np
 
 from dlsr_deploy.config import DenoiserConfig, FeatureConfig, ModelConfig, ScheduleConfig, TrainConfig
 from dlsr_deploy.log import info, progress, warning
+from dlsr_deploy.profiles import profile_of
 
 
 def feature_engine_factory(fcfg: FeatureConfig, engine: str, reports: Optional[list] = None):
@@ -350,9 +351,7 @@ def run_train(
     else:
         native_how = "given" if fcfg.native_size else "source size"
     z, zf, names, feat = _training_data(sources, fcfg, cache_dir or default_cache_dir(), limit, feature_engine, flip)
-    from dlsr_deploy.profiles import profile_of
-
-    profile = profile_of(fcfg.backbone, fcfg.input_size, views)
+    profile = profile_of(fcfg.backbone, fcfg.input_size, views)  # the settings' profile name, if any
     cfg = _model_config(fcfg, tcfg, preset, width, blocks, z.shape[1], views, profile)
     t_views = time.time()
     vz = _view_features(sources, cfg, cache_dir or default_cache_dir(), limit, feature_engine)
