@@ -34,7 +34,7 @@ RESULTS = results_dir(__file__).parents[1] / "results"
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["heads", "lfdn", "time", "report", "views", "profiles"])
+    ap.add_argument("step", choices=["heads", "lfdn", "time", "report", "views", "profiles", "joint"])
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--backbones", default=",".join(short(b) for b in BACKBONES))
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
@@ -66,6 +66,10 @@ def main(argv=None) -> None:
 
         args.views = args.views.split(",") if args.views else None
         write_results(RESULTS, "pareto_views", step_views(args), views_markdown)
+    elif args.step == "joint":
+        from .joint import joint_markdown, step_joint
+
+        write_results(RESULTS, "pareto_joint", step_joint(args), joint_markdown)
     elif args.step == "profiles":
         from .profiles import profiles_markdown, step_profiles
 
