@@ -179,3 +179,22 @@ def test_dlsr_check_compares_every_view_with_eager_and_on_target(views_run, view
     assert r.exit_code == 0 and "PASS" in r.output and "v2_maha_ridge" in r.output, r.output
     r = CliRunner().invoke(check, [str(views_bundle), "--on-target", "--backend", "openvino"])
     assert r.exit_code == 0 and "PASS" in r.output, r.output
+
+
+def test_dlsr_train_forwards_view_and_records_the_profile(views_run, tmp_path):
+    """--view reaches the run (config, files, run.json) through the CLI; default settings record 'balanced'."""
+    from dlsr_deploy.cli import train
+    from dlsr_deploy.config import ModelConfig
+
+    folder = views_run[0]
+    common = ["--data", str(folder / "id.npz"), "--native-size", "32", "--preset", "small", "--epochs", "1"]
+    common += ["--batch-size", "32", "--holdout", "0.25", "--cache-dir", str(folder / "cache"), "--quiet"]
+    tiny = ["--backbone", "efficientnet-lite0", "--input-size", "64"]
+    r = CliRunner().invoke(train, [*common, *tiny, "--out", str(tmp_path / "v"), "--view", "lite0@64:flip"])
+    assert r.exit_code == 0, r.output
+    cfg = ModelConfig.load(tmp_path / "v" / "config.json")
+    assert [v.name for v in cfg.views] == ["lite0@64:flip"] and cfg.profile is None
+    assert (tmp_path / "v" / "views_density.npz").exists()
+    assert json.loads((tmp_path / "v" / "run.json").read_text())["views"]["views"] == "lite0@64 + lite0@64:flip"
+    r = CliRunner().invoke(train, [*common, *tiny, "--out", str(tmp_path / "one")])
+    assert r.exit_code == 0 and ModelConfig.load(tmp_path / "one" / "config.json").views == ()

@@ -224,31 +224,26 @@ def test_the_repository_checks_can_fail(tmp_path):
     assert find_cycle({"a": ["b"], "b": ["a"]}) == ["a", "b", "a"]
 
 
-def private_imports_at(path: Path):
-    """private_imports for a file outside the repository (the self-test)."""
+def _outside_repo(check, path: Path):
+    """check(path) as a list, for a file outside the repository (the self-tests): ROOT moved to its folder."""
     global ROOT
     old, ROOT = ROOT, path.parent
     try:
-        return list(private_imports(path))
+        return list(check(path))
     finally:
         ROOT = old
+
+
+def private_imports_at(path: Path):
+    """private_imports for a file outside the repository (the self-test)."""
+    return _outside_repo(private_imports, path)
 
 
 def wide_functions_at(path: Path):
     """wide_functions for a file outside the repository (the self-test)."""
-    global ROOT
-    old, ROOT = ROOT, path.parent
-    try:
-        return list(wide_functions(path))
-    finally:
-        ROOT = old
+    return _outside_repo(wide_functions, path)
 
 
 def quiet_or_stderr_at(path: Path):
     """quiet_or_stderr for a file outside the repository (the self-test)."""
-    global ROOT
-    old, ROOT = ROOT, path.parent
-    try:
-        return list(quiet_or_stderr(path))
-    finally:
-        ROOT = old
+    return _outside_repo(quiet_or_stderr, path)

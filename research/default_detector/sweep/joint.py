@@ -61,7 +61,7 @@ def step_joint(args) -> dict:
 def joint_markdown(res: dict) -> str:
     from dlsr_deploy.machine import describe
 
-    from .views import cell
+    from .views import cell, tin_delta
 
     lines = [
         "# One head over the joined views against the sum of per-view heads "
@@ -78,14 +78,7 @@ def joint_markdown(res: dict) -> str:
     ]
     for r in res["rows"]:
         c = r.get("vs_sum")
-        d = (
-            "-"
-            if c is None
-            else (
-                f"{100 * c['real']['tinyimagenet']['delta']:+.2f} [{100 * c['real']['tinyimagenet']['lo']:+.2f}, "
-                f"{100 * c['real']['tinyimagenet']['hi']:+.2f}]"
-            )
-        )
+        d = tin_delta(c)
         rep = "-" if c is None else ("yes" if c["replaces"] else "no")
         lines.append(f"| {r['name']} | " + " | ".join(cell(r["auroc"][k]) for k in CRITERIA) + f" | {d} | {rep} |")
     return "\n".join(lines)

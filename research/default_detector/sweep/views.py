@@ -162,6 +162,14 @@ def cell(a: dict) -> str:
     return f"{100 * a['auroc']:.2f} [{100 * a['lo']:.2f}, {100 * a['hi']:.2f}]"
 
 
+def tin_delta(c) -> str:
+    """'+0.94 [+0.66, +1.32]': a selection.compare record's Tiny ImageNet difference ('-' for None)."""
+    if c is None:
+        return "-"
+    t = c["real"]["tinyimagenet"]
+    return f"{100 * t['delta']:+.2f} [{100 * t['lo']:+.2f}, {100 * t['hi']:+.2f}]"
+
+
 def views_markdown(res: dict) -> str:
     from dlsr_deploy.machine import describe
 
@@ -191,14 +199,7 @@ def views_markdown(res: dict) -> str:
     ]
     for r in sorted(res["rows"], key=lambda r: r["cost_x_default"]):
         c = r["vs_default"]
-        d = (
-            "-"
-            if c is None
-            else (
-                f"{100 * c['real']['tinyimagenet']['delta']:+.2f} [{100 * c['real']['tinyimagenet']['lo']:+.2f}, "
-                f"{100 * c['real']['tinyimagenet']['hi']:+.2f}]"
-            )
-        )
+        d = tin_delta(c)
         nw = "-" if c is None else ("yes" if c["not_worse"] else "no")
         lines.append(
             f"| {r['name']} | "
