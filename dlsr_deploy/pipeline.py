@@ -288,12 +288,13 @@ def resolve_native_size(sources, fcfg: FeatureConfig, native_size, limit) -> Tup
 
 
 def _identity(feat: dict, cfg: ModelConfig, holdout: float, how: str) -> dict:
-    from dlsr_deploy.run_folder import identity
+    from dlsr_deploy.run_folder import DERIVED_CONFIG_KEYS, identity
 
     c = cfg.to_dict()
     for k in ("epochs", "patience", "checkpoint_every"):  # a resume may train longer
         c["train"].pop(k, None)
-    c.pop("profile", None)  # derived from the settings, not one of them
+    for k in DERIVED_CONFIG_KEYS:  # derived from the settings (the profile), not one of them
+        c.pop(k, None)
     if not c.get("views"):  # a one-view run: the identity earlier versions recorded (their runs resume)
         c.pop("views", None)
     return identity(

@@ -44,6 +44,9 @@ RUN_FILES = (
 RUN_DIRS = (CHECKPOINTS,)
 # what a resume must find unchanged (the keys of run.json's identity block)
 IDENTITY_FIELDS = ("data", "data_sha256", "flip", "limit", "holdout", "native_size", "feature_engine", "config")
+# config keys derived from the settings, never part of a run's identity (a run.json written while one of
+# them was still recorded resumes: they are dropped from both sides before comparing)
+DERIVED_CONFIG_KEYS = ("profile",)
 
 
 def holds_run(folder: Path) -> bool:
@@ -99,8 +102,8 @@ def check_resume(folder: Path, now: Dict) -> None:
             "so a resume cannot be checked; start a new run (force)",
             param="resume",
         )
-    before = old["identity"]
-    now = json.loads(json.dumps(now))  # as run.json holds it: tuples are lists there (mean, std, ...)
+    before = _without_derived(old["identity"])
+    now = _without_derived(json.loads(json.dumps(now)))  # as run.json holds it: tuples are lists (mean, ...)
     diff = [k for k in IDENTITY_FIELDS if k in now and before.get(k) != now[k]]
     if "config" in diff:
         changed = _config_diff(before.get("config") or {}, now["config"])
@@ -111,6 +114,11 @@ def check_resume(folder: Path, now: Dict) -> None:
             "resume with the same data and settings, or start a new run",
             param="resume",
         )
+
+
+def _without_derived(ident: Dict) -> Dict:
+    cfg = {k: v for k, v in (ident.get("config") or {}).items() if k not in DERIVED_CONFIG_KEYS}
+    return {**ident, "config": cfg} if "config" in ident else ident
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> List[str]:

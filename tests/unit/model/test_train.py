@@ -227,3 +227,17 @@ def test_resume_compares_settings_as_run_json_holds_them(tmp_path):
     changed = identity(["a.npz"], ["x" * 64], {**cfg, "layer_sizes": (16, 32)}, holdout=0.1)
     with pytest.raises(Exception, match="layer_sizes"):
         check_resume(tmp_path, changed)
+
+
+def test_resume_ignores_a_profile_an_earlier_run_json_recorded(tmp_path):
+    """run.json files written while the profile was part of the identity still resume; other changes don't."""
+    import json
+
+    from dlsr_deploy.run_folder import check_resume, identity
+
+    cfg = {"layer_sizes": [16, 24], "views": [{"backbone": "efficientnet-lite1"}]}
+    stored = identity(["a.npz"], ["x" * 64], {**cfg, "profile": "accurate"}, holdout=0.1)
+    (tmp_path / "run.json").write_text(json.dumps({"status": "done", "identity": stored}))
+    check_resume(tmp_path, identity(["a.npz"], ["x" * 64], cfg, holdout=0.1))  # no error
+    with pytest.raises(Exception, match=r"config\.views"):
+        check_resume(tmp_path, identity(["a.npz"], ["x" * 64], {**cfg, "views": []}, holdout=0.1))
