@@ -233,15 +233,19 @@ def density_heads() -> List[str]:
     return list(HEADS)
 
 
+# the built-in density heads, in registration order, with the one line the manifest and the reports
+# record for each (the one table of them: scoring.DENSITY_HEADS and the manifest read it)
+BUILTIN_HEADS = {
+    "maha_lw": "Mahalanobis distance to the training z0, Ledoit-Wolf covariance",
+    "gauss_layer": "sum over tap layers of each layer's Mahalanobis distance (Ledoit-Wolf), Rippel et al. 2020",
+    "maha_l2": "maha_lw on l2-normalised z0 (Mahalanobis++)",
+    "maha_ridge": "Mahalanobis distance to the training z0, covariance + 1e-6 * mean variance",
+    "gauss_layer_dn": "sum over tap layers of each layer's Mahalanobis distance divided by the layer's dimension",
+}
+
+
 def _register_builtin_heads() -> None:
-    defs = {
-        "maha_lw": "Mahalanobis distance to the training z0, Ledoit-Wolf covariance",
-        "gauss_layer": "sum over layers of the per-layer Mahalanobis distance (Ledoit-Wolf per layer)",
-        "maha_l2": "maha_lw on l2-normalised z0 (Mahalanobis++)",
-        "maha_ridge": "Mahalanobis distance, sample covariance + a 1e-6 relative ridge",
-        "gauss_layer_dn": "gauss_layer with each layer's distance divided by its dimension",
-    }
-    for name, definition in defs.items():
+    for name, definition in BUILTIN_HEADS.items():
         register_head(HeadSpec(name, f"dlsr_deploy.scoring:fit_{name}", definition))
 
 

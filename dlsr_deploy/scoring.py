@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from dlsr_deploy.errors import InputError
+from dlsr_deploy.registry import BUILTIN_HEADS
 
 # the bundle's headline score (and so its threshold) unless dlsr-export --headline says
 # otherwise; chosen by the selection rule (dlsr_deploy.selection) over both shared OOD sets and the
@@ -141,9 +142,9 @@ def normalisation(id_scores: np.ndarray, threshold: float) -> Tuple[float, float
 #                20:1; normalised, every tap (texture, stroke, contrast statistics in the shallow
 #                ones) weighs alike
 
-# the built-in heads (each registered in dlsr_deploy.registry with its fit function below);
+# the built-in heads (registry.BUILTIN_HEADS, each with its fit function below);
 # `registry.density_heads()` lists every registered one, plug-ins included
-DENSITY_HEADS = ("maha_lw", "gauss_layer", "maha_l2", "maha_ridge", "gauss_layer_dn")
+DENSITY_HEADS = tuple(BUILTIN_HEADS)
 # the heads a bundle carries by default (dlsr-eval reports them all): the headline, the previous
 # default and the complementary per-layer view with its combinations; maha_l2 equals maha_lw on
 # per-layer z-scored z0 (identical AUROC), so it is left out

@@ -11,7 +11,6 @@ sha256 and the manifest's own digest, and refuses file names that leave the fold
 
 from dlsr_deploy.manifest.build import (  # noqa: F401
     PRECISION_HOW,
-    SCORE_DEFINITIONS,
     BundleFacts,
     build_manifest,
     write_manifest,

@@ -13,17 +13,6 @@ from dlsr_deploy.io import atomic_write_text, sha256_file
 from dlsr_deploy.manifest.model import REQUIRED, SCHEMA_VERSION
 from dlsr_deploy.run_folder import DENSITY, FIRST_EPOCH, MODEL
 
-SCORE_DEFINITIONS = {
-    "mfsim": "-mean over layers of cos(z0_m, z0_hat_m)",
-    "mse": "sum (z0 - z0_hat)^2",
-    "lr_mse": "MSE(first-epoch model) - MSE(final model), same stored noise",
-    "lr_mfsim": "MFsim(first-epoch model) - MFsim(final model), same stored noise",
-    "maha_lw": "Mahalanobis distance to the training z0, Ledoit-Wolf covariance",
-    "maha_ridge": "Mahalanobis distance to the training z0, covariance + 1e-6 * mean variance",
-    "gauss_layer": "sum over tap layers of each layer's Mahalanobis distance (Ledoit-Wolf), Rippel et al. 2020",
-    "maha_l2": "maha_lw on l2-normalised z0 (Mahalanobis++)",
-    "gauss_layer_dn": "sum over tap layers of each layer's Mahalanobis distance divided by the layer's dimension",
-}
 PRECISION_HOW = {
     "fp16": "FP16 weights and activations written into the graph (strongly typed); FP32 inputs/outputs, "
     "preprocessing, pooling, z-score, GroupNorm statistics, DDIM arithmetic, density heads and score reductions",
@@ -199,15 +188,16 @@ def _scores(names: List[str], headline: str, choice: dict, heads: dict, combos: 
 
 
 def _definition(name: str, combo_def: str) -> str:
+    """The line the manifest records for a score: the registry's (dlsr_deploy.registry), for lr_<score>
+    the difference of the two models, for a combination `combo_def`."""
     from dlsr_deploy.registry import HEADS, SCORES
 
-    if name in SCORES:
-        return SCORES[name].definition
-    if name in HEADS and name not in SCORE_DEFINITIONS:  # a head registered by a plug-in
-        return HEADS[name].definition
+    spec = SCORES.get(name) or HEADS.get(name)
+    if spec is not None:
+        return spec.definition
     if name.startswith("lr_") and name[3:] in SCORES:
         return f"{name[3:]}(first-epoch model) - {name[3:]}(final model), same stored noise"
-    return SCORE_DEFINITIONS.get(name, combo_def.format(name))
+    return combo_def.format(name)
 
 
 def _threshold(headline: str, t: dict, engine: str) -> dict:
