@@ -8,6 +8,7 @@ import click
 
 from dlsr_deploy.cli.common import CONTEXT, apply, command_line, fields, friendly, parse_ood
 from dlsr_deploy.config import BACKBONES, DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE
+from dlsr_deploy.log import info
 from dlsr_deploy.profiles import PROFILES
 
 SOURCES_HELP = (
@@ -60,7 +61,7 @@ FEATURE_OPTS = [
 @click.option("--force", is_flag=True, help="Replace the trained run in --out (its model, density heads, checkpoints and run.json); other files there stay.")
 @click.option("--flip", is_flag=True, help="Add each training image's horizontal flip as an extra training vector (held-out images and their flips stay out of training).")
 @click.option("--feature-engine", type=click.Choice(["eager", "ort"]), default="eager", show_default=True, help="What computes backbone features for the cache: PyTorch eager, or the exported FP32 backbone graph on ONNX Runtime (about 4x faster on CPU; used only after its z0 match eager to 1e-4 on the first 32 images, else eager runs).")
-@click.option("--profile", type=click.Choice(list(PROFILES)), default=None, help="Pick the detector by budget (batch-32 cost against the default on the same machine): " + "; ".join(f"{p.name} = {p.summary}" for p in PROFILES.values()) + ". fast <= 0.6x, balanced (the default) <= 1.0x, accurate <= 2.5x; each is the sweep's rule choice in its bound (README 'Profiles'). Not with --backbone / --input-size / --view.")
+@click.option("--profile", type=click.Choice(list(PROFILES)), default=None, help="Pick the detector by budget (batch-32 cost against the default on the same machine): " + "; ".join(f"{p.name} = {p.summary} ({p.trade})" for p in PROFILES.values()) + ". fast <= 0.6x, balanced (the default) <= 1.0x, accurate <= 2.5x; each is the sweep's rule choice in its bound, AUROC on the sweep's 10k images (README 'Profiles'). Not with --backbone / --input-size / --view.")
 @click.option("--view", "views", multiple=True, help="An extra feature view, BACKBONE@SIZE or BACKBONE@SIZE:flip (e.g. lite1@128, lite2@160:flip: the horizontally flipped image). Each view gets its own density head; the bundle's headline 'ensemble' combines them. Repeat for several.")
 @friendly
 def train(**o):
@@ -94,6 +95,7 @@ def _apply_profile(o: dict) -> None:
     if given:
         raise click.UsageError(f"--profile sets the backbone, input size and views; drop {' / '.join(given)} or --profile")
     p = PROFILES[o["profile"]]
+    info(f"profile {p.name}: {p.summary} ({p.trade})")
     o.update(backbone=p.backbone, input_size=p.input_size, views=p.views)
 
 

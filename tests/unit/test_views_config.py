@@ -90,8 +90,15 @@ def test_profiles_are_the_sweeps_picks():
     from pathlib import Path
 
     res = json.loads((Path(__file__).parents[2] / "research/default_detector/results/pareto_views.json").read_text())
+    rows = {r["name"]: r for r in res["rows"]}
     for name, p in PROFILES.items():
-        assert sorted(p.summary.split(" + ")) == sorted(res["profiles"][name]["pick"].split(" + ")), name
+        pick = res["profiles"][name]["pick"]
+        assert sorted(p.summary.split(" + ")) == sorted(pick.split(" + ")), name
+        # the trade --help states is the sweep's Tiny ImageNet AUROC of the pick (and of balanced)
+        tin = 100 * rows[pick]["auroc"]["tinyimagenet"]["auroc"]
+        assert f"AUROC {tin:.1f}" in p.trade, (name, tin, p.trade)
+        if name != "balanced":
+            assert f"against {100 * rows['lite2@160']['auroc']['tinyimagenet']['auroc']:.1f}" in p.trade, p.trade
 
 
 def test_one_view_runs_keep_the_identity_earlier_versions_recorded():
