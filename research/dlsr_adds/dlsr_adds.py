@@ -8,16 +8,26 @@ joint paired bootstrap, worst real set, probe mean), which is what `--headline a
         --probes --out build/eval-default
     python -m research.dlsr_adds.dlsr_adds build/eval-default [--stem eval] [--headline maha_ridge]
         -> research/dlsr_adds/results/dlsr_adds.{json,md}
+
+A headline that is itself a standardised sum (a profile's `ensemble` of views) has no DLSR sum in the
+eval's table: `--model RUN` adds one per DLSR score, `<headline>+<score>` = the headline's components
+and the score, each standardised by the run's held-out ID median / IQR, as the package fits every
+combination (scoring.Combination; the held-out images were never trained on nor evaluated):
+
+    python -m research.dlsr_adds.dlsr_adds research/default_detector/results --stem accurate_eval \
+        --headline ensemble --model runs/accurate50k --name dlsr_adds_accurate
 """
 
 import argparse
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from benchmarks.harness import results_dir, write_results
 from dlsr_deploy.probes import shift_probes
+from dlsr_deploy.scoring import Combination
 from dlsr_deploy.selection import Evidence, choose, compare, evidence_row
 
 RESULTS = results_dir(__file__)
@@ -41,11 +51,35 @@ def load(folder: Path, stem: str):
 
 def uses_dlsr(score: str) -> bool:
     """A DLSR score, or a combination with one."""
-    return score in DLSR or any(f"_{d}_" in f"_{score}_" for d in DLSR)
+    return score in DLSR or any(f"_{d}_" in f"_{score}_" or score.endswith(f"+{d}") for d in DLSR)
 
 
-def measure(folder: Path, stem: str, headline: str, n_boot: int) -> dict:
+def headline_sums(run: Path, headline: str, ids: dict, ood: dict, score_cfg: dict) -> dict:
+    """`<headline>+<score>` for each non-LR DLSR score, added to the ID and OOD score dicts in place:
+    the headline's components (a Combination's, else the headline) and the score, standardised on the
+    run's held-out ID scores (scored here with the run's models and the eval's score settings).
+    -> {name: the Combination's dict}."""
+    from dlsr_deploy.config import ScoreConfig
+    from dlsr_deploy.model.reference import EagerReference, run_holdout_z0
+
+    ref = EagerReference.from_run(run, ScoreConfig.from_dict(score_cfg))
+    hold = ref.score_z0(run_holdout_z0(run, ref.cfg), progress=True, desc="held-out ID")
+    combo = next((c for c in ref.combos if c.name == headline), None)
+    if combo is not None and not np.allclose(combo.combine(ids), ids[headline], rtol=1e-6, atol=1e-9):
+        raise SystemExit(f"{run}: its held-out ID fit of {headline} does not give the eval's scores: another run?")
+    parts = list(combo.components) if combo else [headline]
+    out = {}
+    for d in ("mfsim", "mse"):
+        c = Combination.fit([*parts, d], "sum", hold, label=f"{headline}+{d}")
+        for scores in (ids, *ood.values()):
+            scores[c.name] = c.combine(scores)
+        out[c.name] = c.to_dict()
+    return out
+
+
+def measure(folder: Path, stem: str, headline: str, n_boot: int, run: Optional[Path] = None) -> dict:
     res, ids, ood = load(folder, stem)
+    sums = headline_sums(run, headline, ids, ood, res["runs"][0]["score_config"]) if run else {}
     real = [s for s in ood if not s.startswith("probe:")]
     probes = [s for s in ood if s.startswith("probe:") and s.split(":", 1)[1] in shift_probes()]
     ev = Evidence(id=ids, ood=ood, real=real, probes=probes, n_boot=n_boot)
@@ -64,6 +98,7 @@ def measure(folder: Path, stem: str, headline: str, n_boot: int) -> dict:
         "n_boot": n_boot,
         "rows": rows,
         "rule_over_dlsr_candidates": {k: rule[k] for k in ("chosen", "incumbent", "rule", "steps")},
+        "headline_sums": sums,
     }
 
 
@@ -92,6 +127,12 @@ def markdown(res: dict) -> str:
         rep = ("yes" if v["replaces"] else "no") if v else "(headline)"
         lines.append(f"| {s} | {'yes' if r['dlsr'] else ''} | " + " | ".join(cells) + f" | {delta} | {rep} |")
     rule = res["rule_over_dlsr_candidates"]
+    if res.get("headline_sums"):
+        lines += [
+            "",
+            f"`{res['headline']}+<score>`: the headline's components and the DLSR score, each standardised by the "
+            "run's held-out ID median / IQR (never trained on, not the evaluated ID set), then averaged.",
+        ]
     lines += [
         "",
         f"The selection rule over every non-LR score that uses the diffusion model, starting from "
@@ -106,8 +147,10 @@ def main():
     ap.add_argument("--stem", default="eval")
     ap.add_argument("--headline", default="maha_ridge")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--model", type=Path, help="the run evaluated: adds <headline>+<DLSR score> (see above)")
+    ap.add_argument("--name", default="dlsr_adds", help="results/NAME.{json,md}")
     a = ap.parse_args()
-    write_results(RESULTS, "dlsr_adds", measure(a.folder, a.stem, a.headline, a.bootstrap), markdown)
+    write_results(RESULTS, a.name, measure(a.folder, a.stem, a.headline, a.bootstrap, a.model), markdown)
 
 
 if __name__ == "__main__":
