@@ -17,7 +17,7 @@
 #     wheel, installed only then): `dlsr-check --on-target` (the golden-set self-check on both scoring paths) and
 #     `dlsr-score --scores all` on N_IMAGES real images (default 300: CIFAR-10 test, Tiny ImageNet,
 #     DTD) on ARM64, the same dlsr-score on this machine, then tests/platform/arm64/arm64_report.py writes
-#     tests/platform/arm64/results/arm64.{json,md}.
+#     tests/platform/arm64/results/$STEM.{json,md} (STEM=arm64 unless given).
 # Emulation is slow (a bundle's self-check took over 25 CPU-minutes for Lite2 @ 160): RESUME=1 keeps
 # the self-check reports of an earlier run (out/NAME-check.json) and checks only the bundles without
 # one; the scores are always redone, on N_IMAGES images.
@@ -37,6 +37,7 @@ DIR=${ARM64_DIR:-$HOME/.cache/dlsr-deploy/arm64}
 RFS=$DIR/rootfs
 DATA=${DATA:-../shared/data}
 N_IMAGES=${N_IMAGES:-300}
+STEM=${STEM:-arm64}  # results/STEM.{json,md}: another stem keeps the committed arm64.* of other bundles
 # The emulated CPU: a Cortex-A76 (Raspberry Pi 5's core; ARMv8.2-A with dot-product int8 and FP16
 # arithmetic, no i8mm, SVE or SME; Jetson Orin's A78AE is the same class). QEMU's default "max" CPU
 # also offers SVE and SME, which ONNX Runtime's ARM64 GEMM kernels then use and which QEMU emulates
@@ -134,4 +135,4 @@ for b in "$@"; do
   .venv/bin/dlsr-score "$b" "$WORK/images.npz" --backend "$backend" --scores all --quiet \
     --out "$WORK/out/$name-x86.csv"
 done
-"$PY" tests/platform/arm64/arm64_report.py report --dir "$WORK/out" "$@"
+"$PY" tests/platform/arm64/arm64_report.py report --dir "$WORK/out" --stem "$STEM" "$@"
