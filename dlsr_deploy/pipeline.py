@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -121,9 +121,16 @@ def all_features_for(
 ) -> np.ndarray:
     """all_features of an image source (a path, pack, folder ...; pipeline.features_for)."""
     z = [features_for(source, cfg.feature, cache_dir, limit=limit, engine=engine)[0]]
-    for v in cfg.views:
-        z.append(features_for(source, v.feature(cfg.feature), cache_dir, limit=limit, engine=engine, flip=v.flip)[0])
+    z += _views_for(source, cfg, cache_dir, limit=limit, engine=engine)
     return np.concatenate(z, axis=1) if len(z) > 1 else z[0]
+
+
+def _views_for(source, cfg: ModelConfig, cache_dir, *, limit, engine: str, split: str = "test") -> List[np.ndarray]:
+    """Each extra view's z0 of an image source (the flip view through features_for's flip)."""
+    return [
+        features_for(source, v.feature(cfg.feature), cache_dir, limit=limit, engine=engine, flip=v.flip, split=split)[0]
+        for v in cfg.views
+    ]
 
 
 def training_features(
@@ -198,17 +205,9 @@ def _view_features(sources, cfg: ModelConfig, cache_dir: Path, limit, engine: st
     """The extra views' z0 of every training image ([N, sum of view dims], the primary's order), or None."""
     if not cfg.views:
         return None
-    per_view = []
-    for v in cfg.views:
-        info(f"features of view {v.name}")
-        zs = [
-            features_for(
-                src, v.feature(cfg.feature), cache_dir, limit=limit, engine=engine, flip=v.flip, split="train"
-            )[0]
-            for src in sources
-        ]
-        per_view.append(np.concatenate(zs))
-    return np.concatenate(per_view, axis=1)
+    info(f"features of the views {', '.join(v.name for v in cfg.views)}")
+    per_source = [_views_for(src, cfg, cache_dir, limit=limit, engine=engine, split="train") for src in sources]
+    return np.concatenate([np.concatenate(zs, axis=1) for zs in per_source])
 
 
 def _model_config(
@@ -354,13 +353,13 @@ def run_train(
     z, zf, names, feat = _training_data(sources, fcfg, cache_dir or default_cache_dir(), limit, feature_engine, flip)
     profile = profile_of(fcfg.backbone, fcfg.input_size, views)  # the settings' profile name, if any
     cfg = _model_config(fcfg, tcfg, preset, width, blocks, z.shape[1], views, profile)
+    ident = _identity(feat, cfg, holdout, native_how)
+    if resume:  # refused before the extra views' features are computed
+        run_folder.check_resume(out, ident)
     t_views = time.time()
     vz = _view_features(sources, cfg, cache_dir or default_cache_dir(), limit, feature_engine)
     if vz is not None:
         feat["feature_seconds"] = round(feat["feature_seconds"] + time.time() - t_views, 1)
-    ident = _identity(feat, cfg, holdout, native_how)
-    if resume:
-        run_folder.check_resume(out, ident)
     out.mkdir(parents=True, exist_ok=True)
     run_folder.write_started(out, ident, {"native_size_source": native_how})
     stage = TrainStage(

@@ -120,3 +120,22 @@ def test_a_view_repeating_the_primary_is_refused_before_any_work(tmp_path):
     )
     assert r.exit_code != 0 and "differ from the others and from the primary view" in r.output, r.output
     assert not (tmp_path / "r").exists() and not list(tmp_path.glob("*.npy"))
+
+
+def test_a_refused_resume_of_a_views_run_computes_no_view_features(tmp_path, monkeypatch):
+    """The resume check comes before the extra views' features (minutes on real data)."""
+    from dlsr_deploy import pipeline
+
+    def no_views(*a, **k):
+        raise AssertionError("the views' features were computed before the resume was refused")
+
+    monkeypatch.setattr(pipeline, "_view_features", no_views)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"status": "training", "identity": {"holdout": 0.5}}))
+    fcfg = FeatureConfig(backbone="efficientnet-lite0", input_size=32)
+    with pytest.raises(ConfigError, match="holdout"):
+        pipeline.run_train(
+            "demo:id", run, fcfg, resume=True, limit=8, cache_dir=tmp_path / "c", native_size="given",
+            views=(ViewConfig.parse("lite0@32:flip"),),
+        )  # fmt: skip
