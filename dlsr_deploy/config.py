@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from dlsr_deploy.errors import ConfigError
+from dlsr_deploy.names import view_name
 
 BACKBONES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "efficientnet-b4", "resnet50")
 # the package default, chosen by the sweep (README "The best detector per millisecond",
@@ -203,7 +204,7 @@ class ViewConfig(_JsonMixin):
     @property
     def name(self) -> str:
         """'lite1@128' or 'lite2@160:flip'."""
-        return f"{self.backbone.replace('efficientnet-', '')}@{self.input_size}" + (":flip" if self.flip else "")
+        return view_name(self.backbone, self.input_size, self.flip)
 
     @property
     def dim(self) -> int:
@@ -246,11 +247,7 @@ class ModelConfig(_JsonMixin):
 
     def __post_init__(self):
         names = [v.name for v in self.views]
-        primary = (
-            ViewConfig(self.feature.backbone, self.feature.input_size).name
-            if self.feature.backbone in VIEW_BACKBONES
-            else None
-        )
+        primary = view_name(self.feature.backbone, self.feature.input_size)
         dup = sorted({n for n in names if names.count(n) > 1 or n == primary})
         if dup:
             raise ConfigError(

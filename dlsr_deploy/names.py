@@ -1,4 +1,4 @@
-"""Graph output names of scores (stdlib only): `score_<name>`, and back."""
+"""Names (stdlib only): graph outputs of scores (`score_<name>`, and back) and feature views (`lite2@160:flip`)."""
 
 from __future__ import annotations
 
@@ -17,3 +17,8 @@ def score_of(output: str) -> str:
     if not output.startswith(SCORE_PREFIX):
         raise BundleError(f"graph output {output!r} is not a score (expected {SCORE_PREFIX}<name>)")
     return output[len(SCORE_PREFIX) :]
+
+
+def view_name(backbone: str, input_size, flip: bool = False) -> str:
+    """A feature view as users write it: 'lite2@160', 'lite1@128:flip' (efficientnet- dropped)."""
+    return f"{str(backbone).replace('efficientnet-', '')}@{input_size}" + (":flip" if flip else "")

@@ -13,6 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from dlsr_deploy.config import DEFAULT_BACKBONE, DEFAULT_INPUT_SIZE, ViewConfig
 from dlsr_deploy.errors import ConfigError
+from dlsr_deploy.names import view_name
 
 # the most a profile may cost, as a multiple of the balanced profile's (the package default's)
 # batch-32 cost per image on the same machine
@@ -39,8 +40,7 @@ class Profile:
     @property
     def summary(self) -> str:
         """'lite2@160 + lite2@160:flip + ...' (the primary view first)."""
-        primary = f"{self.backbone.replace('efficientnet-', '')}@{self.input_size}"
-        return " + ".join([primary, *self.views])
+        return " + ".join([view_name(self.backbone, self.input_size), *self.views])
 
 
 PROFILES: Dict[str, Profile] = {

@@ -16,6 +16,7 @@ from typing import Dict, List
 import numpy as np
 
 from dlsr_deploy.config import ModelConfig, ViewConfig
+from dlsr_deploy.names import view_name
 
 ENSEMBLE = "ensemble"
 ENSEMBLE_DEFINITION = (
@@ -46,12 +47,7 @@ def view_images(images: np.ndarray, view: ViewConfig) -> np.ndarray:
 
 def describe_views(cfg: ModelConfig) -> str:
     """'lite2@160 + lite2@160:flip + lite1@128' (the primary view first)."""
-    primary = (
-        ViewConfig(cfg.feature.backbone, cfg.feature.input_size).name
-        if cfg.feature.backbone.startswith("efficientnet-lite")
-        else f"{cfg.feature.backbone}@{cfg.feature.input_size}"
-    )
-    return " + ".join([primary, *(v.name for v in cfg.views)])
+    return " + ".join([view_name(cfg.feature.backbone, cfg.feature.input_size), *(v.name for v in cfg.views)])
 
 
 def fit_view_heads(cfg: ModelConfig, views_z: np.ndarray) -> Dict[str, object]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from dlsr_deploy.errors import BundleError
-from dlsr_deploy.names import SCORE_PREFIX, output_name, score_of
+from dlsr_deploy.names import SCORE_PREFIX, output_name, score_of, view_name
 
 SCHEMA_VERSION = 3  # 2: heads.onnx beside denoiser.onnx, native-size provenance, verified targets; 3: decision.onnx
 READABLE_SCHEMAS = (1, 2, 3)
@@ -98,8 +98,7 @@ class Manifest:
         'lite1@128:flip'); one entry for a one-view bundle."""
         pre = self.data["preprocessing"]
         extra = [str(v["view"]) for v in pre.get("views") or []]
-        primary = f"{str(pre.get('backbone', '?')).replace('efficientnet-', '')}@{pre.get('input_size', '?')}"
-        return [primary, *extra]
+        return [view_name(pre.get("backbone", "?"), pre.get("input_size", "?")), *extra]
 
     @property
     def profile(self) -> Optional[str]:
