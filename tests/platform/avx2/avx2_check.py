@@ -113,6 +113,9 @@ def main():
     atomic_write_text(HERE / "results" / f"{a.stem}.json", json.dumps(res, indent=2) + "\n")
     atomic_write_text(HERE / "results" / f"{a.stem}.md", markdown(res) + "\n")
     print(markdown(res))
+    failed = [r["name"] for r in rows if "error" in r["emulated"] or "error" in r["native"]]
+    if failed:  # a bundle not compared is not a pass
+        raise SystemExit(f"error: not compared (see the table): {failed}")
 
 
 if __name__ == "__main__":
